@@ -1,0 +1,82 @@
+//! The [`Clock`] trait every time source implements, and the [`Timebase`] its waits run on.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::ClockError;
+use crate::time::ClockReading;
+
+/// A source of bounded time: `now()` returns an interval that contains true time, and the status
+/// that says whether to believe it.
+///
+/// # To ensure correctness
+/// Implementations must guarantee, for every `Ok` reading whose status is trustworthy
+/// (`Synchronized` or `FreeRunning`), that true time lay in `[earliest, latest]` at some instant
+/// between the call and its return. Everything boundkv promises about external consistency rests
+/// on this one sentence; a source that cannot promise it must return `Unknown` or an error.
+///
+/// Implementations are shared between threads (`Send + Sync`) and are cheap to call: `now()` sits
+/// on every transaction's path.
+pub trait Clock: Send + Sync {
+    /// Reads the clock.
+    fn now(&self) -> Result<ClockReading, ClockError>;
+
+    /// A one-line, human description of the source, for logs and `boundkv clock`
+    /// (for example `clockbound segment /var/run/clockbound/shm0`).
+    fn describe(&self) -> String;
+
+    /// The clock that waits on this source are measured and slept on. Real sources use real time;
+    /// a simulated clock with manual time uses its own, so that waits follow the simulation.
+    fn timebase(&self) -> &dyn Timebase {
+        &RealTimebase
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Result<ClockReading, ClockError> {
+        (**self).now()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn timebase(&self) -> &dyn Timebase {
+        (**self).timebase()
+    }
+}
+
+/// A boxed, sendable future, as [`Timebase::sleep`] returns it.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Where waits happen: a monotonic elapsed-time counter and two ways to sleep on it.
+///
+/// Real time is the only timebase in production. Tests with a manually driven
+/// [`crate::SimClock`] get one whose time moves only when the test moves it.
+pub trait Timebase: Send + Sync {
+    /// Time elapsed since an arbitrary fixed origin; never decreases.
+    fn elapsed(&self) -> Duration;
+    /// Blocks the calling thread for at least `d`.
+    fn sleep_blocking(&self, d: Duration);
+    /// A future that completes after at least `d`.
+    fn sleep(&self, d: Duration) -> BoxFuture;
+}
+
+/// Real time: `Instant` for measuring, the precise timer of [`crate::wait`] for sleeping.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealTimebase;
+
+impl Timebase for RealTimebase {
+    fn elapsed(&self) -> Duration {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+
+    fn sleep_blocking(&self, d: Duration) {
+        crate::wait::precise_sleep_blocking(d);
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture {
+        Box::pin(crate::wait::precise_sleep(d))
+    }
+}

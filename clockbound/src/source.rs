@@ -1,0 +1,172 @@
+//! [`ClockSource`]: the one way every boundkv command chooses its clock.
+//!
+//! | `--clock` / `BOUNDKV_CLOCK` | source |
+//! |---|---|
+//! | `clockbound` (default) | the ClockBound daemon's segment at `/var/run/clockbound/shm0` |
+//! | `clockbound:PATH` | the segment at `PATH` |
+//! | `system:BOUND` (e.g. `system:500us`, `system:2ms`, `system:0`) | `CLOCK_REALTIME` ± an *assumed* `BOUND` |
+//!
+//! Durations are humantime's: `ns`, `us` (or `µs`), `ms`, `s`, combinations like `1ms 500us`,
+//! and a bare `0`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::ClockError;
+use crate::segment::layout::{DEFAULT_SEGMENT_PATH, DEFAULT_VMCLOCK_PATH};
+use crate::segment::{ClockBoundClock, ClockBoundOptions};
+use crate::system::SystemClock;
+
+/// The environment variable that sets the clock source when `--clock` is not given.
+pub const CLOCK_ENV: &str = "BOUNDKV_CLOCK";
+/// The environment variable that overrides the VMClock device path.
+pub const VMCLOCK_ENV: &str = "BOUNDKV_VMCLOCK";
+
+/// Where a process gets its bounded time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The ClockBound daemon's layout-2 segment.
+    ClockBound {
+        /// The segment path.
+        segment: PathBuf,
+    },
+    /// The system clock with an assumed bound.
+    System {
+        /// The assumed bound.
+        bound: Duration,
+    },
+}
+
+impl Default for ClockSource {
+    fn default() -> Self {
+        ClockSource::ClockBound { segment: PathBuf::from(DEFAULT_SEGMENT_PATH) }
+    }
+}
+
+impl ClockSource {
+    /// Whether this is the ClockBound source at its default path.
+    pub fn is_default_clockbound(&self) -> bool {
+        matches!(self, ClockSource::ClockBound { segment } if segment == Path::new(DEFAULT_SEGMENT_PATH))
+    }
+
+    /// Opens the source. `vmclock` overrides the VMClock path (default `/dev/vmclock0`).
+    pub fn open(&self, vmclock: Option<&Path>) -> Result<Arc<dyn Clock>, ClockError> {
+        Ok(match self {
+            ClockSource::ClockBound { segment } => Arc::new(ClockBoundClock::open(ClockBoundOptions {
+                segment_path: segment.clone(),
+                vmclock_path: vmclock.map_or_else(|| PathBuf::from(DEFAULT_VMCLOCK_PATH), Path::to_path_buf),
+            })?),
+            ClockSource::System { bound } => Arc::new(SystemClock::new(*bound)),
+        })
+    }
+}
+
+/// A `--clock` value that is not one of the forms above.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid clock source {input:?}: {reason}. Use `clockbound`, `clockbound:PATH` or \
+     `system:BOUND` (for example `system:500us`)"
+)]
+pub struct ParseClockSourceError {
+    input: String,
+    reason: String,
+}
+
+impl FromStr for ClockSource {
+    type Err = ParseClockSourceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| ParseClockSourceError { input: s.to_string(), reason: reason.into() };
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k, Some(a)),
+            None => (s, None),
+        };
+        match (kind, arg) {
+            ("clockbound", None) => Ok(ClockSource::default()),
+            ("clockbound", Some("")) => Err(err("the path after `clockbound:` is empty")),
+            ("clockbound", Some(path)) => Ok(ClockSource::ClockBound { segment: PathBuf::from(path) }),
+            ("system", None | Some("")) => Err(err("`system` needs a bound, as in `system:500us`")),
+            ("system", Some(bound)) => parse_bound(bound)
+                .map(|bound| ClockSource::System { bound })
+                .map_err(|e| err(&e)),
+            _ => Err(err("unknown kind")),
+        }
+    }
+}
+
+fn parse_bound(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(&s.replace('µ', "u")).map_err(|e| format!("bad bound {s:?}: {e}"))
+}
+
+impl fmt::Display for ClockSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            s if s.is_default_clockbound() => f.write_str("clockbound"),
+            ClockSource::ClockBound { segment } => write!(f, "clockbound:{}", segment.display()),
+            ClockSource::System { bound } => {
+                if bound.is_zero() {
+                    f.write_str("system:0")
+                } else {
+                    write!(f, "system:{}", humantime::format_duration(*bound).to_string().replace(' ', ""))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_documented_forms_parse() {
+        assert_eq!("clockbound".parse::<ClockSource>().unwrap(), ClockSource::default());
+        assert_eq!(
+            "clockbound:/tmp/x/shm0".parse::<ClockSource>().unwrap(),
+            ClockSource::ClockBound { segment: "/tmp/x/shm0".into() }
+        );
+        for (text, bound) in [
+            ("system:500us", Duration::from_micros(500)),
+            ("system:500µs", Duration::from_micros(500)),
+            ("system:2ms", Duration::from_millis(2)),
+            ("system:0", Duration::ZERO),
+            ("system:1s", Duration::from_secs(1)),
+            ("system:100ns", Duration::from_nanos(100)),
+        ] {
+            assert_eq!(text.parse::<ClockSource>().unwrap(), ClockSource::System { bound }, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_forms_say_what_is_accepted() {
+        for bad in ["", "system", "system:", "system:fast", "clockbound:", "ntp", "sim:1ms"] {
+            let e = bad.parse::<ClockSource>().unwrap_err().to_string();
+            assert!(e.contains("system:500us"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in ["clockbound", "clockbound:/x/y", "system:500us", "system:0", "system:1ms500us"] {
+            let s: ClockSource = text.parse().unwrap();
+            assert_eq!(s.to_string().parse::<ClockSource>().unwrap(), s, "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_system_bound_round_trips(nanos in 0u64..10_000_000_000_000) {
+            let s = ClockSource::System { bound: Duration::from_nanos(nanos) };
+            prop_assert_eq!(s.to_string().parse::<ClockSource>().unwrap(), s);
+        }
+    }
+}
