@@ -103,6 +103,8 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     if base != 0 {
         for slot in &SLOT_TABLE {
             if slot.base.load(Ordering::Acquire) == base {
+                // Mark first: whoever reads the zeros we are about to map must see the mark.
+                slot.faulted.store(true, Ordering::Release);
                 // SAFETY: `base` is the start of a one-page mapping we own (registered, not yet
                 // unregistered); replacing it with an anonymous read-only page keeps the address
                 // valid for every reader.
@@ -117,7 +119,6 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                     )
                 };
                 if p != libc::MAP_FAILED {
-                    slot.faulted.store(true, Ordering::Release);
                     FAULTS_HANDLED.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

@@ -68,6 +68,7 @@ pub struct ClockBoundClock {
     /// from its own `as_of`).
     last_good: Mutex<Option<(u16, SegmentSnapshot)>>,
     last_good_generation: AtomicU32,
+    last_good_as_of: AtomicI64,
     vmclock: OnceLock<VmClockPage>,
 }
 
@@ -80,8 +81,8 @@ enum RawRead {
     WriteInProgress,
     /// Version 0 or generation 0: the daemon is (re)initializing the file.
     Initializing(&'static str),
-    /// No magic: zeros from a truncation fault, or not a ClockBound file at all.
-    BadMagic([u32; 2]),
+    /// No magic: zeros from a truncation fault (`faulted`), or not a ClockBound file at all.
+    BadMagic { found: [u32; 2], faulted: bool },
     Version(u16),
 }
 
@@ -107,6 +108,7 @@ impl ClockBoundClock {
             failure: Mutex::new(None),
             last_good: Mutex::new(None),
             last_good_generation: AtomicU32::new(NO_GENERATION),
+            last_good_as_of: AtomicI64::new(i64::MIN),
             vmclock: OnceLock::new(),
         };
         clock.snapshot()?;
@@ -155,8 +157,8 @@ impl ClockBoundClock {
                     return self.fall_back("a write is in progress (odd generation)");
                 }
                 RawRead::Initializing(why) => return self.fall_back(why),
-                RawRead::BadMagic(found) => {
-                    if self.page.faulted() {
+                RawRead::BadMagic { found, faulted } => {
+                    if faulted {
                         // The daemon truncated the file under us; remap on the next call.
                         self.revalidate_at.store(i64::MIN, Ordering::Relaxed);
                         return self.fall_back("the daemon is rewriting the segment");
@@ -200,12 +202,14 @@ impl ClockBoundClock {
         }
         fence(Ordering::Acquire);
         let g2 = page.load_u16(GENERATION_OFFSET, Ordering::Relaxed);
+        // Inside the epoch check: a remap clears the mark only after bumping the epoch.
+        let faulted = page.faulted();
         if page.epoch(Ordering::Relaxed) != epoch {
             return RawRead::Changed;
         }
 
         if magic != MAGIC {
-            return RawRead::BadMagic(magic);
+            return RawRead::BadMagic { found: magic, faulted };
         }
         if version == 0 {
             return RawRead::Initializing("version 0: the daemon is (re)initializing the file");
@@ -225,11 +229,28 @@ impl ClockBoundClock {
         RawRead::Body { generation: g1, segsize, body: SegmentBody::from_words(&words) }
     }
 
+    /// Keeps `snap` as the fallback if it is newer than the one kept. "Newer" is write order:
+    /// a later `as_of`, or the same `as_of` (a daemon that only changed the status, say to
+    /// `Disrupted`) and a later generation in wrap-around order. Threads racing to store their
+    /// reads can therefore never move the fallback backwards, which would undo a status change.
     fn remember(&self, generation: u16, snap: SegmentSnapshot) {
-        if self.last_good_generation.load(Ordering::Relaxed) != u32::from(generation) {
-            let mut last = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        if self.last_good_generation.load(Ordering::Relaxed) == u32::from(generation)
+            && self.last_good_as_of.load(Ordering::Relaxed) == snap.as_of_nanos
+        {
+            return; // the common case: nothing new since the last read
+        }
+        let mut last = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = match *last {
+            None => true,
+            Some((g, old)) => {
+                snap.as_of_nanos > old.as_of_nanos
+                    || (snap.as_of_nanos == old.as_of_nanos && (generation.wrapping_sub(g) as i16) > 0)
+            }
+        };
+        if newer {
             *last = Some((generation, snap));
             self.last_good_generation.store(u32::from(generation), Ordering::Relaxed);
+            self.last_good_as_of.store(snap.as_of_nanos, Ordering::Relaxed);
         }
     }
 
@@ -243,6 +264,12 @@ impl ClockBoundClock {
 
     fn snapshot(&self) -> Result<SegmentSnapshot, ClockError> {
         self.snapshot_with_generation().map(|(_, s)| s)
+    }
+
+    fn revalidate_if_due(&self, mono: i64) {
+        if mono >= self.revalidate_at.load(Ordering::Relaxed) {
+            self.revalidate(mono);
+        }
     }
 
     /// Checks that the path still names the mapped file; remaps when the daemon replaced it or
@@ -310,26 +337,32 @@ impl ClockBoundClock {
 }
 
 impl Clock for ClockBoundClock {
-    /// ClockBound 2.x's `now()`: `CLOCK_REALTIME` first, then `CLOCK_MONOTONIC_COARSE`, then one
-    /// seqlock read of the segment, then [`layout::compute`], then the VMClock marker check when
-    /// the segment asks for it.
+    /// ClockBound 2.x's `now()`: one seqlock read of the segment, *then* `CLOCK_REALTIME`, then
+    /// `CLOCK_MONOTONIC_COARSE`, then [`layout::compute`], then the VMClock marker check when the
+    /// segment asks for it.
+    ///
+    /// The order matters. The daemon stamps `as_of` before it writes; reading the segment first
+    /// guarantees `as_of <= mono`. Reading the clocks first would let an update land in between
+    /// and look like a causality breach. A late monotonic read only makes the bound larger.
     fn now(&self) -> Result<ClockReading, ClockError> {
-        let real = sys::realtime_nanos();
-        let mono = sys::monotonic_coarse_nanos();
-        if mono >= self.revalidate_at.load(Ordering::Relaxed) {
-            self.revalidate(mono);
-        }
         if self.failed_closed.load(Ordering::Relaxed) {
-            let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
-                path: self.options.segment_path.clone(),
-            }));
+            self.revalidate_if_due(sys::monotonic_coarse_nanos());
+            if self.failed_closed.load(Ordering::Relaxed) {
+                let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
+                    path: self.options.segment_path.clone(),
+                }));
+            }
         }
         let snap = self.snapshot()?;
+        let real = sys::realtime_nanos();
+        let mono = sys::monotonic_coarse_nanos();
         let mut reading = layout::compute(&snap, real, mono)?;
         if snap.disruption_support && self.vmclock_marker()? != snap.disruption_marker {
             reading.status = ClockStatus::Unknown;
         }
+        // Housekeeping for the calls that follow: has the daemon replaced or removed the file?
+        self.revalidate_if_due(mono);
         Ok(reading)
     }
 
