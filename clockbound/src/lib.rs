@@ -56,8 +56,8 @@ pub mod wait;
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
 pub use oracle::{
-    FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark,
-    OracleError, OracleOptions, TimestampOracle,
+    FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark, OracleError,
+    OracleOptions, TimestampOracle,
 };
 pub use policy::{ClockPolicy, Unusable};
 pub use segment::{ClockBoundClock, ClockBoundOptions, SegmentWriter};

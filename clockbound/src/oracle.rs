@@ -131,7 +131,8 @@ impl HighWaterMark for FileHighWaterMark {
             Err(e) => return Err(HighWaterMarkError(format!("{}: {e}", self.path.display()))),
         };
         let mut lines = text.lines();
-        let (Some(FILE_MAGIC), Some(value), None) = (lines.next(), lines.next(), lines.next()) else {
+        let (Some(FILE_MAGIC), Some(value), None) = (lines.next(), lines.next(), lines.next())
+        else {
             return Err(HighWaterMarkError(format!(
                 "{}: not a high-water mark file (refusing to guess a floor)",
                 self.path.display()
@@ -295,7 +296,11 @@ impl TimestampOracle {
         wait::wait_until_after_blocking(&*self.clock, ts, &self.options.policy)
     }
 
-    fn issue_from(&self, reading: ClockReading, at_least: Timestamp) -> Result<Issued, OracleError> {
+    fn issue_from(
+        &self,
+        reading: ClockReading,
+        at_least: Timestamp,
+    ) -> Result<Issued, OracleError> {
         let candidate = reading.latest().max(at_least).as_nanos();
         let ts = self.raise_floor(|f| candidate.max(f.saturating_add(1)));
         self.ensure_durable(ts)?;
@@ -314,7 +319,12 @@ impl TimestampOracle {
         let mut current = self.floor.load(Ordering::Acquire);
         loop {
             let new = f(current).max(current);
-            match self.floor.compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire) {
+            match self.floor.compare_exchange_weak(
+                current,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return new,
                 Err(seen) => current = seen,
             }
@@ -342,9 +352,9 @@ impl TimestampOracle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Unusable;
     use crate::sim::SimClock;
     use crate::time::ClockStatus;
-    use crate::policy::Unusable;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -510,7 +520,8 @@ mod tests {
             }
         }
         let c = SimClock::manual(Timestamp::from_nanos(100 * SEC));
-        let o = TimestampOracle::open(Arc::new(c), OracleOptions::default(), Box::new(Broken)).unwrap();
+        let o =
+            TimestampOracle::open(Arc::new(c), OracleOptions::default(), Box::new(Broken)).unwrap();
         let e = o.issue_blocking(Timestamp::ZERO).unwrap_err();
         assert!(e.is_fatal(), "{e}");
     }

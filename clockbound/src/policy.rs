@@ -79,7 +79,10 @@ impl fmt::Display for Unusable {
 
 impl ClockPolicy {
     /// Classifies one answer of `now()`.
-    pub fn check(&self, answer: Result<ClockReading, ClockError>) -> Result<ClockReading, Unusable> {
+    pub fn check(
+        &self,
+        answer: Result<ClockReading, ClockError>,
+    ) -> Result<ClockReading, Unusable> {
         let reading = answer.map_err(Unusable::Error)?;
         match reading.status {
             ClockStatus::Synchronized => {}

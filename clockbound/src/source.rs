@@ -56,10 +56,13 @@ impl ClockSource {
     /// Opens the source. `vmclock` overrides the VMClock path (default `/dev/vmclock0`).
     pub fn open(&self, vmclock: Option<&Path>) -> Result<Arc<dyn Clock>, ClockError> {
         Ok(match self {
-            ClockSource::ClockBound { segment } => Arc::new(ClockBoundClock::open(ClockBoundOptions {
-                segment_path: segment.clone(),
-                vmclock_path: vmclock.map_or_else(|| PathBuf::from(DEFAULT_VMCLOCK_PATH), Path::to_path_buf),
-            })?),
+            ClockSource::ClockBound { segment } => {
+                Arc::new(ClockBoundClock::open(ClockBoundOptions {
+                    segment_path: segment.clone(),
+                    vmclock_path: vmclock
+                        .map_or_else(|| PathBuf::from(DEFAULT_VMCLOCK_PATH), Path::to_path_buf),
+                })?)
+            }
             ClockSource::System { bound } => Arc::new(SystemClock::new(*bound)),
         })
     }
@@ -80,7 +83,8 @@ impl FromStr for ClockSource {
     type Err = ParseClockSourceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| ParseClockSourceError { input: s.to_string(), reason: reason.into() };
+        let err =
+            |reason: &str| ParseClockSourceError { input: s.to_string(), reason: reason.into() };
         let (kind, arg) = match s.split_once(':') {
             Some((k, a)) => (k, Some(a)),
             None => (s, None),
@@ -88,11 +92,13 @@ impl FromStr for ClockSource {
         match (kind, arg) {
             ("clockbound", None) => Ok(ClockSource::default()),
             ("clockbound", Some("")) => Err(err("the path after `clockbound:` is empty")),
-            ("clockbound", Some(path)) => Ok(ClockSource::ClockBound { segment: PathBuf::from(path) }),
+            ("clockbound", Some(path)) => {
+                Ok(ClockSource::ClockBound { segment: PathBuf::from(path) })
+            }
             ("system", None | Some("")) => Err(err("`system` needs a bound, as in `system:500us`")),
-            ("system", Some(bound)) => parse_bound(bound)
-                .map(|bound| ClockSource::System { bound })
-                .map_err(|e| err(&e)),
+            ("system", Some(bound)) => {
+                parse_bound(bound).map(|bound| ClockSource::System { bound }).map_err(|e| err(&e))
+            }
             _ => Err(err("unknown kind")),
         }
     }
@@ -115,7 +121,11 @@ impl fmt::Display for ClockSource {
                 if bound.is_zero() {
                     f.write_str("system:0")
                 } else {
-                    write!(f, "system:{}", humantime::format_duration(*bound).to_string().replace(' ', ""))
+                    write!(
+                        f,
+                        "system:{}",
+                        humantime::format_duration(*bound).to_string().replace(' ', "")
+                    )
                 }
             }
         }
@@ -142,7 +152,11 @@ mod tests {
             ("system:1s", Duration::from_secs(1)),
             ("system:100ns", Duration::from_nanos(100)),
         ] {
-            assert_eq!(text.parse::<ClockSource>().unwrap(), ClockSource::System { bound }, "{text}");
+            assert_eq!(
+                text.parse::<ClockSource>().unwrap(),
+                ClockSource::System { bound },
+                "{text}"
+            );
         }
     }
 
@@ -156,7 +170,8 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["clockbound", "clockbound:/x/y", "system:500us", "system:0", "system:1ms500us"] {
+        for text in ["clockbound", "clockbound:/x/y", "system:500us", "system:0", "system:1ms500us"]
+        {
             let s: ClockSource = text.parse().unwrap();
             assert_eq!(s.to_string().parse::<ClockSource>().unwrap(), s, "{text}");
         }

@@ -49,7 +49,9 @@ fn from_aws_kind(k: ClockBoundErrorKind) -> ClockErrorKind {
         ClockBoundErrorKind::SegmentNotInitialized => ClockErrorKind::SegmentNotInitialized,
         ClockBoundErrorKind::SegmentMalformed => ClockErrorKind::SegmentMalformed,
         ClockBoundErrorKind::CausalityBreach => ClockErrorKind::CausalityBreach,
-        ClockBoundErrorKind::SegmentVersionNotSupported => ClockErrorKind::SegmentVersionNotSupported,
+        ClockBoundErrorKind::SegmentVersionNotSupported => {
+            ClockErrorKind::SegmentVersionNotSupported
+        }
     }
 }
 
@@ -97,15 +99,20 @@ fn realtime() -> i128 {
 }
 
 /// Reads the segment with both clients and checks that they agree.
-fn assert_agree(segment: &Path, vmclock: &Path, drift_ppb: u32) -> Result<(ClockReading, ClockStatus), ClockErrorKind> {
+fn assert_agree(
+    segment: &Path,
+    vmclock: &Path,
+    drift_ppb: u32,
+) -> Result<(ClockReading, ClockStatus), ClockErrorKind> {
     let r0 = realtime();
     let ours = ClockBoundClock::open(ClockBoundOptions {
         segment_path: segment.to_path_buf(),
         vmclock_path: vmclock.to_path_buf(),
     })
     .and_then(|c| c.now());
-    let theirs = ClockBoundClient::new_with_paths(segment.to_str().unwrap(), vmclock.to_str().unwrap())
-        .and_then(|mut c| c.now());
+    let theirs =
+        ClockBoundClient::new_with_paths(segment.to_str().unwrap(), vmclock.to_str().unwrap())
+            .and_then(|mut c| c.now());
     let r1 = realtime();
     match (ours, theirs) {
         (Ok(o), Ok(t)) => {
@@ -116,7 +123,8 @@ fn assert_agree(segment: &Path, vmclock: &Path, drift_ppb: u32) -> Result<(Clock
             // and by the 1 ns of our rounding up.
             let span = r1 - r0;
             let tolerance = span + i128::from(drift_ppb) * (span + 10_000_000) / 1_000_000_000 + 2;
-            let te = i128::from(t.earliest.tv_sec()) * 1_000_000_000 + i128::from(t.earliest.tv_nsec());
+            let te =
+                i128::from(t.earliest.tv_sec()) * 1_000_000_000 + i128::from(t.earliest.tv_nsec());
             let tl = i128::from(t.latest.tv_sec()) * 1_000_000_000 + i128::from(t.latest.tv_nsec());
             let de = i128::from(o.earliest().as_nanos()) - te;
             let dl = i128::from(o.latest().as_nanos()) - tl;
@@ -134,7 +142,12 @@ fn assert_agree(segment: &Path, vmclock: &Path, drift_ppb: u32) -> Result<(Clock
 
 #[test]
 fn every_status_the_daemon_publishes_reads_the_same() {
-    for status in [ClockStatus::Synchronized, ClockStatus::FreeRunning, ClockStatus::Unknown, ClockStatus::Disrupted] {
+    for status in [
+        ClockStatus::Synchronized,
+        ClockStatus::FreeRunning,
+        ClockStatus::Unknown,
+        ClockStatus::Disrupted,
+    ] {
         let seg = TestSegment::new();
         publish_with_aws_writer(&seg.path, &Published { status, ..Published::default() });
         let (r, s) = assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap();
@@ -153,14 +166,28 @@ fn a_stale_daemon_and_a_void_segment_read_the_same() {
     assert!(r.bound() >= Duration::from_micros(510));
 
     let seg = TestSegment::new();
-    publish_with_aws_writer(&seg.path, &Published { age: 30 * SEC, void_after: Duration::from_secs(20), ..Published::default() });
-    assert_eq!(assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1, ClockStatus::Unknown);
+    publish_with_aws_writer(
+        &seg.path,
+        &Published { age: 30 * SEC, void_after: Duration::from_secs(20), ..Published::default() },
+    );
+    assert_eq!(
+        assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1,
+        ClockStatus::Unknown
+    );
 }
 
 #[test]
 fn a_large_bound_and_a_large_drift_read_the_same() {
     let seg = TestSegment::new();
-    publish_with_aws_writer(&seg.path, &Published { bound_nsec: 400_000_000, drift_ppb: 999_999_999, age: 0, ..Published::default() });
+    publish_with_aws_writer(
+        &seg.path,
+        &Published {
+            bound_nsec: 400_000_000,
+            drift_ppb: 999_999_999,
+            age: 0,
+            ..Published::default()
+        },
+    );
     let (r, _) = assert_agree(&seg.path, &seg.vmclock_path(), 999_999_999).unwrap();
     assert!(r.bound() >= Duration::from_millis(400));
 }
@@ -170,18 +197,30 @@ fn errors_the_daemon_can_publish_are_the_same_kind() {
     // as_of a second in the future.
     let seg = TestSegment::new();
     publish_with_aws_writer(&seg.path, &Published { age: -SEC, ..Published::default() });
-    assert_eq!(assert_agree(&seg.path, &seg.vmclock_path(), 0).unwrap_err(), ClockErrorKind::CausalityBreach);
+    assert_eq!(
+        assert_agree(&seg.path, &seg.vmclock_path(), 0).unwrap_err(),
+        ClockErrorKind::CausalityBreach
+    );
 
     // A drift of a second per second.
     let seg = TestSegment::new();
-    publish_with_aws_writer(&seg.path, &Published { drift_ppb: 1_000_000_000, ..Published::default() });
-    assert_eq!(assert_agree(&seg.path, &seg.vmclock_path(), 0).unwrap_err(), ClockErrorKind::SegmentMalformed);
+    publish_with_aws_writer(
+        &seg.path,
+        &Published { drift_ppb: 1_000_000_000, ..Published::default() },
+    );
+    assert_eq!(
+        assert_agree(&seg.path, &seg.vmclock_path(), 0).unwrap_err(),
+        ClockErrorKind::SegmentMalformed
+    );
 }
 
 #[test]
 fn the_vmclock_check_reads_the_same() {
     let seg = TestSegment::new();
-    publish_with_aws_writer(&seg.path, &Published { disruption_support: true, marker: 7, ..Published::default() });
+    publish_with_aws_writer(
+        &seg.path,
+        &Published { disruption_support: true, marker: 7, ..Published::default() },
+    );
     // No VMClock page: both refuse.
     assert_eq!(
         assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap_err(),
@@ -190,10 +229,16 @@ fn the_vmclock_check_reads_the_same() {
     // AWS's own VMClock writer, marker equal: the stored status stands.
     let mut vm = VMClockShmWriter::new(&seg.vmclock_path()).expect("AWS VMClock writer");
     vm.write(&VMClockShmBody { disruption_marker: 7, ..VMClockShmBody::default() });
-    assert_eq!(assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1, ClockStatus::Synchronized);
+    assert_eq!(
+        assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1,
+        ClockStatus::Synchronized
+    );
     // A disruption the daemon has not acted on: both say Unknown.
     vm.write(&VMClockShmBody { disruption_marker: 8, ..VMClockShmBody::default() });
-    assert_eq!(assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1, ClockStatus::Unknown);
+    assert_eq!(
+        assert_agree(&seg.path, &seg.vmclock_path(), 50_000).unwrap().1,
+        ClockStatus::Unknown
+    );
 }
 
 #[test]
@@ -208,7 +253,10 @@ fn states_only_boundkvs_writer_makes_are_refused_the_same_way() {
         ClockErrorKind::SegmentNotInitialized
     );
     for version in [1u16, 3, 0x0303] {
-        assert_eq!(kinds(&|s| s.writer.set_version(version)), ClockErrorKind::SegmentVersionNotSupported);
+        assert_eq!(
+            kinds(&|s| s.writer.set_version(version)),
+            ClockErrorKind::SegmentVersionNotSupported
+        );
     }
     assert_eq!(kinds(&|s| s.writer.set_version(0)), ClockErrorKind::SegmentNotInitialized);
     assert_eq!(

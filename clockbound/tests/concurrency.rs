@@ -142,7 +142,14 @@ fn a_foreign_sigbus_still_kills_the_process() {
         // SAFETY: a fresh private mapping of a file we own; reading it after truncation is the
         // point of the test.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
         };
         assert_ne!(p, libc::MAP_FAILED);
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();

@@ -23,7 +23,7 @@ mod common;
 
 use std::time::Duration;
 
-use boundkv_clockbound::segment::layout::{MonoTimespec, SegmentBody, SegmentHeader, SEGMENT_LEN};
+use boundkv_clockbound::segment::layout::{MonoTimespec, SEGMENT_LEN, SegmentBody, SegmentHeader};
 use boundkv_clockbound::segment::vmclock::VmClockWriter;
 use boundkv_clockbound::{
     Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockStatus, SegmentWriter,
@@ -78,7 +78,8 @@ fn short_files_are_not_segments() {
 #[test]
 fn a_bad_magic_is_not_initialized() {
     let mut seg = TestSegment::healthy(Duration::from_micros(5), 0, ClockStatus::Synchronized);
-    seg.writer.set_header(SegmentHeader { magic: [0xdead_beef, 0x0bad_cafe], ..seg.writer.header() });
+    seg.writer
+        .set_header(SegmentHeader { magic: [0xdead_beef, 0x0bad_cafe], ..seg.writer.header() });
     let e = open(&seg).err().unwrap();
     assert!(matches!(e, ClockError::SegmentNotInitialized { .. }), "{e}");
     assert!(e.to_string().contains("bad magic"), "{e}");
@@ -100,10 +101,7 @@ fn layouts_1_and_3_are_not_supported() {
     let mut seg = TestSegment::new();
     seg.writer.set_header(SegmentHeader { segsize: 72, version: 1, ..SegmentHeader::layout2(2) });
     seg.writer.truncate(72).unwrap();
-    assert!(matches!(
-        open(&seg),
-        Err(ClockError::SegmentVersionNotSupported { version: 1, .. })
-    ));
+    assert!(matches!(open(&seg), Err(ClockError::SegmentVersionNotSupported { version: 1, .. })));
 }
 
 #[test]
@@ -196,11 +194,19 @@ fn every_implausible_field_is_malformed_and_named() {
 #[test]
 fn as_of_in_the_future_is_a_causality_breach() {
     let mut seg = TestSegment::new();
-    seg.writer.write(&body_aged(-SEC, Duration::from_secs(1000), Duration::from_micros(5), ClockStatus::Synchronized));
+    seg.writer.write(&body_aged(
+        -SEC,
+        Duration::from_secs(1000),
+        Duration::from_micros(5),
+        ClockStatus::Synchronized,
+    ));
     let e = open(&seg).unwrap().now().unwrap_err();
     match e {
         ClockError::CausalityBreach { ahead } => {
-            assert!(ahead > Duration::from_millis(900) && ahead <= Duration::from_secs(1), "{ahead:?}")
+            assert!(
+                ahead > Duration::from_millis(900) && ahead <= Duration::from_secs(1),
+                "{ahead:?}"
+            )
         }
         other => panic!("expected a causality breach, got {other}"),
     }
@@ -211,7 +217,12 @@ fn a_stale_daemon_turns_free_running_then_unknown_after_void_after() {
     ensure_uptime(30 * SEC);
     // 10 s since the last update: past the 5 s grace, before void_after.
     let mut seg = TestSegment::new();
-    seg.writer.write(&body_aged(10 * SEC, Duration::from_secs(1000), Duration::from_micros(5), ClockStatus::Synchronized));
+    seg.writer.write(&body_aged(
+        10 * SEC,
+        Duration::from_secs(1000),
+        Duration::from_micros(5),
+        ClockStatus::Synchronized,
+    ));
     let r = open(&seg).unwrap().now().unwrap();
     assert_eq!(r.status, ClockStatus::FreeRunning);
     // 5 µs + 10 s × 50 ppm = 505 µs, and a little more for the time since.
@@ -220,13 +231,23 @@ fn a_stale_daemon_turns_free_running_then_unknown_after_void_after() {
 
     // 30 s since the update with void_after at 20 s: void.
     let mut seg = TestSegment::new();
-    seg.writer.write(&body_aged(30 * SEC, Duration::from_secs(20), Duration::from_micros(5), ClockStatus::Synchronized));
+    seg.writer.write(&body_aged(
+        30 * SEC,
+        Duration::from_secs(20),
+        Duration::from_micros(5),
+        ClockStatus::Synchronized,
+    ));
     assert_eq!(open(&seg).unwrap().now().unwrap().status, ClockStatus::Unknown);
 }
 
 #[test]
 fn stored_statuses_are_reported() {
-    for status in [ClockStatus::Unknown, ClockStatus::FreeRunning, ClockStatus::Disrupted, ClockStatus::Synchronized] {
+    for status in [
+        ClockStatus::Unknown,
+        ClockStatus::FreeRunning,
+        ClockStatus::Disrupted,
+        ClockStatus::Synchronized,
+    ] {
         let seg = TestSegment::healthy(Duration::from_micros(5), 0, status);
         assert_eq!(open(&seg).unwrap().now().unwrap().status, status);
     }
@@ -327,7 +348,10 @@ fn a_daemon_that_replaces_the_file_is_followed() {
 fn updates_are_seen_at_once() {
     let mut seg = TestSegment::healthy(Duration::from_micros(5), 0, ClockStatus::Synchronized);
     let clock = open(&seg).unwrap();
-    for (i, status) in [ClockStatus::FreeRunning, ClockStatus::Disrupted, ClockStatus::Synchronized].into_iter().enumerate() {
+    for (i, status) in [ClockStatus::FreeRunning, ClockStatus::Disrupted, ClockStatus::Synchronized]
+        .into_iter()
+        .enumerate()
+    {
         let bound = Duration::from_micros(100 + i as u64);
         seg.writer.write(&body_now(bound, 0, status));
         let r = clock.now().unwrap();

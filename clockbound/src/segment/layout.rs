@@ -146,7 +146,12 @@ pub struct SegmentBody {
 impl SegmentBody {
     /// A body as a healthy daemon writes it at `as_of_nanos` (on `CLOCK_MONOTONIC_COARSE`):
     /// `void_after` 1000 s later, no disruption support.
-    pub fn healthy(as_of_nanos: i64, bound: Duration, max_drift_ppb: u32, status: ClockStatus) -> Self {
+    pub fn healthy(
+        as_of_nanos: i64,
+        bound: Duration,
+        max_drift_ppb: u32,
+        status: ClockStatus,
+    ) -> Self {
         SegmentBody {
             as_of: MonoTimespec::from_nanos(as_of_nanos),
             void_after: MonoTimespec::from_nanos(
@@ -235,7 +240,10 @@ impl SegmentBody {
             return Err(format!("clock_status = {} is not 0..=3", self.clock_status));
         };
         if self.disruption_support > 1 {
-            return Err(format!("disruption support flag = {} is not 0 or 1", self.disruption_support));
+            return Err(format!(
+                "disruption support flag = {} is not 0 or 1",
+                self.disruption_support
+            ));
         }
         Ok(SegmentSnapshot {
             as_of_nanos: self.as_of.as_nanos(),
@@ -293,7 +301,9 @@ pub fn compute(
     } else if elapsed.unsigned_abs() < CAUSALITY_JITTER.as_nanos() as u64 {
         0
     } else {
-        return Err(ClockError::CausalityBreach { ahead: Duration::from_nanos(elapsed.unsigned_abs()) });
+        return Err(ClockError::CausalityBreach {
+            ahead: Duration::from_nanos(elapsed.unsigned_abs()),
+        });
     };
 
     let bound = snap.bound_nanos.saturating_add(drift_growth(elapsed, snap.max_drift_ppb));
@@ -338,7 +348,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn snap(as_of_s: i64, void_after_s: i64, bound: u64, drift: u32, status: ClockStatus) -> SegmentSnapshot {
+    fn snap(
+        as_of_s: i64,
+        void_after_s: i64,
+        bound: u64,
+        drift: u32,
+        status: ClockStatus,
+    ) -> SegmentSnapshot {
         SegmentBody {
             as_of: MonoTimespec { sec: as_of_s, nsec: 0 },
             void_after: MonoTimespec { sec: void_after_s, nsec: 0 },
@@ -399,7 +415,8 @@ mod tests {
 
     #[test]
     fn implausible_fields_are_named() {
-        let good = SegmentBody::healthy(S, Duration::from_micros(5), 50_000, ClockStatus::Synchronized);
+        let good =
+            SegmentBody::healthy(S, Duration::from_micros(5), 50_000, ClockStatus::Synchronized);
         assert!(good.validate().is_ok());
         let cases: Vec<(SegmentBody, &str)> = vec![
             (SegmentBody { as_of: MonoTimespec { sec: 1, nsec: S }, ..good }, "as_of"),

@@ -240,21 +240,21 @@ impl SharedPage {
 
     /// Loads the `u16` at byte `offset` (2-aligned, within the page).
     pub(crate) fn load_u16(&self, offset: usize, order: Ordering) -> u16 {
-        debug_assert!(offset % 2 == 0 && offset + 2 <= page_size());
+        debug_assert!(offset.is_multiple_of(2) && offset + 2 <= page_size());
         // SAFETY: in bounds of our page, aligned, and the page stays mapped until drop.
         unsafe { (*self.base.add(offset).cast::<AtomicU16>()).load(order) }
     }
 
     /// Loads the `u32` at byte `offset` (4-aligned, within the page).
     pub(crate) fn load_u32(&self, offset: usize, order: Ordering) -> u32 {
-        debug_assert!(offset % 4 == 0 && offset + 4 <= page_size());
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= page_size());
         // SAFETY: as in load_u16.
         unsafe { (*self.base.add(offset).cast::<AtomicU32>()).load(order) }
     }
 
     /// Loads the `u64` at byte `offset` (8-aligned, within the page).
     pub(crate) fn load_u64(&self, offset: usize, order: Ordering) -> u64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= page_size());
+        debug_assert!(offset.is_multiple_of(8) && offset + 8 <= page_size());
         // SAFETY: as in load_u16.
         unsafe { (*self.base.add(offset).cast::<AtomicU64>()).load(order) }
     }

@@ -42,7 +42,7 @@
 //!   rewrites the file, the reader serves its last good snapshot: it is still correct, because
 //!   the bound grows from that snapshot's own `as_of`.
 //! - **Never crashes on a daemon restart.** A restart truncates the file under the mapping; the
-//!   resulting `SIGBUS` is absorbed (see [`mapping`](self::mapping) in the source) and the file
+//!   resulting `SIGBUS` is absorbed (see `segment/mapping.rs` in the source) and the file
 //!   is remapped.
 //! - **Fails closed.** A missing file, a wrong layout, a causality breach or an unreadable VMClock
 //!   page are errors; a disruption the daemon has not yet acted on, or a dead daemon past

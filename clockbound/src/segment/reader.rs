@@ -8,8 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::layout::{
-    self, BODY_LEN, GENERATION_OFFSET, HEADER_LEN, LAYOUT_VERSION, MAGIC, SEGMENT_LEN,
-    SegmentBody, SegmentHeader, SegmentSnapshot, VERSION_OFFSET,
+    self, BODY_LEN, GENERATION_OFFSET, HEADER_LEN, LAYOUT_VERSION, MAGIC, SEGMENT_LEN, SegmentBody,
+    SegmentHeader, SegmentSnapshot, VERSION_OFFSET,
 };
 use super::mapping::SharedPage;
 use super::vmclock::VmClockPage;
@@ -74,7 +74,11 @@ pub struct ClockBoundClock {
 
 /// What one pass over the mapped segment saw.
 enum RawRead {
-    Body { generation: u16, segsize: u32, body: SegmentBody },
+    Body {
+        generation: u16,
+        segsize: u32,
+        body: SegmentBody,
+    },
     /// The generation moved to another even value during the copy, or a remap happened.
     Changed,
     /// Odd generation: the writer is mid-update (or died there).
@@ -82,7 +86,10 @@ enum RawRead {
     /// Version 0 or generation 0: the daemon is (re)initializing the file.
     Initializing(&'static str),
     /// No magic: zeros from a truncation fault (`faulted`), or not a ClockBound file at all.
-    BadMagic { found: [u32; 2], faulted: bool },
+    BadMagic {
+        found: [u32; 2],
+        faulted: bool,
+    },
     Version(u16),
 }
 
@@ -244,7 +251,8 @@ impl ClockBoundClock {
             None => true,
             Some((g, old)) => {
                 snap.as_of_nanos > old.as_of_nanos
-                    || (snap.as_of_nanos == old.as_of_nanos && (generation.wrapping_sub(g) as i16) > 0)
+                    || (snap.as_of_nanos == old.as_of_nanos
+                        && (generation.wrapping_sub(g) as i16) > 0)
             }
         };
         if newer {
@@ -285,9 +293,10 @@ impl ClockBoundClock {
                 Err(ClockError::SegmentMissing { path: path.clone() })
             }
             Err(e) => Err(ClockError::io("stat", path, &e)),
-            Ok(meta) if (meta.dev(), meta.ino()) == *identity
-                && !self.page.faulted()
-                && !failed_closed =>
+            Ok(meta)
+                if (meta.dev(), meta.ino()) == *identity
+                    && !self.page.faulted()
+                    && !failed_closed =>
             {
                 Ok(false)
             }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering, fence};
 
 use super::layout::{
-    BODY_LEN, GENERATION_OFFSET, HEADER_LEN, LAYOUT_VERSION, SEGMENT_LEN, SegmentBody, SegmentHeader,
-    VERSION_OFFSET,
+    BODY_LEN, GENERATION_OFFSET, HEADER_LEN, LAYOUT_VERSION, SEGMENT_LEN, SegmentBody,
+    SegmentHeader, VERSION_OFFSET,
 };
 
 /// A writer of a ClockBound layout-2 segment file.
@@ -48,7 +48,8 @@ impl SegmentWriter {
         }
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        let mut writer = SegmentWriter { path: path.to_path_buf(), file, map: std::ptr::null_mut(), map_len: 0 };
+        let mut writer =
+            SegmentWriter { path: path.to_path_buf(), file, map: std::ptr::null_mut(), map_len: 0 };
         writer.write_initial_image()?;
         writer.map()?;
         writer.set_version(LAYOUT_VERSION);
@@ -62,7 +63,8 @@ impl SegmentWriter {
         if file.metadata()?.len() < SEGMENT_LEN as u64 {
             file.set_len(SEGMENT_LEN as u64)?;
         }
-        let mut writer = SegmentWriter { path: path.to_path_buf(), file, map: std::ptr::null_mut(), map_len: 0 };
+        let mut writer =
+            SegmentWriter { path: path.to_path_buf(), file, map: std::ptr::null_mut(), map_len: 0 };
         writer.map()?;
         Ok(writer)
     }
@@ -117,7 +119,10 @@ impl SegmentWriter {
     /// The header as currently stored.
     pub fn header(&self) -> SegmentHeader {
         SegmentHeader {
-            magic: [self.cell_u32(0).load(Ordering::Relaxed), self.cell_u32(4).load(Ordering::Relaxed)],
+            magic: [
+                self.cell_u32(0).load(Ordering::Relaxed),
+                self.cell_u32(4).load(Ordering::Relaxed),
+            ],
             segsize: self.cell_u32(8).load(Ordering::Relaxed),
             version: self.cell_u16(VERSION_OFFSET).load(Ordering::Relaxed),
             generation: self.cell_u16(GENERATION_OFFSET).load(Ordering::Acquire),
@@ -193,14 +198,14 @@ impl SegmentWriter {
 
     fn cell_u16(&self, offset: usize) -> &AtomicU16 {
         assert!(!self.map.is_null(), "SegmentWriter: the file is truncated; restart it first");
-        assert!(offset % 2 == 0 && offset + 2 <= self.map_len);
+        assert!(offset.is_multiple_of(2) && offset + 2 <= self.map_len);
         // SAFETY: aligned and within our mapping, which lives as long as `&self`.
         unsafe { &*self.map.add(offset).cast::<AtomicU16>() }
     }
 
     fn cell_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(!self.map.is_null(), "SegmentWriter: the file is truncated; restart it first");
-        assert!(offset % 4 == 0 && offset + 4 <= self.map_len);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.map_len);
         // SAFETY: aligned and within our mapping, which lives as long as `&self`.
         unsafe { &*self.map.add(offset).cast::<AtomicU32>() }
     }

@@ -44,7 +44,12 @@ pub fn body_now(bound: Duration, drift_ppb: u32, status: ClockStatus) -> Segment
 
 /// A body whose `as_of` lies `age` in the past (negative: in the future), with `void_after`
 /// `void_after` after `as_of`.
-pub fn body_aged(age_nanos: i64, void_after: Duration, bound: Duration, status: ClockStatus) -> SegmentBody {
+pub fn body_aged(
+    age_nanos: i64,
+    void_after: Duration,
+    bound: Duration,
+    status: ClockStatus,
+) -> SegmentBody {
     let as_of = monotonic_coarse_nanos() - age_nanos;
     SegmentBody {
         as_of: MonoTimespec::from_nanos(as_of),

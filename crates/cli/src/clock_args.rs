@@ -1,0 +1,71 @@
+//! `--clock SOURCE` and `--vmclock PATH`: how every command chooses its clock, and the one place
+//! that explains what to do when the default ClockBound segment is missing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use boundkv_clockbound::{
+    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource, VMCLOCK_ENV,
+    segment::layout::DEFAULT_VMCLOCK_PATH,
+};
+use clap::Args;
+
+/// The clock options shared by every command.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClockArgs {
+    /// Where bounded time comes from: `clockbound` (the ClockBound daemon's segment at
+    /// /var/run/clockbound/shm0), `clockbound:PATH`, or `system:BOUND` (the system clock with an
+    /// ASSUMED bound, e.g. `system:500us`; for machines without the daemon).
+    #[arg(long, global = true, env = CLOCK_ENV, default_value = "clockbound", value_name = "SOURCE")]
+    pub(crate) clock: ClockSource,
+
+    /// The VMClock device checked for disruptions when the ClockBound segment asks for it.
+    #[arg(long, global = true, env = VMCLOCK_ENV, default_value = DEFAULT_VMCLOCK_PATH, value_name = "PATH")]
+    pub(crate) vmclock: PathBuf,
+}
+
+/// An opened clock: the trait object every layer uses, plus the concrete ClockBound reader when
+/// that is the source (for commands that show the segment itself).
+pub(crate) struct OpenedClock {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clockbound: Option<Arc<ClockBoundClock>>,
+}
+
+impl ClockArgs {
+    /// Opens the chosen source, turning a missing default segment into advice.
+    pub(crate) fn open(&self) -> anyhow::Result<OpenedClock> {
+        match &self.clock {
+            ClockSource::ClockBound { segment } => {
+                let reader = ClockBoundClock::open(ClockBoundOptions {
+                    segment_path: segment.clone(),
+                    vmclock_path: self.vmclock.clone(),
+                })
+                .map_err(|e| self.explain(e))?;
+                let reader = Arc::new(reader);
+                Ok(OpenedClock { clock: reader.clone(), clockbound: Some(reader) })
+            }
+            ClockSource::System { .. } => Ok(OpenedClock {
+                clock: self.clock.open(Some(&self.vmclock)).map_err(|e| anyhow!(e))?,
+                clockbound: None,
+            }),
+        }
+    }
+
+    fn explain(&self, e: ClockError) -> anyhow::Error {
+        match e {
+            ClockError::SegmentMissing { path } if self.clock.is_default_clockbound() => anyhow!(
+                "no ClockBound daemon on this machine: {} does not exist.\n\n\
+                 boundkv takes its true-time bounds from the AWS ClockBound daemon by default. \
+                 Either\n\
+                 \x20 - install and start the daemon (it needs chrony; see \
+                 docs/architecture/clock.md, \"Installing ClockBound\"), or\n\
+                 \x20 - run on the system clock with a bound you assert, which boundkv labels as \
+                 an assumption:\n\
+                 \x20     boundkv --clock system:500us ...    (or export {CLOCK_ENV}=system:500us)",
+                path.display()
+            ),
+            other => anyhow!(other),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `boundkv clock`: a look at the clock, for people.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use boundkv_clockbound::{ClockPolicy, ClockStatus, monotonic_coarse_nanos};
+use clap::Args;
+use serde::Serialize;
+
+use crate::clock_args::{ClockArgs, OpenedClock};
+use crate::fmt;
+
+/// Options of `boundkv clock`.
+#[derive(Args, Debug)]
+pub(crate) struct ClockCommand {
+    /// Keep refreshing the display (Ctrl-C to stop).
+    #[arg(long)]
+    watch: bool,
+
+    /// Time between refreshes with --watch.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    interval: Duration,
+
+    /// Stop after this many readings (with --watch; default: until interrupted).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+
+    /// Print JSON, one object per reading.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One look at the clock, as printed.
+#[derive(Serialize)]
+struct Sample {
+    source: String,
+    status: Option<ClockStatus>,
+    usable: bool,
+    problem: Option<String>,
+    earliest: Option<String>,
+    latest: Option<String>,
+    earliest_ns: Option<u64>,
+    latest_ns: Option<u64>,
+    bound_ns: Option<u64>,
+    segment: Option<SegmentState>,
+}
+
+/// The raw state of a ClockBound segment.
+#[derive(Serialize)]
+struct SegmentState {
+    path: String,
+    generation: u16,
+    stored_status: ClockStatus,
+    age_ns: i64,
+    bound_at_as_of_ns: u64,
+    max_drift_ppb: u32,
+    disruption_check: bool,
+}
+
+impl ClockCommand {
+    pub(crate) fn run(&self, args: &ClockArgs) -> anyhow::Result<ExitCode> {
+        let opened = args.open()?;
+        let policy = ClockPolicy::default();
+        let redraw = self.watch && !self.json && std::io::stdout().is_terminal();
+        let mut out = std::io::stdout().lock();
+        let mut drawn_lines = 0;
+        let mut taken = 0u64;
+        loop {
+            let sample = sample(&opened, &policy);
+            taken += 1;
+            if self.json {
+                writeln!(out, "{}", serde_json::to_string(&sample)?)?;
+            } else {
+                let text = render(&sample);
+                if redraw && drawn_lines > 0 {
+                    write!(out, "\x1b[{drawn_lines}A\x1b[J")?;
+                } else if drawn_lines > 0 {
+                    writeln!(out)?;
+                }
+                write!(out, "{text}")?;
+                drawn_lines = text.lines().count();
+            }
+            out.flush()?;
+            let done = !self.watch || self.count.is_some_and(|n| taken >= n);
+            if done {
+                return Ok(if sample.usable { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            std::thread::sleep(self.interval);
+        }
+    }
+}
+
+fn sample(opened: &OpenedClock, policy: &ClockPolicy) -> Sample {
+    let answer = opened.clock.now();
+    let checked = policy.check(answer.clone());
+    let segment = opened.clockbound.as_ref().and_then(|cb| {
+        let (generation, snap) = cb.snapshot_with_generation().ok()?;
+        Some(SegmentState {
+            path: cb.options().segment_path.display().to_string(),
+            generation,
+            stored_status: snap.status,
+            age_ns: monotonic_coarse_nanos() - snap.as_of_nanos,
+            bound_at_as_of_ns: snap.bound_nanos,
+            max_drift_ppb: snap.max_drift_ppb,
+            disruption_check: snap.disruption_support,
+        })
+    });
+    let reading = answer.as_ref().ok();
+    Sample {
+        source: opened.clock.describe(),
+        status: reading.map(|r| r.status),
+        usable: checked.is_ok(),
+        problem: checked.err().map(|u| u.to_string()),
+        earliest: reading.map(|r| r.earliest().to_string()),
+        latest: reading.map(|r| r.latest().to_string()),
+        earliest_ns: reading.map(|r| r.earliest().as_nanos()),
+        latest_ns: reading.map(|r| r.latest().as_nanos()),
+        bound_ns: reading.map(|r| r.bound().as_nanos() as u64),
+        segment,
+    }
+}
+
+fn render(s: &Sample) -> String {
+    let mut t = format!("source    {}\n", s.source);
+    match (&s.status, &s.problem) {
+        (Some(status), None) => t += &format!("status    {status} (usable)\n"),
+        (Some(status), Some(p)) => t += &format!("status    {status} (NOT usable: {p})\n"),
+        (None, Some(p)) => t += &format!("status    unavailable: {p}\n"),
+        (None, None) => {}
+    }
+    if let (Some(e), Some(l), Some(b)) = (&s.earliest, &s.latest, s.bound_ns) {
+        t += &format!(
+            "earliest  {e}\nlatest    {l}\nbound     ±{}\n",
+            fmt::duration(Duration::from_nanos(b))
+        );
+    }
+    if let Some(seg) = &s.segment {
+        t += &format!(
+            "segment   generation {}, written {} ago with bound {} and status {}, drift {} ppb, \
+             VMClock check {}\n",
+            seg.generation,
+            fmt::duration(Duration::from_nanos(seg.age_ns.max(0) as u64)),
+            fmt::duration(Duration::from_nanos(seg.bound_at_as_of_ns)),
+            seg.stored_status,
+            seg.max_drift_ppb,
+            if seg.disruption_check { "on" } else { "off" },
+        );
+    }
+    t
+}
