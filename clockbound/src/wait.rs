@@ -22,9 +22,9 @@
 //! waiter, whether that is a future (through its `Waker`) or a blocked thread (through `unpark`).
 //!
 //! There is no busy-spinning. A final phase that re-reads the clock instead of sleeping through the
-//! last 20 µs was tried and measured (`bench/src/bin/sleep-precision.rs`): it changed the median
-//! overshoot of a commit wait by less than 2.5 µs in either direction at bounds of 25 µs to 500 µs
-//! (13.0 vs 13.2 µs, 16.1 vs 15.8 µs, 43.0 vs 45.3 µs), so it is not worth a core's time.
+//! last 20 µs was tried and measured (`bench/src/bin/sleep-precision.rs`, bounds of 25 µs to
+//! 500 µs, two runs): the median overshoot of a commit wait with and without it differed by 0.2 to
+//! 6 µs, in both directions, which is run-to-run noise; so it is not worth a core's time.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
