@@ -1,0 +1,640 @@
+//! Multi-version concurrency control over an [`Engine`]: every committed write is kept as an
+//! immutable *version* stamped with its commit timestamp, and every read names the timestamp it
+//! reads at.
+//!
+//! # Versions
+//!
+//! A write of `key = value` by a transaction that committed at timestamp `ts` is stored as the
+//! engine entry `Version(key, ts) -> value`; a delete is stored as a *tombstone*. Nothing is ever
+//! updated in place. The key encoding ([`crate::keycode`]) sorts the versions of one key together,
+//! newest first, so that "the newest version at or below `ts`" is the first entry of a forward
+//! scan starting at `Version(key, ts)`.
+//!
+//! Here is a history of three keys, with time flowing to the right (timestamps are small numbers
+//! for readability; in boundkv they are nanoseconds since the epoch):
+//!
+//! ```text
+//! ts     10     20     30     40     50
+//! a      a1            a2            ✕          (a deleted at 50)
+//! b             b1            b2
+//! c                    c1
+//! ```
+//!
+//! The engine holds, in this order:
+//!
+//! ```text
+//! Version(a, 50) -> tombstone
+//! Version(a, 30) -> "a2"
+//! Version(a, 10) -> "a1"
+//! Version(b, 40) -> "b2"
+//! Version(b, 20) -> "b1"
+//! Version(c, 30) -> "c1"
+//! ```
+//!
+//! # Reads at a timestamp
+//!
+//! A read at `ts` sees, for each key, the newest version at or below `ts`, and nothing if that is
+//! a tombstone or there is none:
+//!
+//! ```text
+//! read at 25:  a = a1   b = b1   c = (none)
+//! read at 30:  a = a2   b = b1   c = c1
+//! read at 55:  a = (none)  b = b2   c = c1
+//! ```
+//!
+//! Versions are immutable, so a read at a past timestamp returns exactly the same answer every
+//! time, however many writes have happened since: time travel is just a read at an old timestamp.
+//! This layer does not decide *which* timestamp is safe to read at. The transaction layer makes
+//! sure that no commit at or below a read's timestamp is still pending when the read runs (safe
+//! time), and that every later commit gets a higher timestamp.
+//!
+//! # Commits
+//!
+//! [`Mvcc::apply`] writes a whole commit (all of a transaction's versions, the record of its
+//! transaction id, the highest version timestamp so far and, under Raft, the applied log index) in
+//! **one atomic engine batch**: after a crash, a commit is entirely present or entirely absent.
+//! Applying the same commit twice writes the same entries again, so it is idempotent, and it reads
+//! nothing, so it is deterministic: what a Raft state machine needs.
+//!
+//! # Garbage collection
+//!
+//! Old versions accumulate. [`Mvcc::gc`]`(horizon)` deletes, for each key, every version older
+//! than the newest one at or below `horizon` (that one is still what a read at `horizon` sees),
+//! and that one too if it is a tombstone. After GC at 35 the example keeps:
+//!
+//! ```text
+//! Version(a, 50) -> tombstone      (above the horizon)
+//! Version(a, 30) -> "a2"           (the version a read at 35 sees)
+//! Version(b, 40) -> "b2"
+//! Version(b, 20) -> "b1"           (the version a read at 35 sees)
+//! Version(c, 30) -> "c1"
+//! ```
+//!
+//! `Version(a, 10)` is gone, so a read at 25 could no longer see `a1`: reads below the horizon
+//! fail with [`Error::BelowGcHorizon`] instead of returning a wrong answer. The horizon is made
+//! durable before anything is deleted.
+//!
+//! # Metadata
+//!
+//! A small `Meta(name)` keyspace holds what must survive a restart beside the data: the GC horizon,
+//! the highest version timestamp (a restarted node waits until the clock has surely passed it
+//! before serving), the clock's high-water mark, and Raft's applied index.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, ScanIter, WriteBatch};
+use crate::error::{Error, Result};
+use crate::keycode;
+
+/// The longest key MVCC stores (bytes). Larger keys are rejected before anything is written.
+pub const MAX_KEY_LEN: usize = 4 * 1024;
+/// The longest value MVCC stores (bytes). With sled's 8 MiB segments this keeps every page in the
+/// synced log (see [`crate::SledEngine`]).
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Keyspace of versions: `VERSION | key | ts`.
+const VERSION: u8 = 0x01;
+/// Keyspace of metadata: `META | name`.
+const META: u8 = 0x02;
+/// Keyspace of transaction records: `TXN | txn id` -> commit timestamp.
+const TXN: u8 = 0x03;
+/// The first byte after every keyspace.
+const END: u8 = 0x04;
+
+/// Value tag of a tombstone.
+const TOMBSTONE: u8 = 0x00;
+/// Value tag of a value.
+const VALUE: u8 = 0x01;
+
+/// Well-known metadata names.
+pub mod meta {
+    /// The garbage-collection horizon (u64, big-endian).
+    pub const GC_HORIZON: &str = "gc_horizon";
+    /// The highest commit timestamp ever applied (u64, big-endian).
+    pub const MAX_VERSION_TS: &str = "max_version_ts";
+    /// Raft's applied index (u64, big-endian), written with the commit it applied.
+    pub const APPLIED_INDEX: &str = "raft_applied_index";
+    /// The clock's high-water mark (u64, big-endian), owned by the transaction layer.
+    pub const CLOCK_HIGH_WATER_MARK: &str = "clock_high_water_mark";
+}
+
+/// One write of a commit: a value, or `None` for a delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionedWrite {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Everything [`Mvcc::apply`] writes in one batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The commit timestamp every write is stamped with.
+    pub ts: u64,
+    /// The transaction's id (recorded for deduplicating retries), or empty.
+    pub txn_id: Vec<u8>,
+    /// The writes.
+    pub writes: Vec<VersionedWrite>,
+    /// The Raft log index this commit was applied from, when replicated.
+    pub applied_index: Option<u64>,
+}
+
+/// What [`Mvcc::gc`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcStats {
+    /// The horizon in effect afterwards.
+    pub horizon: u64,
+    /// Versions deleted.
+    pub versions_deleted: u64,
+    /// Versions kept.
+    pub versions_kept: u64,
+    /// Transaction records deleted (those older than the horizon).
+    pub txn_records_deleted: u64,
+}
+
+/// MVCC over an engine. Cheap to share: wrap it in an `Arc`.
+pub struct Mvcc<E: Engine> {
+    engine: Arc<E>,
+    horizon: AtomicU64,
+    max_version: AtomicU64,
+    /// Serializes [`Mvcc::apply`] so the monotonic metadata it writes lands in order.
+    apply_lock: Mutex<()>,
+}
+
+impl<E: Engine> Mvcc<E> {
+    /// MVCC over `engine`, resuming its horizon and highest version from the metadata.
+    pub fn new(engine: Arc<E>) -> Result<Self> {
+        let read_u64 = |name: &str| -> Result<u64> {
+            match engine.get(&meta_key(name))? {
+                None => Ok(0),
+                Some(v) => decode_u64(&v, name),
+            }
+        };
+        let horizon = read_u64(meta::GC_HORIZON)?;
+        let max_version = read_u64(meta::MAX_VERSION_TS)?;
+        Ok(Mvcc {
+            engine,
+            horizon: AtomicU64::new(horizon),
+            max_version: AtomicU64::new(max_version),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Arc<E> {
+        &self.engine
+    }
+
+    /// The oldest timestamp reads are exact at.
+    pub fn gc_horizon(&self) -> u64 {
+        self.horizon.load(Ordering::Acquire)
+    }
+
+    /// The highest commit timestamp applied so far (0 if none).
+    pub fn max_version_ts(&self) -> u64 {
+        self.max_version.load(Ordering::Acquire)
+    }
+
+    fn check_horizon(&self, ts: u64) -> Result<()> {
+        let horizon = self.gc_horizon();
+        if ts < horizon {
+            return Err(Error::BelowGcHorizon { ts, horizon });
+        }
+        Ok(())
+    }
+
+    /// The value of `key` as of `ts`.
+    pub fn get(&self, key: &[u8], ts: u64) -> Result<Option<Vec<u8>>> {
+        self.check_horizon(ts)?;
+        let from = version_key(key, ts);
+        let to = version_key(key, 0);
+        match self.engine.scan((Bound::Included(from), Bound::Included(to))).next() {
+            None => Ok(None),
+            Some(entry) => decode_value(&entry?.1),
+        }
+    }
+
+    /// The keys in `range` and their values as of `ts`, in key order, deleted keys left out.
+    pub fn scan(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>), ts: u64) -> Result<MvccScan<'_>> {
+        self.check_horizon(ts)?;
+        let start = match range.0 {
+            Bound::Included(k) => Bound::Included(key_prefix(&k)),
+            Bound::Excluded(k) => Bound::Excluded(version_key(&k, 0)),
+            Bound::Unbounded => Bound::Included(vec![VERSION]),
+        };
+        let end = match range.1 {
+            Bound::Included(k) => Bound::Included(version_key(&k, 0)),
+            Bound::Excluded(k) => Bound::Excluded(key_prefix(&k)),
+            Bound::Unbounded => Bound::Excluded(vec![META]),
+        };
+        Ok(MvccScan { inner: self.engine.scan((start, end)), ts, current: None })
+    }
+
+    /// Applies a commit in one atomic batch (see the module docs). Not durable until
+    /// [`Mvcc::flush`].
+    ///
+    /// # To ensure correctness
+    /// The caller must have decided the commit (timestamps, conflicts) before calling; this only
+    /// records it. Keys and values over [`MAX_KEY_LEN`] / [`MAX_VALUE_LEN`] and a timestamp below
+    /// the GC horizon are rejected with [`Error::InvalidData`] and nothing is written.
+    pub fn apply(&self, commit: &Commit) -> Result<()> {
+        for w in &commit.writes {
+            check_sizes(&w.key, w.value.as_deref())?;
+        }
+        self.check_horizon(commit.ts).map_err(|_| {
+            Error::InvalidData(format!(
+                "commit at {} is below the GC horizon {}",
+                commit.ts,
+                self.gc_horizon()
+            ))
+        })?;
+        let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::new();
+        for w in &commit.writes {
+            batch.put(version_key(&w.key, commit.ts), encode_value(w.value.as_deref()));
+        }
+        if !commit.txn_id.is_empty() {
+            batch.put(txn_key(&commit.txn_id), commit.ts.to_be_bytes().to_vec());
+        }
+        let max_version = self.max_version_ts().max(commit.ts);
+        batch.put(meta_key(meta::MAX_VERSION_TS), max_version.to_be_bytes().to_vec());
+        if let Some(index) = commit.applied_index {
+            batch.put(meta_key(meta::APPLIED_INDEX), index.to_be_bytes().to_vec());
+        }
+        self.engine.write(batch)?;
+        self.max_version.fetch_max(max_version, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable (group commit happens in the engine).
+    pub fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+
+    /// The commit timestamp recorded for `txn_id`, if that transaction committed (and its record
+    /// is not yet garbage-collected).
+    pub fn commit_ts_of(&self, txn_id: &[u8]) -> Result<Option<u64>> {
+        self.engine.get(&txn_key(txn_id))?.map(|v| decode_u64(&v, "txn record")).transpose()
+    }
+
+    /// A metadata value.
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.engine.get(&meta_key(name))
+    }
+
+    /// A metadata value as a big-endian u64.
+    pub fn get_meta_u64(&self, name: &str) -> Result<Option<u64>> {
+        self.get_meta(name)?.map(|v| decode_u64(&v, name)).transpose()
+    }
+
+    /// Sets a metadata value and makes it durable before returning.
+    pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(meta_key(name), value.to_vec());
+        self.engine.write(batch)?;
+        self.engine.flush()
+    }
+
+    /// Deletes versions no read at or above `horizon` can see, and transaction records older than
+    /// it (see the module docs). The horizon is made durable first; reads below it fail from then
+    /// on. Does nothing if `horizon` is not above the current one.
+    ///
+    /// # To ensure correctness
+    /// No read below `horizon` may be running or start afterwards: the caller (the transaction
+    /// layer) chooses a horizon below every active read timestamp.
+    pub fn gc(&self, horizon: u64) -> Result<GcStats> {
+        let mut stats = GcStats { horizon: self.gc_horizon(), ..GcStats::default() };
+        if horizon <= stats.horizon {
+            return Ok(stats);
+        }
+        self.set_meta(meta::GC_HORIZON, &horizon.to_be_bytes())?;
+        self.horizon.store(horizon, Ordering::Release);
+        stats.horizon = horizon;
+
+        const BATCH: usize = 1024;
+        let mut batch = WriteBatch::new();
+        // The key being walked, and whether its version visible at the horizon was reached.
+        let mut current: Option<Vec<u8>> = None;
+        let mut reached_visible = false;
+        for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![META])))
+        {
+            let (raw, value) = entry?;
+            let (key, ts) = decode_version_key(&raw)?;
+            if current.as_ref() != Some(&key) {
+                current = Some(key);
+                reached_visible = false;
+            }
+            let delete = if ts > horizon {
+                false
+            } else if !reached_visible {
+                // The newest version at or below the horizon: reads at the horizon see it, so it
+                // stays unless it is a tombstone (then reads see nothing either way).
+                reached_visible = true;
+                value.first() == Some(&TOMBSTONE)
+            } else {
+                true
+            };
+            if delete {
+                batch.delete(raw);
+                stats.versions_deleted += 1;
+            } else {
+                stats.versions_kept += 1;
+            }
+            if batch.len() >= BATCH {
+                self.engine.write(std::mem::take(&mut batch))?;
+            }
+        }
+        for entry in self.engine.scan((Bound::Included(vec![TXN]), Bound::Excluded(vec![END]))) {
+            let (raw, value) = entry?;
+            if decode_u64(&value, "txn record")? < horizon {
+                batch.delete(raw);
+                stats.txn_records_deleted += 1;
+            }
+            if batch.len() >= BATCH {
+                self.engine.write(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            self.engine.write(batch)?;
+        }
+        self.engine.flush()?;
+        Ok(stats)
+    }
+}
+
+/// Rejects keys and values MVCC will not store.
+pub fn check_sizes(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::InvalidData(format!(
+            "key of {} bytes exceeds the limit of {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    if let Some(v) = value
+        && v.len() > MAX_VALUE_LEN
+    {
+        return Err(Error::InvalidData(format!(
+            "value of {} bytes exceeds the limit of {MAX_VALUE_LEN}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+/// An iterator over the visible `(key, value)` pairs of a range at a timestamp.
+pub struct MvccScan<'a> {
+    inner: ScanIter<'a>,
+    ts: u64,
+    /// The user key whose visible version was already decided.
+    current: Option<Vec<u8>>,
+}
+
+impl Iterator for MvccScan<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (raw, value) = match self.inner.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e)),
+            };
+            let (key, ts) = match decode_version_key(&raw) {
+                Ok(kt) => kt,
+                Err(e) => return Some(Err(e)),
+            };
+            if ts > self.ts || self.current.as_ref() == Some(&key) {
+                continue; // too new, or an older version of a key already decided
+            }
+            match decode_value(&value) {
+                Err(e) => return Some(Err(e)),
+                Ok(None) => self.current = Some(key), // deleted as of ts
+                Ok(Some(v)) => {
+                    self.current = Some(key.clone());
+                    return Some(Ok((key, v)));
+                }
+            }
+        }
+    }
+}
+
+fn key_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 11);
+    out.push(VERSION);
+    keycode::encode_key_into(key, &mut out);
+    out
+}
+
+fn version_key(key: &[u8], ts: u64) -> Vec<u8> {
+    let mut out = key_prefix(key);
+    keycode::encode_ts_into(ts, &mut out);
+    out
+}
+
+fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, u64)> {
+    match raw.split_first() {
+        Some((&VERSION, rest)) => {
+            let (key, ts) = keycode::decode_key(rest)?;
+            Ok((key, keycode::decode_ts(ts)?))
+        }
+        _ => Err(Error::Corruption(format!("not a version key: {raw:02x?}"))),
+    }
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut out = vec![META];
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+fn txn_key(txn_id: &[u8]) -> Vec<u8> {
+    let mut out = vec![TXN];
+    out.extend_from_slice(txn_id);
+    out
+}
+
+fn encode_value(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => vec![TOMBSTONE],
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.push(VALUE);
+            out.extend_from_slice(v);
+            out
+        }
+    }
+}
+
+fn decode_value(raw: &[u8]) -> Result<Option<Vec<u8>>> {
+    match raw.split_first() {
+        Some((&TOMBSTONE, [])) => Ok(None),
+        Some((&VALUE, v)) => Ok(Some(v.to_vec())),
+        _ => Err(Error::Corruption(format!(
+            "bad version value tag in {:02x?}",
+            &raw[..raw.len().min(8)]
+        ))),
+    }
+}
+
+fn decode_u64(raw: &[u8], what: &str) -> Result<u64> {
+    let arr: [u8; 8] = raw
+        .try_into()
+        .map_err(|_| Error::Corruption(format!("{what}: {} bytes, not 8", raw.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryEngine;
+
+    fn mvcc() -> Mvcc<MemoryEngine> {
+        Mvcc::new(Arc::new(MemoryEngine::new())).unwrap()
+    }
+
+    fn commit(m: &Mvcc<MemoryEngine>, ts: u64, writes: &[(&str, Option<&str>)]) {
+        m.apply(&Commit {
+            ts,
+            txn_id: format!("t{ts}").into_bytes(),
+            writes: writes
+                .iter()
+                .map(|(k, v)| VersionedWrite {
+                    key: k.as_bytes().to_vec(),
+                    value: v.map(|v| v.as_bytes().to_vec()),
+                })
+                .collect(),
+            applied_index: None,
+        })
+        .unwrap();
+    }
+
+    fn read(m: &Mvcc<MemoryEngine>, ts: u64) -> Vec<(String, String)> {
+        m.scan((Bound::Unbounded, Bound::Unbounded), ts)
+            .unwrap()
+            .map(|r| r.map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())))
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// The worked example of the module docs, line by line.
+    fn example() -> Mvcc<MemoryEngine> {
+        let m = mvcc();
+        commit(&m, 10, &[("a", Some("a1"))]);
+        commit(&m, 20, &[("b", Some("b1"))]);
+        commit(&m, 30, &[("a", Some("a2")), ("c", Some("c1"))]);
+        commit(&m, 40, &[("b", Some("b2"))]);
+        commit(&m, 50, &[("a", None)]);
+        m
+    }
+
+    #[test]
+    fn the_documented_example_reads_as_documented() {
+        let m = example();
+        assert_eq!(read(&m, 25), pairs(&[("a", "a1"), ("b", "b1")]));
+        assert_eq!(read(&m, 30), pairs(&[("a", "a2"), ("b", "b1"), ("c", "c1")]));
+        assert_eq!(read(&m, 55), pairs(&[("b", "b2"), ("c", "c1")]));
+        assert_eq!(read(&m, 9), pairs(&[]));
+        assert_eq!(m.get(b"a", 49).unwrap(), Some(b"a2".to_vec()));
+        assert_eq!(m.get(b"a", 50).unwrap(), None);
+        assert_eq!(m.max_version_ts(), 50);
+        assert_eq!(m.commit_ts_of(b"t30").unwrap(), Some(30));
+    }
+
+    #[test]
+    fn gc_keeps_what_reads_at_the_horizon_see_and_refuses_reads_below_it() {
+        let m = example();
+        let stats = m.gc(35).unwrap();
+        assert_eq!(stats.versions_deleted, 1, "only Version(a, 10) goes");
+        assert_eq!(stats.txn_records_deleted, 3, "t10, t20, t30");
+        assert_eq!(read(&m, 35), pairs(&[("a", "a2"), ("b", "b1"), ("c", "c1")]));
+        assert_eq!(read(&m, 55), pairs(&[("b", "b2"), ("c", "c1")]));
+        assert_eq!(m.get(b"a", 25), Err(Error::BelowGcHorizon { ts: 25, horizon: 35 }));
+        assert!(matches!(
+            m.scan((Bound::Unbounded, Bound::Unbounded), 34),
+            Err(Error::BelowGcHorizon { .. })
+        ));
+        // A tombstone at or below the horizon goes with everything older.
+        let stats = m.gc(60).unwrap();
+        assert_eq!(stats.versions_deleted, 3, "a@50 tombstone, a@30, b@20");
+        assert_eq!(read(&m, 60), pairs(&[("b", "b2"), ("c", "c1")]));
+        // The horizon survives a restart of the MVCC layer.
+        let m2 = Mvcc::new(m.engine().clone()).unwrap();
+        assert_eq!(m2.gc_horizon(), 60);
+        assert_eq!(m2.max_version_ts(), 50);
+        // Commits below the horizon are refused.
+        assert!(matches!(
+            m2.apply(&Commit { ts: 59, txn_id: vec![], writes: vec![], applied_index: None }),
+            Err(Error::InvalidData(_))
+        ));
+    }
+
+    #[test]
+    fn range_bounds_are_respected_including_prefix_keys() {
+        let m = mvcc();
+        commit(&m, 1, &[("a", Some("1")), ("a\0", Some("2")), ("ab", Some("3")), ("b", Some("4"))]);
+        let keys = |r: (Bound<&str>, Bound<&str>)| -> Vec<String> {
+            let conv = |b: Bound<&str>| match b {
+                Bound::Included(s) => Bound::Included(s.as_bytes().to_vec()),
+                Bound::Excluded(s) => Bound::Excluded(s.as_bytes().to_vec()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            m.scan((conv(r.0), conv(r.1)), 1)
+                .unwrap()
+                .map(|r| String::from_utf8(r.unwrap().0).unwrap())
+                .collect()
+        };
+        assert_eq!(keys((Bound::Included("a"), Bound::Excluded("b"))), ["a", "a\0", "ab"]);
+        assert_eq!(keys((Bound::Excluded("a"), Bound::Included("b"))), ["a\0", "ab", "b"]);
+        assert_eq!(keys((Bound::Excluded("a\0"), Bound::Unbounded)), ["ab", "b"]);
+        assert_eq!(keys((Bound::Unbounded, Bound::Excluded("a\0"))), ["a"]);
+        assert_eq!(keys((Bound::Included("ab"), Bound::Included("ab"))), ["ab"]);
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_rejected_and_nothing_is_written() {
+        let m = mvcc();
+        let big_key = vec![b'k'; MAX_KEY_LEN + 1];
+        let r = m.apply(&Commit {
+            ts: 5,
+            txn_id: b"x".to_vec(),
+            writes: vec![
+                VersionedWrite { key: b"ok".to_vec(), value: Some(b"v".to_vec()) },
+                VersionedWrite { key: big_key, value: Some(b"v".to_vec()) },
+            ],
+            applied_index: None,
+        });
+        assert!(matches!(r, Err(Error::InvalidData(ref s)) if s.contains("key of 4097 bytes")));
+        assert_eq!(m.get(b"ok", 5).unwrap(), None);
+        assert_eq!(m.commit_ts_of(b"x").unwrap(), None);
+        let r = check_sizes(b"k", Some(&vec![0; MAX_VALUE_LEN + 1]));
+        assert!(matches!(r, Err(Error::InvalidData(ref s)) if s.contains("value of 65537 bytes")));
+        assert!(check_sizes(&vec![0; MAX_KEY_LEN], Some(&vec![0; MAX_VALUE_LEN])).is_ok());
+    }
+
+    #[test]
+    fn applying_a_commit_twice_is_idempotent_and_records_the_applied_index() {
+        let m = example();
+        let before = read(&m, 100);
+        let c = Commit {
+            ts: 60,
+            txn_id: b"again".to_vec(),
+            writes: vec![VersionedWrite { key: b"d".to_vec(), value: Some(b"d1".to_vec()) }],
+            applied_index: Some(7),
+        };
+        m.apply(&c).unwrap();
+        let once = read(&m, 100);
+        m.apply(&c).unwrap();
+        assert_eq!(read(&m, 100), once);
+        assert_ne!(once, before);
+        assert_eq!(m.get_meta_u64(meta::APPLIED_INDEX).unwrap(), Some(7));
+    }
+}
