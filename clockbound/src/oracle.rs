@@ -17,6 +17,10 @@
 //!    clock time rather than once per timestamp). On restart the floor starts at the mark, so a
 //!    process restarted with its clock stepped back issues timestamps above the mark; the commit
 //!    wait that follows each of them then waits, on the clock, until true time has passed it.
+//! 4. **Never far ahead of the clock.** A timestamp more than [`ClockPolicy::max_commit_wait`]
+//!    beyond the clock's `latest` is refused with [`OracleError::TooFarAhead`], and the floor does
+//!    not move: a bad timestamp from elsewhere, or a restart with the clock hours behind the mark,
+//!    must not wedge every later commit behind an hours-long commit wait.
 //!
 //! # Worked example: a leap second
 //!
@@ -24,12 +28,13 @@
 //! true time     clock reads      bound   issue()                    commit wait ends when
 //! 10.000 000    10.000 000       1 ms    10.001 000 (= latest)      earliest > 10.001 000: true 10.002
 //! 10.500 000     9.500 000 ← kernel steps CLOCK_REALTIME back by 1 s
-//! 10.500 000     9.500 000       1 ms    10.001 001 (= floor + 1)   earliest > 10.001 001: true 11.502
+//! 10.500 000     9.500 000       1 ms    10.001 001 (= floor + 1)   earliest > 10.001 001: true 11.002
 //! ```
 //!
 //! The second transaction still gets a larger timestamp than the first, and is acknowledged only
-//! once the (stepped) clock has surely passed it, about one second later. Nothing is reordered;
-//! writes are merely slower until the clock catches up with the floor.
+//! once the (stepped) clock has surely passed it: at true time 11.002, half a second after it
+//! began, when the stepped clock reads 10.002. Nothing is reordered; writes are merely slower until
+//! the clock catches up with the floor.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -194,6 +199,19 @@ pub enum OracleError {
     /// The high-water mark could not be persisted. Fatal: stop the node.
     #[error(transparent)]
     HighWaterMark(#[from] HighWaterMarkError),
+    /// A timestamp further beyond the clock's `latest` than a commit may wait
+    /// ([`ClockPolicy::max_commit_wait`]) was asked for or would have to be issued (a bad
+    /// timestamp from elsewhere, or a restart with the clock far behind the high-water mark).
+    /// Nothing was issued and the floor did not move. Deterministic: tell the client.
+    #[error("timestamp {ts} is more than {} ahead of the clock's latest {latest}", humantime::format_duration(*max_ahead))]
+    TooFarAhead {
+        /// The timestamp asked for or needed.
+        ts: Timestamp,
+        /// The clock's `latest`.
+        latest: Timestamp,
+        /// The limit.
+        max_ahead: Duration,
+    },
 }
 
 impl OracleError {
@@ -280,9 +298,15 @@ impl TimestampOracle {
     }
 
     /// Raises the floor to `ts`: a timestamp seen elsewhere (in a replicated log, from another
-    /// node) that later timestamps must exceed.
-    pub fn observe(&self, ts: Timestamp) -> Result<(), OracleError> {
-        let floor = self.raise_floor(|f| f.max(ts.as_nanos()));
+    /// node) that later timestamps must exceed. `reading` is a usable reading taken by the caller;
+    /// `ts` may not lie further beyond its `latest` than a commit may wait.
+    pub fn observe(&self, ts: Timestamp, reading: ClockReading) -> Result<(), OracleError> {
+        self.check_reading(&reading)?;
+        let limit = self.limit(&reading);
+        if ts > limit {
+            return Err(self.too_far(ts, &reading));
+        }
+        let floor = self.raise_floor(|f| Some(f.max(ts.as_nanos()))).expect("never refused");
         self.ensure_durable(floor)
     }
 
@@ -296,36 +320,85 @@ impl TimestampOracle {
         wait::wait_until_after_blocking(&*self.clock, ts, &self.options.policy)
     }
 
+    /// [`TimestampOracle::issue`] from a reading the caller already holds (it must be usable:
+    /// obtain it with [`wait::usable_reading`]). Never waits on the clock, so it can run inside a
+    /// caller's critical section, which is how the transaction layer registers a commit as
+    /// pending atomically with choosing its timestamp. It may block briefly to persist the mark.
+    pub fn issue_with(
+        &self,
+        reading: ClockReading,
+        at_least: Timestamp,
+    ) -> Result<Issued, OracleError> {
+        self.issue_from(reading, at_least)
+    }
+
+    /// [`TimestampOracle::read_timestamp`] from a usable reading the caller already holds.
+    pub fn read_with(&self, reading: ClockReading) -> Result<Issued, OracleError> {
+        self.read_from(reading)
+    }
+
     fn issue_from(
         &self,
         reading: ClockReading,
         at_least: Timestamp,
     ) -> Result<Issued, OracleError> {
+        self.check_reading(&reading)?;
+        let limit = self.limit(&reading).as_nanos();
         let candidate = reading.latest().max(at_least).as_nanos();
-        let ts = self.raise_floor(|f| candidate.max(f.saturating_add(1)));
+        // floor + 1, checked: a floor at the end of the timescale must refuse, never repeat.
+        let ts = self
+            .raise_floor(|f| {
+                f.checked_add(1).map(|next| next.max(candidate)).filter(|ts| *ts <= limit)
+            })
+            .ok_or_else(|| {
+                let needed = self.floor().next().max(Timestamp::from_nanos(candidate));
+                self.too_far(needed, &reading)
+            })?;
         self.ensure_durable(ts)?;
         Ok(Issued { ts: Timestamp::from_nanos(ts), reading })
     }
 
     fn read_from(&self, reading: ClockReading) -> Result<Issued, OracleError> {
+        self.check_reading(&reading)?;
         let latest = reading.latest().as_nanos();
-        let ts = self.raise_floor(|f| latest.max(f));
+        let ts = self.raise_floor(|f| Some(latest.max(f))).expect("never refused");
         self.ensure_durable(ts)?;
         Ok(Issued { ts: Timestamp::from_nanos(ts), reading })
     }
 
-    /// Atomically replaces the floor with `f(floor)` (never lowering it) and returns the new value.
-    fn raise_floor(&self, f: impl Fn(u64) -> u64) -> u64 {
+    /// Readings handed in by callers must be usable by this oracle's policy too.
+    fn check_reading(&self, reading: &ClockReading) -> Result<(), OracleError> {
+        self.options.policy.check(Ok(*reading)).map(|_| ()).map_err(|reason| {
+            OracleError::Clock(WaitError::ClockUnavailable { waited: Duration::ZERO, reason })
+        })
+    }
+
+    /// The highest timestamp that may be issued against `reading`.
+    fn limit(&self, reading: &ClockReading) -> Timestamp {
+        reading.latest().saturating_add(self.options.policy.max_commit_wait)
+    }
+
+    fn too_far(&self, ts: Timestamp, reading: &ClockReading) -> OracleError {
+        OracleError::TooFarAhead {
+            ts,
+            latest: reading.latest(),
+            max_ahead: self.options.policy.max_commit_wait,
+        }
+    }
+
+    /// Atomically replaces the floor with `f(floor)` (never lowering it) and returns the new
+    /// value, or `None` (leaving the floor alone) when `f` refuses.
+    fn raise_floor(&self, f: impl Fn(u64) -> Option<u64>) -> Option<u64> {
         let mut current = self.floor.load(Ordering::Acquire);
         loop {
-            let new = f(current).max(current);
+            let new = f(current)?.max(current);
             match self.floor.compare_exchange_weak(
                 current,
                 new,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return new,
+                Ok(_) => return Some(new),
                 Err(seen) => current = seen,
             }
         }
@@ -354,7 +427,7 @@ mod tests {
     use super::*;
     use crate::policy::Unusable;
     use crate::sim::SimClock;
-    use crate::time::ClockStatus;
+    use crate::time::{ClockReading, ClockStatus};
 
     const SEC: u64 = 1_000_000_000;
 
@@ -374,8 +447,8 @@ mod tests {
         let b = o.issue_blocking(Timestamp::ZERO).unwrap().ts;
         assert_eq!(b, a.next());
         // at_least wins when it is higher.
-        let c3 = o.issue_blocking(Timestamp::from_nanos(200 * SEC)).unwrap().ts;
-        assert_eq!(c3, Timestamp::from_nanos(200 * SEC));
+        let c3 = o.issue_blocking(Timestamp::from_nanos(105 * SEC)).unwrap().ts;
+        assert_eq!(c3, Timestamp::from_nanos(105 * SEC));
     }
 
     #[test]
@@ -428,17 +501,49 @@ mod tests {
         // Fewer fsyncs than timestamps: one per persist_ahead (250 ms) of clock time, over 1 s.
         assert!(store.stores() <= 6, "{} stores", store.stores());
 
-        c.step_nanos(-10 * SEC as i64);
+        // Restart with the clock stepped back 2 s: timestamps resume above the mark, and the
+        // commit wait of the first one waits, on the clock, until it has surely passed.
+        c.step_nanos(-2 * SEC as i64);
         let o = oracle(&c, store.clone());
         let next = o.issue_blocking(Timestamp::ZERO).unwrap();
         assert!(next.ts > last, "{:?} <= {:?} after restart", next.ts, last);
         assert!(next.reading.latest() < last, "the clock really is behind the mark");
-        // And the commit wait would have to wait ~10 s for the clock to catch up, which the
-        // default policy refuses rather than hanging a commit.
-        assert!(matches!(
-            o.commit_wait_blocking(next.ts),
-            Err(WaitError::TargetTooFarAhead { .. })
-        ));
+        let before = c.true_now();
+        let w = o.commit_wait_blocking(next.ts).unwrap();
+        assert!(w.reading.after(next.ts) && w.reading.after(last));
+        let waited = c.true_now().saturating_duration_since(before);
+        assert!(waited >= Duration::from_secs(2), "{waited:?}");
+
+        // Restart with the clock 20 s behind: issuing would mean a 20 s commit wait, more than the
+        // policy's 10 s, so the oracle refuses, and the floor does not move.
+        drop(o);
+        c.step_nanos(-20 * SEC as i64);
+        let o = oracle(&c, store.clone());
+        let floor = o.floor();
+        assert!(matches!(o.issue_blocking(Timestamp::ZERO), Err(OracleError::TooFarAhead { .. })));
+        assert_eq!(o.floor(), floor);
+        // Reads are fine: they need no commit wait.
+        assert!(o.read_timestamp_blocking().unwrap().ts >= floor);
+    }
+
+    #[test]
+    fn timestamps_far_beyond_the_clock_are_refused_not_saturated() {
+        let c = SimClock::manual(Timestamp::from_nanos(100 * SEC));
+        let o = oracle(&c, Arc::default());
+        let r = c.now().unwrap();
+        for bad in [Timestamp::MAX, Timestamp::from_nanos(200 * SEC)] {
+            assert!(matches!(o.issue_blocking(bad), Err(OracleError::TooFarAhead { .. })));
+            assert!(matches!(o.observe(bad, r), Err(OracleError::TooFarAhead { .. })));
+        }
+        // Within the limit both work, and what is issued stays strictly increasing.
+        let near = Timestamp::from_nanos(105 * SEC);
+        o.observe(near, r).unwrap();
+        let a = o.issue_blocking(Timestamp::ZERO).unwrap().ts;
+        let b = o.issue_blocking(Timestamp::ZERO).unwrap().ts;
+        assert!(near < a && a < b);
+        // An unusable reading handed in by a caller is refused too.
+        let unknown = ClockReading { status: ClockStatus::Unknown, ..r };
+        assert!(matches!(o.issue_with(unknown, Timestamp::ZERO), Err(OracleError::Clock(_))));
     }
 
     #[test]
@@ -524,6 +629,55 @@ mod tests {
             TimestampOracle::open(Arc::new(c), OracleOptions::default(), Box::new(Broken)).unwrap();
         let e = o.issue_blocking(Timestamp::ZERO).unwrap_err();
         assert!(e.is_fatal(), "{e}");
+    }
+
+    /// A store that blocks until released: while the mark is not durable, no timestamp above the
+    /// old mark may be handed out, to this caller or any other.
+    #[test]
+    fn no_timestamp_is_handed_out_before_its_mark_is_durable() {
+        use std::sync::mpsc;
+        struct Gated {
+            inner: MemoryHighWaterMark,
+            gate: Mutex<mpsc::Receiver<()>>,
+        }
+        impl HighWaterMark for Gated {
+            fn load(&self) -> Result<Option<Timestamp>, HighWaterMarkError> {
+                self.inner.load()
+            }
+            fn store(&self, mark: Timestamp) -> Result<(), HighWaterMarkError> {
+                self.gate.lock().unwrap().recv().unwrap();
+                self.inner.store(mark)
+            }
+        }
+        let (release, gate) = mpsc::channel();
+        let c = SimClock::manual(Timestamp::from_nanos(100 * SEC));
+        let o = Arc::new(
+            TimestampOracle::open(
+                Arc::new(c.clone()),
+                OracleOptions::default(),
+                Box::new(Gated { inner: MemoryHighWaterMark::default(), gate: Mutex::new(gate) }),
+            )
+            .unwrap(),
+        );
+        let (done_tx, done) = mpsc::channel();
+        let issuers: Vec<_> = (0..2)
+            .map(|_| {
+                let (o, done_tx) = (o.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    done_tx.send(o.issue_blocking(Timestamp::ZERO).unwrap().ts).unwrap()
+                })
+            })
+            .collect();
+        assert!(
+            done.recv_timeout(Duration::from_millis(200)).is_err(),
+            "a timestamp came back while its mark was still being persisted"
+        );
+        release.send(()).unwrap();
+        let a = done.recv_timeout(Duration::from_secs(10)).unwrap();
+        let b = done.recv_timeout(Duration::from_secs(10)).unwrap();
+        issuers.into_iter().for_each(|t| t.join().unwrap());
+        assert_ne!(a, b);
+        assert!(o.durable_mark() >= a.max(b));
     }
 
     #[test]

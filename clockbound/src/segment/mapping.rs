@@ -18,9 +18,15 @@
 //!    the page: the address stays valid), marks the mapping *faulted*, and returns; the faulting
 //!    load re-executes and reads zeros. Zeros carry no magic and no generation, so the reader
 //!    treats them as "daemon restarting", serves its last good snapshot, and remaps.
-//! 3. A fault at any other address is passed to the handler that was installed before ours (Rust's
-//!    own stack-overflow handler, typically), or, if there was none, to the default action: a
-//!    foreign `SIGBUS` still kills the process exactly as it would have.
+//! 3. Anything else is passed on: a fault at another address, a hardware memory error
+//!    (`BUS_MCEERR_*`), a `SIGBUS` sent with `kill`. It goes to the handler installed before ours
+//!    (Rust's own stack-overflow handler, typically), or, if there was none, to the default
+//!    action: a foreign `SIGBUS` still kills the process as it would have. `errno` is preserved.
+//!
+//! A fault can race with a remap (the handler's zero page landing just after the file was mapped
+//! back). The reader does not depend on winning that race: zeros read as "daemon restarting",
+//! which serves the last good snapshot and forces a revalidation, and revalidation remaps
+//! whenever the mapped header is not a valid one.
 //!
 //! Remapping (after a fault, or when the daemon replaced the file) also uses `MAP_FIXED` over the
 //! same address, so concurrent readers never touch unmapped memory. An *epoch* counter, odd while
@@ -94,36 +100,19 @@ fn install_handler() {
 }
 
 /// The process-wide `SIGBUS` handler. Only async-signal-safe work: atomic loads and stores, one
-/// `mmap`, and a chained call or a `sigaction` for faults that are not ours.
+/// `mmap`, and a chained call, `sigaction` or `raise` for signals that are not ours.
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno; we restore it before returning so the
+    // interrupted code never sees our system calls' errors.
+    let saved_errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let page = *PAGE_SIZE.get().unwrap_or(&4096);
-    let base = addr & !(page - 1);
-    if base != 0 {
-        for slot in &SLOT_TABLE {
-            if slot.base.load(Ordering::Acquire) == base {
-                // Mark first: whoever reads the zeros we are about to map must see the mark.
-                slot.faulted.store(true, Ordering::Release);
-                // SAFETY: `base` is the start of a one-page mapping we own (registered, not yet
-                // unregistered); replacing it with an anonymous read-only page keeps the address
-                // valid for every reader.
-                let p = unsafe {
-                    libc::mmap(
-                        base as *mut libc::c_void,
-                        page,
-                        libc::PROT_READ,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                        -1,
-                        0,
-                    )
-                };
-                if p != libc::MAP_FAILED {
-                    FAULTS_HANDLED.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only an access beyond the end of a file (BUS_ADRERR) is a truncation; a hardware memory
+    // error (BUS_MCEERR_*) or a signal someone sent is never ours to swallow.
+    if code == libc::BUS_ADRERR && patch_truncated_page(addr) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved_errno };
+        return;
     }
     // Not ours: behave exactly as if we were never installed.
     // SAFETY: the previous action is a valid sigaction recorded at install time; calling its
@@ -143,14 +132,62 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
                 }
             }
             _ => {
-                // Restore the default action and return: the faulting instruction runs again and
-                // the kernel delivers SIGBUS with its default effect (terminate with a core).
+                // Restore the default action. A fault re-executes the faulting instruction on
+                // return and dies of it; a signal that was *sent* (si_code <= 0) would not come
+                // back by itself, so send it again (it is delivered as soon as we return).
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+                if code <= 0 {
+                    libc::raise(libc::SIGBUS);
+                }
+            }
+        }
+        *libc::__errno_location() = saved_errno;
+    }
+}
+
+/// Replaces our page at `addr`, if it is one, with zeros. Returns whether it was ours.
+fn patch_truncated_page(addr: usize) -> bool {
+    let page = *PAGE_SIZE.get().unwrap_or(&4096);
+    let base = addr & !(page - 1);
+    if base == 0 {
+        return false;
+    }
+    for slot in &SLOT_TABLE {
+        if slot.base.load(Ordering::Acquire) == base {
+            // Mark first: whoever reads the zeros we are about to map must see the mark.
+            slot.faulted.store(true, Ordering::Release);
+            // SAFETY: `base` is the start of a one-page mapping we own (registered, not yet
+            // unregistered); replacing it with an anonymous read-only page keeps the address
+            // valid for every reader.
+            let p = unsafe { map_zero_page(base, page) };
+            if p {
+                FAULTS_HANDLED.fetch_add(1, Ordering::Relaxed);
+                return true;
             }
         }
     }
+    false
+}
+
+/// Maps an anonymous, read-only zero page over `base` (MAP_FIXED).
+///
+/// # Safety
+/// `base` must be the page address of a mapping this module owns.
+unsafe fn map_zero_page(base: usize, page: usize) -> bool {
+    // SAFETY: per the contract, `base` is ours to replace.
+    let p = unsafe {
+        libc::mmap(
+            base as *mut libc::c_void,
+            page,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    p != libc::MAP_FAILED
 }
 
 /// One page of a file, mapped read-only and shared, at an address that stays valid for the
@@ -219,7 +256,13 @@ impl SharedPage {
             )
         };
         let result = if p == libc::MAP_FAILED {
-            Err(io::Error::last_os_error())
+            let e = io::Error::last_os_error();
+            // A failed MAP_FIXED may already have unmapped the old page; never leave a hole that
+            // readers would fault on. Zeros read as "daemon restarting" and are retried.
+            // SAFETY: our own registered page.
+            unsafe { map_zero_page(self.base as usize, page_size()) };
+            SLOT_TABLE[self.slot].faulted.store(true, Ordering::Release);
+            Err(e)
         } else {
             SLOT_TABLE[self.slot].faulted.store(false, Ordering::Release);
             Ok(())

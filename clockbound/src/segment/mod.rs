@@ -39,8 +39,9 @@
 //!   atomic loads, an Acquire fence, generation loaded again; accepted only if both are equal,
 //!   even and non-zero, and every field passes its plausibility check.
 //! - **Never blocks on the writer.** While a write is in progress, or while a restarting daemon
-//!   rewrites the file, the reader serves its last good snapshot: it is still correct, because
-//!   the bound grows from that snapshot's own `as_of`.
+//!   rewrites the file (truncated, zeroed, header half written), the reader serves its last good
+//!   snapshot: it is still correct, because the bound grows from that snapshot's own `as_of`. The
+//!   fallback follows the daemon's publication order, so a withdrawn status never comes back.
 //! - **Never crashes on a daemon restart.** A restart truncates the file under the mapping; the
 //!   resulting `SIGBUS` is absorbed (see `segment/mapping.rs` in the source) and the file
 //!   is remapped.

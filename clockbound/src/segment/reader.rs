@@ -38,14 +38,16 @@ impl Default for ClockBoundOptions {
 }
 
 /// While healthy, the reader checks once a second whether the path still names the file it has
-/// mapped (the daemon may have replaced it); while the file is missing, ten times a second.
+/// mapped (the daemon may have replaced it); while something is wrong, ten times a second.
 const REVALIDATE_HEALTHY: Duration = Duration::from_secs(1);
-const REVALIDATE_MISSING: Duration = Duration::from_millis(100);
+const REVALIDATE_TROUBLED: Duration = Duration::from_millis(100);
 /// Bounded retries when the generation changes under a read (upstream retries a million times;
 /// an update is a few dozen stores, so a thousand misses means something else is wrong).
 const MAX_TRIES: u32 = 1000;
-/// `last_good_generation` when there is no last good snapshot.
-const NO_GENERATION: u32 = u32::MAX;
+/// Generations this small mean the daemon has just (re)started: its first writes follow a zeroed
+/// image with generation 0, so a reader descheduled across the restart could see equal
+/// generations around a mixed copy. Such snapshots are accepted only when two copies agree.
+const FRESH_GENERATION: u16 = 4;
 
 /// The embedded ClockBound reader: `now()` straight from the daemon's shared memory, with no
 /// socket, no helper process and no system call beyond the vDSO clock reads.
@@ -63,12 +65,15 @@ pub struct ClockBoundClock {
     /// error in `failure` until it returns.
     failed_closed: AtomicBool,
     failure: Mutex<Option<ClockError>>,
-    /// The last snapshot that passed every check, and its generation, for the moments a writer
-    /// is mid-update or the daemon is restarting (an older snapshot is still safe: its bound grows
-    /// from its own `as_of`).
+    /// The fallback: the latest snapshot published by the daemon that this reader has seen, for
+    /// the moments a writer is mid-update or the daemon is restarting (an older snapshot is still
+    /// safe: its bound grows from its own `as_of`). See [`ClockBoundClock::remember`].
     last_good: Mutex<Option<(u16, SegmentSnapshot)>>,
+    /// A lock-free copy of the fallback's identity, to skip the lock when nothing changed.
     last_good_generation: AtomicU32,
     last_good_as_of: AtomicI64,
+    last_good_bound: AtomicI64,
+    last_good_status: AtomicU32,
     vmclock: OnceLock<VmClockPage>,
 }
 
@@ -85,11 +90,8 @@ enum RawRead {
     WriteInProgress,
     /// Version 0 or generation 0: the daemon is (re)initializing the file.
     Initializing(&'static str),
-    /// No magic: zeros from a truncation fault (`faulted`), or not a ClockBound file at all.
-    BadMagic {
-        found: [u32; 2],
-        faulted: bool,
-    },
+    /// No magic: zeros from a truncation, a header half rewritten, or not a ClockBound file.
+    BadMagic([u32; 2]),
     Version(u16),
 }
 
@@ -114,11 +116,13 @@ impl ClockBoundClock {
             failed_closed: AtomicBool::new(false),
             failure: Mutex::new(None),
             last_good: Mutex::new(None),
-            last_good_generation: AtomicU32::new(NO_GENERATION),
+            last_good_generation: AtomicU32::new(u32::MAX),
             last_good_as_of: AtomicI64::new(i64::MIN),
+            last_good_bound: AtomicI64::new(-1),
+            last_good_status: AtomicU32::new(u32::MAX),
             vmclock: OnceLock::new(),
         };
-        clock.snapshot()?;
+        clock.snapshot_with_generation()?;
         Ok(clock)
     }
 
@@ -149,34 +153,35 @@ impl ClockBoundClock {
                             ),
                         });
                     }
-                    match body.validate() {
-                        Ok(snap) => {
-                            self.remember(generation, snap);
-                            return Ok((generation, snap));
-                        }
+                    let snap = match body.validate() {
+                        Ok(snap) => snap,
                         // Re-read: on a weakly ordered CPU a torn copy can pass the generation
                         // check; a writer's real garbage fails every time.
-                        Err(reason) => implausible = Some(reason),
+                        Err(reason) => {
+                            implausible = Some(reason);
+                            continue;
+                        }
+                    };
+                    if generation <= FRESH_GENERATION && !self.confirm(generation, &body) {
+                        continue;
                     }
+                    self.remember(generation, snap);
+                    return Ok((generation, snap));
                 }
                 RawRead::Changed => {}
                 RawRead::WriteInProgress => {
                     return self.fall_back("a write is in progress (odd generation)");
                 }
                 RawRead::Initializing(why) => return self.fall_back(why),
-                RawRead::BadMagic { found, faulted } => {
-                    if faulted {
-                        // The daemon truncated the file under us; remap on the next call.
-                        self.revalidate_at.store(i64::MIN, Ordering::Relaxed);
-                        return self.fall_back("the daemon is rewriting the segment");
-                    }
-                    return Err(ClockError::SegmentNotInitialized {
-                        path: path.clone(),
-                        reason: format!(
-                            "bad magic {:#010x} {:#010x} (expected {:#010x} {:#010x})",
-                            found[0], found[1], MAGIC[0], MAGIC[1]
-                        ),
-                    });
+                RawRead::BadMagic(found) => {
+                    // After a good read, a bad header is the daemon rewriting the file (or zeros
+                    // from a truncation): serve the fallback and revalidate at once, which
+                    // remaps whatever the path names.
+                    self.revalidate_at.store(i64::MIN, Ordering::Relaxed);
+                    return self.fall_back(&format!(
+                        "bad magic {:#010x} {:#010x} (expected {:#010x} {:#010x})",
+                        found[0], found[1], MAGIC[0], MAGIC[1]
+                    ));
                 }
                 RawRead::Version(version) => {
                     return Err(ClockError::SegmentVersionNotSupported {
@@ -209,14 +214,12 @@ impl ClockBoundClock {
         }
         fence(Ordering::Acquire);
         let g2 = page.load_u16(GENERATION_OFFSET, Ordering::Relaxed);
-        // Inside the epoch check: a remap clears the mark only after bumping the epoch.
-        let faulted = page.faulted();
         if page.epoch(Ordering::Relaxed) != epoch {
             return RawRead::Changed;
         }
 
         if magic != MAGIC {
-            return RawRead::BadMagic { found: magic, faulted };
+            return RawRead::BadMagic(magic);
         }
         if version == 0 {
             return RawRead::Initializing("version 0: the daemon is (re)initializing the file");
@@ -236,30 +239,57 @@ impl ClockBoundClock {
         RawRead::Body { generation: g1, segsize, body: SegmentBody::from_words(&words) }
     }
 
-    /// Keeps `snap` as the fallback if it is newer than the one kept. "Newer" is write order:
-    /// a later `as_of`, or the same `as_of` (a daemon that only changed the status, say to
-    /// `Disrupted`) and a later generation in wrap-around order. Threads racing to store their
-    /// reads can therefore never move the fallback backwards, which would undo a status change.
+    /// A second copy agrees with the first (used right after a daemon restart).
+    fn confirm(&self, generation: u16, body: &SegmentBody) -> bool {
+        matches!(self.read_raw(), RawRead::Body { generation: g, body: b, .. } if g == generation && b == *body)
+    }
+
+    /// Keeps the fallback up to date, in the order the daemon published.
+    ///
+    /// Comparing generations cannot order two snapshots (16 bits wrap; a process idle for an hour
+    /// sees the counter where it was), and `as_of` may stand still while only the status changes.
+    /// So when anything differs from the fallback, the new fallback is taken by a fresh read made
+    /// while holding the fallback's lock: reads under one lock happen one after another, so the
+    /// fallback only ever moves forward, and it is never a status the daemon has since withdrawn.
     fn remember(&self, generation: u16, snap: SegmentSnapshot) {
         if self.last_good_generation.load(Ordering::Relaxed) == u32::from(generation)
             && self.last_good_as_of.load(Ordering::Relaxed) == snap.as_of_nanos
+            && self.last_good_bound.load(Ordering::Relaxed) == snap.bound_nanos as i64
+            && self.last_good_status.load(Ordering::Relaxed) == snap.status.code() as u32
         {
             return; // the common case: nothing new since the last read
         }
         let mut last = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
-        let newer = match *last {
-            None => true,
-            Some((g, old)) => {
-                snap.as_of_nanos > old.as_of_nanos
-                    || (snap.as_of_nanos == old.as_of_nanos
-                        && (generation.wrapping_sub(g) as i16) > 0)
+        // A write in progress takes nanoseconds: retry the fresh read a little before giving up.
+        let mut fresh = None;
+        for _ in 0..64 {
+            match self.read_raw() {
+                RawRead::Body { generation: g, body, .. } => {
+                    fresh = body.validate().ok().map(|s| (g, s));
+                    break;
+                }
+                RawRead::Changed | RawRead::WriteInProgress => std::hint::spin_loop(),
+                _ => break,
             }
-        };
-        if newer {
-            *last = Some((generation, snap));
-            self.last_good_generation.store(u32::from(generation), Ordering::Relaxed);
-            self.last_good_as_of.store(snap.as_of_nanos, Ordering::Relaxed);
         }
+        // Without a fresh read, the caller's snapshot replaces the fallback only if it is surely
+        // newer: a later as_of (a daemon's as_of is CLOCK_MONOTONIC_COARSE and never goes back),
+        // or the same as_of and a later generation (a status change; generations this close
+        // cannot have wrapped).
+        let newer = |(g0, s0): &(u16, SegmentSnapshot)| {
+            snap.as_of_nanos > s0.as_of_nanos
+                || (snap.as_of_nanos == s0.as_of_nanos && (generation.wrapping_sub(*g0) as i16) > 0)
+        };
+        let chosen =
+            fresh.or_else(|| last.as_ref().is_none_or(newer).then_some((generation, snap)));
+        let Some((g, s)) = chosen else {
+            return;
+        };
+        *last = Some((g, s));
+        self.last_good_generation.store(u32::from(g), Ordering::Relaxed);
+        self.last_good_as_of.store(s.as_of_nanos, Ordering::Release);
+        self.last_good_bound.store(s.bound_nanos as i64, Ordering::Relaxed);
+        self.last_good_status.store(s.status.code() as u32, Ordering::Relaxed);
     }
 
     fn fall_back(&self, why: &str) -> Result<(u16, SegmentSnapshot), ClockError> {
@@ -270,38 +300,35 @@ impl ClockBoundClock {
         })
     }
 
-    fn snapshot(&self) -> Result<SegmentSnapshot, ClockError> {
-        self.snapshot_with_generation().map(|(_, s)| s)
-    }
-
     fn revalidate_if_due(&self, mono: i64) {
         if mono >= self.revalidate_at.load(Ordering::Relaxed) {
             self.revalidate(mono);
         }
     }
 
-    /// Checks that the path still names the mapped file; remaps when the daemon replaced it or
-    /// a truncation fault zeroed our page; marks the clock missing when the file is gone.
+    /// Checks that the path still names the mapped file and that the mapped header is valid;
+    /// remaps when the daemon replaced or rewrote the file or a truncation zeroed our page; fails
+    /// closed when the file is gone.
     fn revalidate(&self, mono: i64) {
         let Ok(mut identity) = self.identity.try_lock() else {
             return; // another thread is doing it
         };
         let path = &self.options.segment_path;
         let failed_closed = self.failed_closed.load(Ordering::Relaxed);
+        let header_ok =
+            [self.page.load_u32(0, Ordering::Relaxed), self.page.load_u32(4, Ordering::Relaxed)]
+                == MAGIC
+                && !self.page.faulted();
         let outcome = match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ClockError::SegmentMissing { path: path.clone() })
             }
             Err(e) => Err(ClockError::io("stat", path, &e)),
-            Ok(meta)
-                if (meta.dev(), meta.ino()) == *identity
-                    && !self.page.faulted()
-                    && !failed_closed =>
-            {
+            Ok(meta) if (meta.dev(), meta.ino()) == *identity && header_ok && !failed_closed => {
                 Ok(false)
             }
-            // The daemon replaced the file, a truncation fault zeroed our page, or the file is
-            // back after being gone: map whatever the path names now.
+            // The daemon replaced or rewrote the file, a truncation zeroed our page, or the file
+            // is back after being gone: map whatever the path names now.
             Ok(_) => open_segment_file(path).and_then(|(file, id)| {
                 self.page.remap(&file).map_err(|e| ClockError::io("mmap", path, &e))?;
                 *identity = id;
@@ -315,12 +342,12 @@ impl ClockBoundClock {
                 } else if remapped {
                     tracing::info!(path = %path.display(), "ClockBound segment remapped");
                 }
-                REVALIDATE_HEALTHY
+                if remapped || !header_ok { REVALIDATE_TROUBLED } else { REVALIDATE_HEALTHY }
             }
             Err(e) => {
                 // A missing file fails closed at once. A file that exists but cannot be reopened
-                // (the daemon is mid-rewrite) keeps the current mapping, which still ages safely,
-                // unless we were already failed closed.
+                // (the daemon is mid-rewrite) keeps the current mapping and its fallback, which
+                // still age safely, unless we were already failed closed.
                 let missing = matches!(e, ClockError::SegmentMissing { .. });
                 if missing || failed_closed {
                     if !self.failed_closed.swap(true, Ordering::Relaxed) {
@@ -329,7 +356,7 @@ impl ClockBoundClock {
                     }
                     *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
-                REVALIDATE_MISSING
+                REVALIDATE_TROUBLED
             }
         };
         self.revalidate_at.store(mono.saturating_add(next.as_nanos() as i64), Ordering::Relaxed);
@@ -343,6 +370,46 @@ impl ClockBoundClock {
         let page = self.vmclock.get_or_init(|| page);
         page.disruption_marker()
     }
+
+    /// The reading at `(real, mono)` from `snap`, with the VMClock check.
+    fn reading(
+        &self,
+        snap: &SegmentSnapshot,
+        real: i64,
+        mono: i64,
+    ) -> Result<ClockReading, ClockError> {
+        let mut reading = layout::compute(snap, real, mono)?;
+        if snap.disruption_support && self.vmclock_marker()? != snap.disruption_marker {
+            reading.status = ClockStatus::Unknown;
+        }
+        Ok(reading)
+    }
+
+    /// One `now()` together with the snapshot and generation it was computed from (for
+    /// `boundkv clock`, which shows both and must not mix two reads).
+    pub fn now_with_snapshot(&self) -> Result<(ClockReading, u16, SegmentSnapshot), ClockError> {
+        if self.failed_closed.load(Ordering::Relaxed) {
+            self.revalidate_if_due(sys::monotonic_coarse_nanos());
+            if self.failed_closed.load(Ordering::Relaxed) {
+                let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
+                    path: self.options.segment_path.clone(),
+                }));
+            }
+        }
+        let (result, mono) = match self.snapshot_with_generation() {
+            Ok((generation, snap)) => {
+                let real = sys::realtime_nanos();
+                let mono = sys::monotonic_coarse_nanos();
+                (self.reading(&snap, real, mono).map(|r| (r, generation, snap)), mono)
+            }
+            Err(e) => (Err(e), sys::monotonic_coarse_nanos()),
+        };
+        // Housekeeping, on success and on failure alike: has the daemon replaced, rewritten or
+        // removed the file?
+        self.revalidate_if_due(mono);
+        result
+    }
 }
 
 impl Clock for ClockBoundClock {
@@ -354,25 +421,7 @@ impl Clock for ClockBoundClock {
     /// guarantees `as_of <= mono`. Reading the clocks first would let an update land in between
     /// and look like a causality breach. A late monotonic read only makes the bound larger.
     fn now(&self) -> Result<ClockReading, ClockError> {
-        if self.failed_closed.load(Ordering::Relaxed) {
-            self.revalidate_if_due(sys::monotonic_coarse_nanos());
-            if self.failed_closed.load(Ordering::Relaxed) {
-                let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
-                    path: self.options.segment_path.clone(),
-                }));
-            }
-        }
-        let snap = self.snapshot()?;
-        let real = sys::realtime_nanos();
-        let mono = sys::monotonic_coarse_nanos();
-        let mut reading = layout::compute(&snap, real, mono)?;
-        if snap.disruption_support && self.vmclock_marker()? != snap.disruption_marker {
-            reading.status = ClockStatus::Unknown;
-        }
-        // Housekeeping for the calls that follow: has the daemon replaced or removed the file?
-        self.revalidate_if_due(mono);
-        Ok(reading)
+        self.now_with_snapshot().map(|(r, _, _)| r)
     }
 
     fn describe(&self) -> String {

@@ -44,7 +44,8 @@ enum Command {
         ago the daemon last measured the bound, the bound at that moment, the drift allowance \
         and whether the VMClock disruption check is on.\n\n\
         Exit status: 0 when the clock is usable for issuing timestamps, 1 when it is not \
-        (status Unknown or Disrupted, or an error), 2 on bad arguments.")]
+        (an error, a status of Unknown or Disrupted, or a bound above the 1 s ceiling), 2 on bad \
+        arguments.")]
     Clock(cmd::clock::ClockCommand),
 }
 

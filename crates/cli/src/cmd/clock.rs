@@ -18,12 +18,12 @@ pub(crate) struct ClockCommand {
     #[arg(long)]
     watch: bool,
 
-    /// Time between refreshes with --watch.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    /// Time between refreshes with --watch (at least 10ms).
+    #[arg(long, default_value = "1s", value_parser = parse_interval, value_name = "DURATION")]
     interval: Duration,
 
     /// Stop after this many readings (with --watch; default: until interrupted).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
 
     /// Print JSON, one object per reading.
@@ -91,21 +91,35 @@ impl ClockCommand {
     }
 }
 
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("{s} is too short; use 10ms or more"));
+    }
+    Ok(d)
+}
+
 fn sample(opened: &OpenedClock, policy: &ClockPolicy) -> Sample {
-    let answer = opened.clock.now();
+    // One read gives both the interval and the segment state it was computed from.
+    let (answer, segment) = match &opened.clockbound {
+        Some(cb) => match cb.now_with_snapshot() {
+            Ok((reading, generation, snap)) => (
+                Ok(reading),
+                Some(SegmentState {
+                    path: cb.options().segment_path.display().to_string(),
+                    generation,
+                    stored_status: snap.status,
+                    age_ns: monotonic_coarse_nanos() - snap.as_of_nanos,
+                    bound_at_as_of_ns: snap.bound_nanos,
+                    max_drift_ppb: snap.max_drift_ppb,
+                    disruption_check: snap.disruption_support,
+                }),
+            ),
+            Err(e) => (Err(e), None),
+        },
+        None => (opened.clock.now(), None),
+    };
     let checked = policy.check(answer.clone());
-    let segment = opened.clockbound.as_ref().and_then(|cb| {
-        let (generation, snap) = cb.snapshot_with_generation().ok()?;
-        Some(SegmentState {
-            path: cb.options().segment_path.display().to_string(),
-            generation,
-            stored_status: snap.status,
-            age_ns: monotonic_coarse_nanos() - snap.as_of_nanos,
-            bound_at_as_of_ns: snap.bound_nanos,
-            max_drift_ppb: snap.max_drift_ppb,
-            disruption_check: snap.disruption_support,
-        })
-    });
     let reading = answer.as_ref().ok();
     Sample {
         source: opened.clock.describe(),
