@@ -302,21 +302,31 @@ impl<E: Engine> Mvcc<E> {
     }
 
     /// Deletes versions no read at or above `horizon` can see, and transaction records older than
-    /// it (see the module docs). The horizon is made durable first; reads below it fail from then
-    /// on. Does nothing if `horizon` is not above the current one.
+    /// it (see the module docs): [`Mvcc::advance_gc_horizon`] then [`Mvcc::collect_garbage`].
     ///
     /// # To ensure correctness
     /// No read below `horizon` may be running or start afterwards: the caller (the transaction
     /// layer) chooses a horizon below every active read timestamp.
     pub fn gc(&self, horizon: u64) -> Result<GcStats> {
-        let mut stats = GcStats { horizon: self.gc_horizon(), ..GcStats::default() };
-        if horizon <= stats.horizon {
-            return Ok(stats);
+        self.advance_gc_horizon(horizon)?;
+        self.collect_garbage()
+    }
+
+    /// Raises the GC horizon to `horizon` (no-op if not higher), durably, before anything is
+    /// deleted. From its return on, reads below the horizon fail with [`Error::BelowGcHorizon`].
+    pub fn advance_gc_horizon(&self, horizon: u64) -> Result<()> {
+        if horizon <= self.gc_horizon() {
+            return Ok(());
         }
         self.set_meta(meta::GC_HORIZON, &horizon.to_be_bytes())?;
-        self.horizon.store(horizon, Ordering::Release);
-        stats.horizon = horizon;
+        self.horizon.fetch_max(horizon, Ordering::AcqRel);
+        Ok(())
+    }
 
+    /// Deletes what the current horizon makes unreachable (see [`Mvcc::gc`]).
+    pub fn collect_garbage(&self) -> Result<GcStats> {
+        let horizon = self.gc_horizon();
+        let mut stats = GcStats { horizon, ..GcStats::default() };
         const BATCH: usize = 1024;
         let mut batch = WriteBatch::new();
         // The key being walked, and whether its version visible at the horizon was reached.

@@ -1,0 +1,357 @@
+//! [`Transaction`] (read-write) and [`ReadOnlyTransaction`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use boundkv_clockbound::Timestamp;
+use boundkv_storage::Engine;
+
+use crate::apply::ApplyHandle;
+use crate::conflicts::KeyRange;
+use crate::error::{Error, Result};
+use crate::manager::{ActiveRead, TxnManager};
+use crate::record::{CommitRecord, TxnId, Write};
+use crate::timestamps::PendingTs;
+
+/// What a commit reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// The commit timestamp (for a transaction without writes, its read timestamp).
+    pub ts: Timestamp,
+    /// From choosing `ts` until the clock showed it had surely passed (`earliest > ts`). This
+    /// wait overlaps the durable write; about twice the clock's bound.
+    pub commit_wait: Duration,
+    /// From choosing `ts` until the commit was durable.
+    pub durable: Duration,
+    /// How much later than durability the acknowledgement came because of commit wait: what
+    /// commit wait actually cost this commit.
+    pub wait_beyond_durable: Duration,
+    /// The whole `commit()` call.
+    pub latency: Duration,
+}
+
+/// A read-write transaction: snapshot reads at one read timestamp, buffered writes, optimistic
+/// validation and commit wait at commit (see the crate docs).
+///
+/// Dropping it without committing rolls it back; nothing it did is visible to anyone.
+pub struct Transaction<E: Engine> {
+    manager: Arc<TxnManager<E>>,
+    id: TxnId,
+    started: Instant,
+    read: Option<(Timestamp, ActiveRead<E>)>,
+    writes: BTreeMap<Bytes, Option<Bytes>>,
+    write_bytes: usize,
+    read_keys: BTreeSet<Bytes>,
+    read_ranges: Vec<KeyRange>,
+}
+
+impl<E: Engine> Transaction<E> {
+    pub(crate) fn new(manager: Arc<TxnManager<E>>) -> Self {
+        Transaction {
+            manager,
+            id: TxnId::random(),
+            started: Instant::now(),
+            read: None,
+            writes: BTreeMap::new(),
+            write_bytes: 0,
+            read_keys: BTreeSet::new(),
+            read_ranges: Vec::new(),
+        }
+    }
+
+    /// This transaction's id.
+    pub fn id(&self) -> TxnId {
+        self.id
+    }
+
+    /// The read timestamp, once the first read has taken it.
+    pub fn read_ts(&self) -> Option<Timestamp> {
+        self.read.as_ref().map(|(ts, _)| *ts)
+    }
+
+    async fn ensure_read_ts(&mut self) -> Result<Timestamp> {
+        if let Some((ts, _)) = &self.read {
+            return Ok(*ts);
+        }
+        let (ts, active) = self.manager.acquire_read_ts().await?;
+        self.read = Some((ts, active));
+        Ok(ts)
+    }
+
+    /// The value of `key`: this transaction's own write if it made one, else the committed value
+    /// as of its read timestamp.
+    pub async fn get(&mut self, key: impl Into<Bytes>) -> Result<Option<Bytes>> {
+        let key = key.into();
+        self.manager.limits.check_key(&key)?;
+        if let Some(w) = self.writes.get(&key) {
+            return Ok(w.clone());
+        }
+        let ts = self.ensure_read_ts().await?;
+        self.manager.check_failed()?;
+        let value = self.manager.mvcc.get(&key, ts.as_nanos())?.map(Bytes::from);
+        self.read_keys.insert(key);
+        Ok(value)
+    }
+
+    /// The pairs in `range` (with this transaction's own writes applied), in key order, at most
+    /// `limit` of them. The scanned range (up to the last key returned, when the limit cut it
+    /// short) is validated at commit, so rows inserted into it by others cause a conflict: no
+    /// phantoms.
+    pub async fn scan(
+        &mut self,
+        range: (Bound<Bytes>, Bound<Bytes>),
+        limit: Option<usize>,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        let ts = self.ensure_read_ts().await?;
+        self.manager.check_failed()?;
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut merged: BTreeMap<Bytes, Option<Bytes>> = BTreeMap::new();
+        if crate::conflicts::valid(&range) {
+            let storage = self.manager.mvcc.scan(to_vec_range(&range), ts.as_nanos())?;
+            // Enough from storage to fill the limit even if every own delete hides one.
+            let own_deletes = self.writes.range(range.clone()).filter(|(_, v)| v.is_none()).count();
+            for entry in storage.take(limit.saturating_add(own_deletes)) {
+                let (k, v) = entry?;
+                merged.insert(Bytes::from(k), Some(Bytes::from(v)));
+            }
+            for (k, v) in self.writes.range(range.clone()) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let out: Vec<(Bytes, Bytes)> =
+            merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect();
+        // Validate only what was read: up to the last key returned if the limit was reached.
+        let scanned = match out.last() {
+            Some((last, _)) if out.len() == limit => (range.0, Bound::Included(last.clone())),
+            _ => range,
+        };
+        self.read_ranges.push(scanned);
+        Ok(out)
+    }
+
+    /// Sets `key` to `value` at commit.
+    pub fn put(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
+        self.write(key.into(), Some(value.into()))
+    }
+
+    /// Deletes `key` at commit.
+    pub fn delete(&mut self, key: impl Into<Bytes>) -> Result<()> {
+        self.write(key.into(), None)
+    }
+
+    fn write(&mut self, key: Bytes, value: Option<Bytes>) -> Result<()> {
+        let limits = &self.manager.limits;
+        limits.check_write(&key, value.as_deref())?;
+        let added = key.len() + value.as_ref().map_or(0, Bytes::len);
+        let replaced =
+            self.writes.get(&key).map(|old| key.len() + old.as_ref().map_or(0, Bytes::len));
+        if replaced.is_none() && self.writes.len() >= limits.max_writes {
+            return Err(Error::TransactionTooLarge {
+                what: "writes".into(),
+                max: limits.max_writes,
+            });
+        }
+        let bytes = self.write_bytes - replaced.unwrap_or(0) + added;
+        if bytes > limits.max_txn_bytes {
+            return Err(Error::TransactionTooLarge {
+                what: "bytes".into(),
+                max: limits.max_txn_bytes,
+            });
+        }
+        self.write_bytes = bytes;
+        self.writes.insert(key, value);
+        Ok(())
+    }
+
+    /// Commits: validates the reads, takes the commit timestamp `s`, makes the writes durable,
+    /// waits until `now().earliest > s` (commit wait) and only then makes them visible and
+    /// returns. A transaction without writes commits at its read timestamp without waiting.
+    pub async fn commit(self) -> Result<CommitInfo> {
+        let start = Instant::now();
+        let manager = self.manager.clone();
+        manager.check_failed()?;
+        let read_ts = self.read_ts();
+        if self.writes.is_empty() {
+            let ts = read_ts.unwrap_or_else(|| manager.safe_time());
+            return Ok(CommitInfo {
+                ts,
+                commit_wait: Duration::ZERO,
+                durable: Duration::ZERO,
+                wait_beyond_durable: Duration::ZERO,
+                latency: start.elapsed(),
+            });
+        }
+        let reading = manager.timestamps.usable_reading().await?;
+        let pending = {
+            let mut index = manager.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rt) = read_ts {
+                let lifetime = manager.limits.max_lifetime;
+                if self.started.elapsed() > lifetime || !index.can_validate(rt) {
+                    return Err(Error::Expired {
+                        read_ts: rt,
+                        lifetime_ms: lifetime.as_millis() as u64,
+                    });
+                }
+                if let Some((key, conflicting_commit_ts)) =
+                    index.check(rt, &self.read_keys, &self.read_ranges)
+                {
+                    return Err(Error::Conflict { key, read_ts: rt, conflicting_commit_ts });
+                }
+            }
+            let at_least = read_ts.map_or(Timestamp::ZERO, Timestamp::next);
+            let pending =
+                manager.timestamps.issue(reading, at_least).map_err(|e| manager.fail(e))?;
+            index.record(self.writes.keys(), pending.ts());
+            if index.wants_prune() {
+                let mut horizon = reading.earliest().saturating_sub(manager.limits.max_lifetime);
+                if let Some(oldest) = manager.oldest_active_read() {
+                    horizon = horizon.min(oldest);
+                }
+                index.prune(horizon);
+            }
+            pending
+        };
+        let chosen = Instant::now();
+        let record = CommitRecord {
+            txn_id: self.id,
+            ts: pending.ts(),
+            writes: self.writes.into_iter().map(|(key, value)| Write { key, value }).collect(),
+        };
+        let durable = manager.applier.apply(record);
+        // Our read registration can go now; the pending timestamp holds readers from here on.
+        drop(self.read);
+        let mut info = InFlight { manager, pending: Some(pending), durable: Some(durable), chosen }
+            .finish()
+            .await?;
+        info.latency = start.elapsed();
+        Ok(info)
+    }
+
+    /// Abandons the transaction (as dropping it does).
+    pub fn rollback(self) {}
+}
+
+/// A commit between choosing its timestamp and becoming visible. The protocol must finish even if
+/// the caller stops waiting (the future is dropped): durable, then commit wait, then visible. If
+/// dropped early, a thread of its own finishes it.
+struct InFlight<E: Engine> {
+    manager: Arc<TxnManager<E>>,
+    pending: Option<PendingTs>,
+    durable: Option<ApplyHandle>,
+    chosen: Instant,
+}
+
+impl<E: Engine> InFlight<E> {
+    async fn finish(mut self) -> Result<CommitInfo> {
+        // Keep the handle in `self` while waiting: if this future is dropped here, `Drop` must
+        // still learn whether the record was applied before the timestamp may be released.
+        let outcome = match self.durable.as_mut() {
+            Some(handle) => handle
+                .await
+                .unwrap_or_else(|_| Err(Error::Fatal("the apply thread stopped".into()))),
+            None => Ok(()),
+        };
+        self.durable = None;
+        let durable_after = self.chosen.elapsed();
+        if let Err(e) = outcome {
+            // Not applied (or the node is failing): nothing became visible. Release the timestamp.
+            self.pending.take();
+            return Err(self.manager.fail(e));
+        }
+        let ts = self.pending.as_ref().expect("pending until visible").ts();
+        // Commit wait: the clock must show ts has passed before anyone sees the writes. It has
+        // been running since ts was chosen; only what is left of it is waited here.
+        let waited_here = if self.manager.skip_commit_wait() {
+            Duration::ZERO
+        } else {
+            self.manager.commit_wait_until_done(ts).await.waited
+        };
+        let commit_wait = self.chosen.elapsed();
+        self.pending.take(); // visible from here on
+        Ok(CommitInfo {
+            ts,
+            commit_wait,
+            durable: durable_after,
+            wait_beyond_durable: waited_here,
+            latency: Duration::ZERO,
+        })
+    }
+}
+
+impl<E: Engine> Drop for InFlight<E> {
+    fn drop(&mut self) {
+        if self.pending.is_none() {
+            return;
+        }
+        // Dropped mid-protocol (the caller stopped waiting): finish it on a thread of its own.
+        // `finish` picks up where this one stopped: the apply result if it is still due, then
+        // commit wait, then releasing the timestamp.
+        let rest = InFlight {
+            manager: self.manager.clone(),
+            pending: self.pending.take(),
+            durable: self.durable.take(),
+            chosen: self.chosen,
+        };
+        std::thread::spawn(move || {
+            let _ = futures::executor::block_on(rest.finish());
+        });
+    }
+}
+
+/// A read-only transaction at one timestamp: lock-free, never conflicts, never waits after it
+/// began.
+pub struct ReadOnlyTransaction<E: Engine> {
+    manager: Arc<TxnManager<E>>,
+    ts: Timestamp,
+    _active: ActiveRead<E>,
+}
+
+impl<E: Engine> ReadOnlyTransaction<E> {
+    pub(crate) fn new(manager: Arc<TxnManager<E>>, ts: Timestamp, active: ActiveRead<E>) -> Self {
+        ReadOnlyTransaction { manager, ts, _active: active }
+    }
+
+    /// The timestamp every read of this transaction is at.
+    pub fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
+    /// The value of `key` at the transaction's timestamp.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        self.manager.limits.check_key(key.as_ref())?;
+        self.manager.check_failed()?;
+        Ok(self.manager.mvcc.get(key.as_ref(), self.ts.as_nanos())?.map(Bytes::from))
+    }
+
+    /// The pairs in `range` at the transaction's timestamp, at most `limit`.
+    pub fn scan(
+        &self,
+        range: (Bound<Bytes>, Bound<Bytes>),
+        limit: Option<usize>,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.manager.check_failed()?;
+        if !crate::conflicts::valid(&range) {
+            return Ok(Vec::new());
+        }
+        self.manager
+            .mvcc
+            .scan(to_vec_range(&range), self.ts.as_nanos())?
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|r| r.map(|(k, v)| (Bytes::from(k), Bytes::from(v))).map_err(Error::from))
+            .collect()
+    }
+}
+
+fn to_vec_range(range: &(Bound<Bytes>, Bound<Bytes>)) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let conv = |b: &Bound<Bytes>| match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (conv(&range.0), conv(&range.1))
+}
