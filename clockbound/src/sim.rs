@@ -105,6 +105,21 @@ impl SimClock {
         Self::with_truth(TrueTime::Real { start, origin: Instant::now() })
     }
 
+    /// A clock of its own (offset, drift, bound, status all independent, starting at zero error)
+    /// on the *same true time* as this one: two replicas whose clocks err differently. Only for
+    /// real-time clocks.
+    ///
+    /// # Panics
+    /// On a manual clock, whose true time lives in its own state.
+    pub fn sibling(&self) -> SimClock {
+        let truth = self.state().truth;
+        assert!(
+            matches!(truth, TrueTime::Real { .. }),
+            "SimClock::sibling needs a real-time clock"
+        );
+        Self::with_truth(truth)
+    }
+
     fn with_truth(truth: TrueTime) -> Self {
         let anchor = match truth {
             TrueTime::Manual(t) | TrueTime::Real { start: t, .. } => t,
@@ -383,6 +398,18 @@ mod tests {
         let before = c.true_now();
         c.sleep_blocking(Duration::from_secs(3));
         assert_eq!(c.true_now(), before.saturating_add(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn siblings_share_true_time_but_not_their_errors() {
+        let a = SimClock::real_time();
+        let b = a.sibling();
+        a.set_offset_nanos(4_000_000).set_bound(Duration::from_millis(5));
+        b.set_offset_nanos(-4_000_000);
+        let (ta, tb) = (a.true_now(), b.true_now());
+        assert!(tb.saturating_duration_since(ta) < Duration::from_millis(50));
+        assert_eq!(b.now().unwrap().bound(), Duration::ZERO);
+        assert_eq!(a.local_error_nanos() - b.local_error_nanos(), 8_000_000);
     }
 
     #[test]
