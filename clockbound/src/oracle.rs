@@ -63,7 +63,9 @@ pub trait HighWaterMark: Send + Sync {
     ///
     /// # To ensure correctness
     /// Must not return `Ok` before `mark` survives a crash or power loss (fsync, not just a write
-    /// to the page cache). The oracle only ever stores increasing marks.
+    /// to the page cache). Every mark the oracle stores is at or above every timestamp it has
+    /// handed out; it may be lower than the previous mark only when the oracle shuts down cleanly
+    /// ([`TimestampOracle::persist_floor`]).
     fn store(&self, mark: Timestamp) -> Result<(), HighWaterMarkError>;
 }
 
@@ -308,6 +310,21 @@ impl TimestampOracle {
         }
         let floor = self.raise_floor(|f| Some(f.max(ts.as_nanos()))).expect("never refused");
         self.ensure_durable(floor)
+    }
+
+    /// Persists the exact floor as the mark, for a clean shutdown: the next process resumes right
+    /// above the last timestamp handed out instead of up to `persist_ahead` beyond it, so its
+    /// first commit does not wait out the look-ahead. Call it only once nothing more will be
+    /// issued.
+    pub fn persist_floor(&self) -> Result<(), OracleError> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let floor = self.floor.load(Ordering::Acquire);
+        if floor == self.durable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        store.store(Timestamp::from_nanos(floor))?;
+        self.durable.store(floor, Ordering::Release);
+        Ok(())
     }
 
     /// Commit wait on this oracle's clock and policy (async).

@@ -56,15 +56,18 @@ impl Default for GcOptions {
 
 /// Where the database's clock comes from.
 #[derive(Clone)]
-enum ClockChoice {
+pub enum ClockChoice {
+    /// Opened from a source (`clockbound`, `clockbound:PATH`, `system:BOUND`).
     Source(ClockSource),
+    /// A clock the caller built (a simulated clock in tests).
     Instance(Arc<dyn Clock>),
 }
 
 /// How to open a [`Db`].
 #[derive(Clone)]
 pub struct Options {
-    clock: ClockChoice,
+    /// The clock. Default: the ClockBound daemon's segment at its default path.
+    pub clock: ClockChoice,
     /// Which clock readings may be used, and how long to wait for one.
     pub policy: ClockPolicy,
     /// What an acknowledged commit survives. Default [`Durability::Sync`]: power loss.
@@ -164,6 +167,11 @@ impl Drop for Inner {
             let _ = t.join();
         }
         self.applier.shutdown();
+        // Nothing more will be issued: record the exact floor, so a restart does not wait out
+        // the oracle's look-ahead before its first commit.
+        if let Err(e) = self.manager.oracle().persist_floor() {
+            tracing::warn!(error = %e, "could not record the clock's floor at shutdown");
+        }
         let _ = self.manager.mvcc().flush();
     }
 }
@@ -334,9 +342,12 @@ fn spawn_gc(
         .spawn(move || {
             let (lock, cv) = &*stop;
             loop {
+                // Check the flag under the lock before sleeping, so a stop that came first is
+                // never missed (and never waits out a whole interval).
                 let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-                let (guard, _) =
-                    cv.wait_timeout(guard, gc.interval).unwrap_or_else(|e| e.into_inner());
+                let (guard, _) = cv
+                    .wait_timeout_while(guard, gc.interval, |stopped| !*stopped)
+                    .unwrap_or_else(|e| e.into_inner());
                 if *guard {
                     return;
                 }
@@ -354,7 +365,7 @@ fn spawn_gc(
 }
 
 /// Converts any range of byte-like keys to owned bounds.
-fn to_bounds<B: AsRef<[u8]>>(range: impl RangeBounds<B>) -> (Bound<Bytes>, Bound<Bytes>) {
+fn to_bounds<B: AsRef<[u8]> + ?Sized>(range: impl RangeBounds<B>) -> (Bound<Bytes>, Bound<Bytes>) {
     let conv = |b: Bound<&B>| match b {
         Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k.as_ref())),
         Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k.as_ref())),
@@ -386,7 +397,7 @@ impl Txn {
     }
 
     /// The pairs in `range`, at most `limit`, with this transaction's writes applied.
-    pub fn scan<B: AsRef<[u8]>>(
+    pub fn scan<B: AsRef<[u8]> + ?Sized>(
         &mut self,
         range: impl RangeBounds<B>,
         limit: Option<usize>,
@@ -430,7 +441,7 @@ impl Snapshot {
     }
 
     /// The pairs in `range` at the snapshot's timestamp, at most `limit`.
-    pub fn scan<B: AsRef<[u8]>>(
+    pub fn scan<B: AsRef<[u8]> + ?Sized>(
         &self,
         range: impl RangeBounds<B>,
         limit: Option<usize>,

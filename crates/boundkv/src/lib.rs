@@ -49,4 +49,6 @@ pub use boundkv_clockbound::{
 pub use boundkv_storage::{Durability, GcStats};
 pub use boundkv_txn::{CommitInfo, Error, Limits, Result, TxnId};
 pub use bytes::Bytes;
-pub use db::{Db, DbStatus, GcOptions, OpenError, Options, RetryPolicy, Snapshot, Txn};
+pub use db::{
+    ClockChoice, Db, DbStatus, GcOptions, OpenError, Options, RetryPolicy, Snapshot, Txn,
+};

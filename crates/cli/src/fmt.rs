@@ -16,9 +16,23 @@ pub(crate) fn duration(d: Duration) -> String {
     }
 }
 
+/// Bytes as text: UTF-8 as is, anything else with `\xNN` escapes.
+pub(crate) fn bytes(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => b.escape_ascii().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_print_as_text_or_escaped() {
+        assert_eq!(bytes(b"hello"), "hello");
+        assert_eq!(bytes(&[0x66, 0xff, 0x00]), "f\\xff\\x00");
+    }
 
     #[test]
     fn picks_a_readable_unit() {

@@ -23,8 +23,10 @@ use crate::timestamps::PendingTs;
 pub struct CommitInfo {
     /// The commit timestamp (for a transaction without writes, its read timestamp).
     pub ts: Timestamp,
-    /// From choosing `ts` until the clock showed it had surely passed (`earliest > ts`). This
-    /// wait overlaps the durable write; about twice the clock's bound.
+    /// The commit wait the clock imposed: `ts` minus the clock's `earliest` when `ts` was
+    /// chosen, the time that had to pass before `earliest > ts` (about twice the clock's bound).
+    /// It runs alongside the durable write; [`CommitInfo::wait_beyond_durable`] is what it
+    /// actually added.
     pub commit_wait: Duration,
     /// From choosing `ts` until the commit was durable.
     pub durable: Duration,
@@ -187,6 +189,8 @@ impl<E: Engine> Transaction<E> {
             });
         }
         let reading = manager.timestamps.usable_reading().await?;
+        // Commit wait is measured from the reading `s` is taken from: from then on the wait runs.
+        let chosen = Instant::now();
         let pending = {
             let mut index = manager.conflicts.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(rt) = read_ts {
@@ -216,7 +220,6 @@ impl<E: Engine> Transaction<E> {
             }
             pending
         };
-        let chosen = Instant::now();
         let record = CommitRecord {
             txn_id: self.id,
             ts: pending.ts(),
@@ -228,6 +231,7 @@ impl<E: Engine> Transaction<E> {
         let mut info = InFlight { manager, pending: Some(pending), durable: Some(durable), chosen }
             .finish()
             .await?;
+        info.commit_wait = info.ts.saturating_duration_since(reading.earliest());
         info.latency = start.elapsed();
         Ok(info)
     }
@@ -271,11 +275,10 @@ impl<E: Engine> InFlight<E> {
         } else {
             self.manager.commit_wait_until_done(ts).await.waited
         };
-        let commit_wait = self.chosen.elapsed();
         self.pending.take(); // visible from here on
         Ok(CommitInfo {
             ts,
-            commit_wait,
+            commit_wait: Duration::ZERO, // filled in by the caller, which holds the reading
             durable: durable_after,
             wait_beyond_durable: waited_here,
             latency: Duration::ZERO,
