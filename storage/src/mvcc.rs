@@ -50,9 +50,9 @@
 //!
 //! # Commits
 //!
-//! [`Mvcc::apply`] writes a whole commit (all of a transaction's versions, the record of its
-//! transaction id, the highest version timestamp so far and, under Raft, the applied log index) in
-//! **one atomic engine batch**: after a crash, a commit is entirely present or entirely absent.
+//! [`Mvcc::apply`] writes a whole commit (all of a transaction's versions, optionally the record of
+//! its transaction id for deduplicating retried commits, and, under Raft, the applied log index)
+//! in **one atomic engine batch**: after a crash, a commit is entirely present or entirely absent.
 //! Applying the same commit twice writes the same entries again, so it is idempotent, and it reads
 //! nothing, so it is deterministic: what a Raft state machine needs.
 //!
@@ -77,8 +77,9 @@
 //! # Metadata
 //!
 //! A small `Meta(name)` keyspace holds what must survive a restart beside the data: the GC horizon,
-//! the highest version timestamp (a restarted node waits until the clock has surely passed it
-//! before serving), the clock's high-water mark, and Raft's applied index.
+//! the clock's high-water mark (at or above every timestamp ever issued, so a restarted node waits
+//! until the clock has surely passed it before serving), Raft's applied index, and, for display,
+//! the newest commit timestamp as of the last clean close.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -115,7 +116,8 @@ const VALUE: u8 = 0x01;
 pub mod meta {
     /// The garbage-collection horizon (u64, big-endian).
     pub const GC_HORIZON: &str = "gc_horizon";
-    /// The highest commit timestamp ever applied (u64, big-endian).
+    /// The highest commit timestamp applied, as of the last clean close (u64, big-endian). For
+    /// display only: it is not written with every commit, so after a crash it may be behind.
     pub const MAX_VERSION_TS: &str = "max_version_ts";
     /// Raft's applied index (u64, big-endian), written with the commit it applied.
     pub const APPLIED_INDEX: &str = "raft_applied_index";
@@ -196,7 +198,8 @@ impl<E: Engine> Mvcc<E> {
         self.horizon.load(Ordering::Acquire)
     }
 
-    /// The highest commit timestamp applied so far (0 if none).
+    /// The highest commit timestamp applied since open, or recorded at the last clean close (0 if
+    /// none).
     pub fn max_version_ts(&self) -> u64 {
         self.max_version.load(Ordering::Acquire)
     }
@@ -262,14 +265,17 @@ impl<E: Engine> Mvcc<E> {
         if !commit.txn_id.is_empty() {
             batch.put(txn_key(&commit.txn_id), commit.ts.to_be_bytes().to_vec());
         }
-        let max_version = self.max_version_ts().max(commit.ts);
-        batch.put(meta_key(meta::MAX_VERSION_TS), max_version.to_be_bytes().to_vec());
         if let Some(index) = commit.applied_index {
             batch.put(meta_key(meta::APPLIED_INDEX), index.to_be_bytes().to_vec());
         }
         self.engine.write(batch)?;
-        self.max_version.fetch_max(max_version, Ordering::AcqRel);
+        self.max_version.fetch_max(commit.ts, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Records [`Mvcc::max_version_ts`] in the metadata, durably (for a clean close).
+    pub fn persist_max_version(&self) -> Result<()> {
+        self.set_meta(meta::MAX_VERSION_TS, &self.max_version_ts().to_be_bytes())
     }
 
     /// Makes everything applied so far durable (group commit happens in the engine).
@@ -576,7 +582,9 @@ mod tests {
         let stats = m.gc(60).unwrap();
         assert_eq!(stats.versions_deleted, 3, "a@50 tombstone, a@30, b@20");
         assert_eq!(read(&m, 60), pairs(&[("b", "b2"), ("c", "c1")]));
-        // The horizon survives a restart of the MVCC layer.
+        // The horizon survives a restart of the MVCC layer; the newest version is recorded at a
+        // clean close.
+        m.persist_max_version().unwrap();
         let m2 = Mvcc::new(m.engine().clone()).unwrap();
         assert_eq!(m2.gc_horizon(), 60);
         assert_eq!(m2.max_version_ts(), 50);

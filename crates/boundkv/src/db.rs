@@ -139,7 +139,7 @@ pub struct DbStatus {
     pub storage: boundkv_storage::Status,
     /// The clock source.
     pub clock: String,
-    /// The newest commit timestamp.
+    /// The newest commit timestamp (since open, or as of the last clean close).
     pub max_commit_ts: Timestamp,
     /// The highest timestamp a read can use without waiting.
     pub safe_time: Timestamp,
@@ -172,6 +172,7 @@ impl Drop for Inner {
         if let Err(e) = self.manager.oracle().persist_floor() {
             tracing::warn!(error = %e, "could not record the clock's floor at shutdown");
         }
+        let _ = self.manager.mvcc().persist_max_version();
         let _ = self.manager.mvcc().flush();
     }
 }
@@ -186,9 +187,11 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the database in `path`.
     ///
-    /// On reopening, it waits until the clock has surely passed the newest commit timestamp on
-    /// disk before serving: a commit that was durable but not yet acknowledged when the process
-    /// stopped must not become visible before its commit wait would have ended.
+    /// On reopening, it waits until the clock has surely passed every timestamp the last process
+    /// issued (its durable high-water mark) before serving: a commit that was durable but not yet
+    /// acknowledged when the process stopped must not become visible before its commit wait would
+    /// have ended. After a clean close that mark is exact; after a crash it can be up to 250 ms
+    /// ahead, which the first open then waits out.
     pub fn open(path: impl AsRef<Path>, options: Options) -> std::result::Result<Db, OpenError> {
         let path = path.as_ref().to_path_buf();
         let clock: Arc<dyn Clock> = match &options.clock {
@@ -208,7 +211,9 @@ impl Db {
             )
             .map_err(Error::from)?,
         );
-        let newest = Timestamp::from_nanos(mvcc.max_version_ts());
+        // Every version on disk has a timestamp at or below the durable high-water mark (exact
+        // after a clean close, at most the oracle's look-ahead above it after a crash).
+        let newest = oracle.durable_mark();
         if newest > Timestamp::ZERO {
             oracle.commit_wait_blocking(newest).map_err(Error::from)?;
         }

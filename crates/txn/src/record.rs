@@ -62,11 +62,13 @@ pub struct CommitRecord {
 
 impl CommitRecord {
     /// The storage commit that applying this record performs. `applied_index` is the Raft index
-    /// the record was applied from, when replicated.
-    pub fn to_commit(&self, applied_index: Option<u64>) -> Commit {
+    /// the record was applied from, when replicated. `record_txn_id` also stores the transaction's
+    /// id with its timestamp, so that a client retrying the same commit is answered instead of
+    /// applied twice; the embedded database, whose callers cannot retry a commit, skips it.
+    pub fn to_commit(&self, applied_index: Option<u64>, record_txn_id: bool) -> Commit {
         Commit {
             ts: self.ts.as_nanos(),
-            txn_id: self.txn_id.0.to_vec(),
+            txn_id: if record_txn_id { self.txn_id.0.to_vec() } else { Vec::new() },
             writes: self
                 .writes
                 .iter()
