@@ -3,7 +3,8 @@
 //!
 //! Two engines implement it: [`crate::SledEngine`] (sled 0.34.7 on disk, with a real `fdatasync`)
 //! and [`crate::MemoryEngine`] (a `BTreeMap`, for tests). Both must pass the conformance suite in
-//! [`crate::testsuite`], which is what makes swapping sled for another engine a one-crate change.
+//! `testsuite` (feature `testing`), which is what makes swapping sled for another engine a
+//! one-crate change.
 
 use std::ops::Bound;
 
