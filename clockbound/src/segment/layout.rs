@@ -210,42 +210,26 @@ impl SegmentBody {
         b
     }
 
-    /// The plausibility checks of every field; `Ok` is a body the arithmetic may trust.
+    /// The plausibility checks of every field; `Ok` is a body the arithmetic may trust, `Err` names
+    /// the first field that failed.
     ///
     /// A torn read on a weakly ordered CPU, a buggy writer and a file that is not a ClockBound
     /// segment all end here rather than in a wrong interval.
     pub fn validate(&self) -> Result<SegmentSnapshot, String> {
-        if !self.as_of.is_well_formed() {
-            return Err(format!("as_of = {:?} is not a valid timespec", self.as_of));
-        }
-        if !self.void_after.is_well_formed() {
-            return Err(format!("void_after = {:?} is not a valid timespec", self.void_after));
-        }
-        if self.void_after.as_nanos() < self.as_of.as_nanos() {
-            return Err(format!(
-                "void_after = {:?} is before as_of = {:?}",
-                self.void_after, self.as_of
-            ));
-        }
-        if self.bound_nsec < 0 {
-            return Err(format!("bound_nsec = {} is negative", self.bound_nsec));
-        }
-        if self.max_drift_ppb >= 1_000_000_000 {
-            return Err(format!(
-                "max_drift_ppb = {} is a second per second or more",
-                self.max_drift_ppb
-            ));
-        }
-        let Some(status) = ClockStatus::from_code(self.clock_status) else {
-            return Err(format!("clock_status = {} is not 0..=3", self.clock_status));
-        };
-        if self.disruption_support > 1 {
-            return Err(format!(
-                "disruption support flag = {} is not 0 or 1",
-                self.disruption_support
-            ));
-        }
-        Ok(SegmentSnapshot {
+        self.check().ok_or_else(|| self.explain())
+    }
+
+    /// The checks of [`SegmentBody::validate`] without the explanation: the reader's hot path.
+    #[inline]
+    pub fn check(&self) -> Option<SegmentSnapshot> {
+        let ok = self.as_of.is_well_formed()
+            && self.void_after.is_well_formed()
+            && self.void_after.as_nanos() >= self.as_of.as_nanos()
+            && self.bound_nsec >= 0
+            && self.max_drift_ppb < 1_000_000_000
+            && self.disruption_support <= 1;
+        let status = ClockStatus::from_code(self.clock_status)?;
+        ok.then_some(SegmentSnapshot {
             as_of_nanos: self.as_of.as_nanos(),
             void_after_nanos: self.void_after.as_nanos(),
             bound_nanos: self.bound_nsec as u64,
@@ -254,6 +238,35 @@ impl SegmentBody {
             status,
             disruption_support: self.disruption_support == 1,
         })
+    }
+
+    #[cold]
+    fn explain(&self) -> String {
+        if !self.as_of.is_well_formed() {
+            return format!("as_of = {:?} is not a valid timespec", self.as_of);
+        }
+        if !self.void_after.is_well_formed() {
+            return format!("void_after = {:?} is not a valid timespec", self.void_after);
+        }
+        if self.void_after.as_nanos() < self.as_of.as_nanos() {
+            return format!(
+                "void_after = {:?} is before as_of = {:?}",
+                self.void_after, self.as_of
+            );
+        }
+        if self.bound_nsec < 0 {
+            return format!("bound_nsec = {} is negative", self.bound_nsec);
+        }
+        if self.max_drift_ppb >= 1_000_000_000 {
+            return format!(
+                "max_drift_ppb = {} is a second per second or more",
+                self.max_drift_ppb
+            );
+        }
+        if ClockStatus::from_code(self.clock_status).is_none() {
+            return format!("clock_status = {} is not 0..=3", self.clock_status);
+        }
+        format!("disruption support flag = {} is not 0 or 1", self.disruption_support)
     }
 }
 

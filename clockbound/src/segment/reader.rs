@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering, fence};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -69,11 +69,8 @@ pub struct ClockBoundClock {
     /// the moments a writer is mid-update or the daemon is restarting (an older snapshot is still
     /// safe: its bound grows from its own `as_of`). See [`ClockBoundClock::remember`].
     last_good: Mutex<Option<(u16, SegmentSnapshot)>>,
-    /// A lock-free copy of the fallback's identity, to skip the lock when nothing changed.
-    last_good_generation: AtomicU32,
-    last_good_as_of: AtomicI64,
-    last_good_bound: AtomicI64,
-    last_good_status: AtomicU32,
+    /// A lock-free stamp of the fallback (see [`stamp`]), to skip the lock when nothing changed.
+    last_good_stamp: AtomicU64,
     vmclock: OnceLock<VmClockPage>,
 }
 
@@ -116,10 +113,7 @@ impl ClockBoundClock {
             failed_closed: AtomicBool::new(false),
             failure: Mutex::new(None),
             last_good: Mutex::new(None),
-            last_good_generation: AtomicU32::new(u32::MAX),
-            last_good_as_of: AtomicI64::new(i64::MIN),
-            last_good_bound: AtomicI64::new(-1),
-            last_good_status: AtomicU32::new(u32::MAX),
+            last_good_stamp: AtomicU64::new(u64::MAX),
             vmclock: OnceLock::new(),
         };
         clock.snapshot_with_generation()?;
@@ -139,7 +133,24 @@ impl ClockBoundClock {
     /// The current snapshot of the segment and its generation, validated: what `now()` computes
     /// from. Falls back to the last good snapshot while the writer is mid-update or the daemon is
     /// restarting.
+    #[inline]
     pub fn snapshot_with_generation(&self) -> Result<(u16, SegmentSnapshot), ClockError> {
+        // The common case, kept small: one clean read of a settled segment.
+        if let RawRead::Body { generation, segsize, body } = self.read_raw()
+            && segsize as usize >= SEGMENT_LEN
+            && generation > FRESH_GENERATION
+            && let Some(snap) = body.check()
+        {
+            self.remember(generation, snap);
+            return Ok((generation, snap));
+        }
+        self.snapshot_slow()
+    }
+
+    /// Everything else: retries, the fallback, errors with their explanations.
+    #[cold]
+    #[inline(never)]
+    fn snapshot_slow(&self) -> Result<(u16, SegmentSnapshot), ClockError> {
         let path = &self.options.segment_path;
         let mut implausible = None;
         for _ in 0..MAX_TRIES {
@@ -251,14 +262,17 @@ impl ClockBoundClock {
     /// So when anything differs from the fallback, the new fallback is taken by a fresh read made
     /// while holding the fallback's lock: reads under one lock happen one after another, so the
     /// fallback only ever moves forward, and it is never a status the daemon has since withdrawn.
+    #[inline]
     fn remember(&self, generation: u16, snap: SegmentSnapshot) {
-        if self.last_good_generation.load(Ordering::Relaxed) == u32::from(generation)
-            && self.last_good_as_of.load(Ordering::Relaxed) == snap.as_of_nanos
-            && self.last_good_bound.load(Ordering::Relaxed) == snap.bound_nanos as i64
-            && self.last_good_status.load(Ordering::Relaxed) == snap.status.code() as u32
-        {
+        if self.last_good_stamp.load(Ordering::Relaxed) == stamp(generation, &snap) {
             return; // the common case: nothing new since the last read
         }
+        self.remember_slow(generation, snap);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn remember_slow(&self, generation: u16, snap: SegmentSnapshot) {
         let mut last = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
         // A write in progress takes nanoseconds: retry the fresh read a little before giving up.
         let mut fresh = None;
@@ -286,10 +300,7 @@ impl ClockBoundClock {
             return;
         };
         *last = Some((g, s));
-        self.last_good_generation.store(u32::from(g), Ordering::Relaxed);
-        self.last_good_as_of.store(s.as_of_nanos, Ordering::Release);
-        self.last_good_bound.store(s.bound_nanos as i64, Ordering::Relaxed);
-        self.last_good_status.store(s.status.code() as u32, Ordering::Relaxed);
+        self.last_good_stamp.store(stamp(g, &s), Ordering::Relaxed);
     }
 
     fn fall_back(&self, why: &str) -> Result<(u16, SegmentSnapshot), ClockError> {
@@ -300,6 +311,7 @@ impl ClockBoundClock {
         })
     }
 
+    #[inline]
     fn revalidate_if_due(&self, mono: i64) {
         if mono >= self.revalidate_at.load(Ordering::Relaxed) {
             self.revalidate(mono);
@@ -309,6 +321,8 @@ impl ClockBoundClock {
     /// Checks that the path still names the mapped file and that the mapped header is valid;
     /// remaps when the daemon replaced or rewrote the file or a truncation zeroed our page; fails
     /// closed when the file is gone.
+    #[cold]
+    #[inline(never)]
     fn revalidate(&self, mono: i64) {
         let Ok(mut identity) = self.identity.try_lock() else {
             return; // another thread is doing it
@@ -372,6 +386,7 @@ impl ClockBoundClock {
     }
 
     /// The reading at `(real, mono)` from `snap`, with the VMClock check.
+    #[inline]
     fn reading(
         &self,
         snap: &SegmentSnapshot,
@@ -388,20 +403,26 @@ impl ClockBoundClock {
     /// One `now()` together with the snapshot and generation it was computed from (for
     /// `boundkv clock`, which shows both and must not mix two reads).
     pub fn now_with_snapshot(&self) -> Result<(ClockReading, u16, SegmentSnapshot), ClockError> {
+        let mut seen = None;
+        let reading = self.now_inner(|g, s| seen = Some((g, *s)))?;
+        let (g, s) = seen.expect("a reading comes from a snapshot");
+        Ok((reading, g, s))
+    }
+
+    #[inline]
+    fn now_inner(
+        &self,
+        mut saw: impl FnMut(u16, &SegmentSnapshot),
+    ) -> Result<ClockReading, ClockError> {
         if self.failed_closed.load(Ordering::Relaxed) {
-            self.revalidate_if_due(sys::monotonic_coarse_nanos());
-            if self.failed_closed.load(Ordering::Relaxed) {
-                let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
-                    path: self.options.segment_path.clone(),
-                }));
-            }
+            return self.failed_closed_now();
         }
         let (result, mono) = match self.snapshot_with_generation() {
             Ok((generation, snap)) => {
+                saw(generation, &snap);
                 let real = sys::realtime_nanos();
                 let mono = sys::monotonic_coarse_nanos();
-                (self.reading(&snap, real, mono).map(|r| (r, generation, snap)), mono)
+                (self.reading(&snap, real, mono), mono)
             }
             Err(e) => (Err(e), sys::monotonic_coarse_nanos()),
         };
@@ -409,6 +430,19 @@ impl ClockBoundClock {
         // removed the file?
         self.revalidate_if_due(mono);
         result
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn failed_closed_now(&self) -> Result<ClockReading, ClockError> {
+        self.revalidate_if_due(sys::monotonic_coarse_nanos());
+        if self.failed_closed.load(Ordering::Relaxed) {
+            let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err(failure.unwrap_or_else(|| ClockError::SegmentMissing {
+                path: self.options.segment_path.clone(),
+            }));
+        }
+        self.now_inner(|_, _| {})
     }
 }
 
@@ -421,12 +455,23 @@ impl Clock for ClockBoundClock {
     /// guarantees `as_of <= mono`. Reading the clocks first would let an update land in between
     /// and look like a causality breach. A late monotonic read only makes the bound larger.
     fn now(&self) -> Result<ClockReading, ClockError> {
-        self.now_with_snapshot().map(|(r, _, _)| r)
+        self.now_inner(|_, _| {})
     }
 
     fn describe(&self) -> String {
         format!("clockbound segment {}", self.options.segment_path.display())
     }
+}
+
+/// A 64-bit stamp of a snapshot: generation (16 bits), status (8 bits), the low 40 bits of
+/// `as_of` in ns. Equal stamps skip updating the fallback. Two different snapshots can share a
+/// stamp only with the same status, the same generation (32,768 writes apart) and `as_of` a
+/// multiple of 2^40 ns (18 minutes) apart; the fallback then keeps the older one, which has the
+/// same status and an older `as_of`, so a larger bound: never a wrong answer, at worst a wider one.
+fn stamp(generation: u16, snap: &SegmentSnapshot) -> u64 {
+    u64::from(generation)
+        | (u64::from(snap.status.code() as u8) << 16)
+        | ((snap.as_of_nanos as u64) << 24)
 }
 
 /// Opens the segment file and checks what can be checked without mapping it.
