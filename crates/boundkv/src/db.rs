@@ -224,6 +224,7 @@ impl Db {
             applier.clone(),
             TxnOptions {
                 limits: options.limits.clone(),
+                gate: None,
                 unsafe_skip_commit_wait: options.unsafe_skip_commit_wait,
             },
         );

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use boundkv_clockbound::Timestamp;
 
 /// A range of keys a transaction scanned.
-pub(crate) type KeyRange = (Bound<Bytes>, Bound<Bytes>);
+pub type KeyRange = (Bound<Bytes>, Bound<Bytes>);
 
 #[derive(Default)]
 pub(crate) struct ConflictIndex {

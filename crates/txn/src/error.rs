@@ -92,6 +92,20 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// This node cannot hand out timestamps: it does not lead (or not yet: it is catching up or
+    /// waiting out the previous leader's lease, or its lease lapsed). Nothing happened; retry, at
+    /// the leader if one is named.
+    #[error("not the leader{}: {reason}", leader.map(|l| format!(" (the leader is node {l})")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+        /// Why this node cannot serve (not leading, catching up, lease expired, ...).
+        reason: String,
+    },
+    /// A commit whose outcome is unknown: it may or may not apply. Retrying with the same
+    /// transaction id is safe (the server deduplicates).
+    #[error("commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// A write on a read-only transaction.
     #[error("this transaction is read-only")]
     ReadOnly,
@@ -107,7 +121,7 @@ pub enum Error {
 impl Error {
     /// Whether running the same transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::Expired { .. })
+        matches!(self, Error::Conflict { .. } | Error::Expired { .. } | Error::NotLeader { .. })
     }
 
     /// Whether the node must stop.

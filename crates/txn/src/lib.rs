@@ -77,9 +77,10 @@ mod timestamps;
 mod txn;
 
 pub use apply::{Applier, ApplyHandle, LocalApplier};
+pub use conflicts::KeyRange;
 pub use error::{Error, Result};
 pub use hwm::MvccHighWaterMark;
 pub use limits::Limits;
-pub use manager::{TxnManager, TxnOptions};
+pub use manager::{TimestampGate, TxnManager, TxnOptions};
 pub use record::{CommitRecord, TxnId, Write};
-pub use txn::{CommitInfo, ReadOnlyTransaction, Transaction};
+pub use txn::{CommitInfo, CommitRequest, ReadOnlyTransaction, Transaction};

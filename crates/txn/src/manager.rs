@@ -6,26 +6,51 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use boundkv_clockbound::{Timestamp, TimestampOracle, WaitError};
+use std::time::Instant;
+
+use boundkv_clockbound::{ClockReading, Timestamp, TimestampOracle, WaitError};
 use boundkv_storage::{Engine, GcStats, Mvcc};
 
 use crate::apply::Applier;
 use crate::conflicts::ConflictIndex;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
+use crate::record::{CommitRecord, Write};
 use crate::timestamps::Timestamps;
-use crate::txn::{ReadOnlyTransaction, Transaction};
+use crate::txn::{CommitInfo, CommitRequest, InFlight, ReadOnlyTransaction, Transaction};
+
+/// Decides whether a timestamp may be handed out at all: the replicated server's check that this
+/// node leads, has caught up, has waited out every earlier leader's lease, and holds a lease
+/// that covers the timestamp. Called under the timestamp lock, after the timestamp is chosen and
+/// before anyone sees it; an error withholds it (the floor may have moved, which is harmless).
+pub trait TimestampGate: Send + Sync + 'static {
+    /// `Ok` if `ts`, chosen from `reading`, may be handed out.
+    fn check(&self, ts: Timestamp, reading: &ClockReading) -> Result<()>;
+}
 
 /// Settings of a [`TxnManager`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct TxnOptions {
     /// Transaction limits.
     pub limits: Limits,
+    /// A check every timestamp must pass before it is handed out (the replicated server's
+    /// leadership and lease); `None` for the embedded database.
+    pub gate: Option<Arc<dyn TimestampGate>>,
     /// **Test only; breaks external consistency.** Acknowledge commits without commit wait. The
     /// mutation checks of the test suites turn it on to show that their checkers catch the
     /// anomaly commit wait exists to prevent.
     #[doc(hidden)]
     pub unsafe_skip_commit_wait: bool,
+}
+
+impl std::fmt::Debug for TxnOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnOptions")
+            .field("limits", &self.limits)
+            .field("gate", &self.gate.is_some())
+            .field("unsafe_skip_commit_wait", &self.unsafe_skip_commit_wait)
+            .finish()
+    }
 }
 
 /// The transaction machinery of one node over MVCC storage `E`.
@@ -74,7 +99,7 @@ impl<E: Engine> TxnManager<E> {
         }
         Arc::new(TxnManager {
             mvcc,
-            timestamps: Timestamps::new(oracle),
+            timestamps: Timestamps::new(oracle, options.gate),
             conflicts: Mutex::new(ConflictIndex::default()),
             active: Mutex::new(BTreeMap::new()),
             applier,
@@ -113,22 +138,81 @@ impl<E: Engine> TxnManager<E> {
     /// A read-only transaction at `now().latest`: lock-free, it waits only until no commit at or
     /// below its timestamp is pending (safe time).
     pub async fn read_only(self: &Arc<Self>) -> Result<ReadOnlyTransaction<E>> {
-        self.check_failed()?;
-        let reading = self.timestamps.usable_reading().await?;
-        let ts = self.timestamps.read_ts(reading)?;
+        let ts = self.read_ts_now().await?;
         self.read_only_at(ts).await
     }
 
-    /// A read-only transaction at exactly `ts`, which must not be in the future. Returns exactly
-    /// the state as of `ts`, every time (until GC passes it).
-    pub async fn read_at(self: &Arc<Self>, ts: Timestamp) -> Result<ReadOnlyTransaction<E>> {
+    /// A read timestamp at `now().latest` (raising the floor, so later commits land above it),
+    /// not yet waited for: the server's way to start a remote read.
+    pub async fn read_ts_now(&self) -> Result<Timestamp> {
+        self.check_failed()?;
+        let reading = self.timestamps.usable_reading().await?;
+        self.timestamps.read_ts(reading)
+    }
+
+    /// A timestamp for reads no staler than `max_staleness` (see [`TxnManager::read_stale`]),
+    /// not yet waited for.
+    pub async fn stale_ts(&self, max_staleness: Duration) -> Result<Timestamp> {
+        self.check_failed()?;
+        let reading = self.timestamps.usable_reading().await?;
+        let oldest = reading.latest().saturating_sub(max_staleness);
+        let safe = self.timestamps.safe_time();
+        if safe >= oldest {
+            return Ok(safe);
+        }
+        self.timestamps.observe(oldest, reading)?;
+        Ok(oldest)
+    }
+
+    /// Checks that `ts` may be read at exactly (not in the future: the floor is raised to it, so
+    /// later commits land above it), not yet waited for.
+    pub async fn exact_ts(&self, ts: Timestamp) -> Result<Timestamp> {
         self.check_failed()?;
         let reading = self.timestamps.usable_reading().await?;
         if ts > reading.latest() {
             return Err(Error::TimestampInFuture { ts, latest: reading.latest() });
         }
-        // Later commits must land above ts, or a later read at ts could differ.
         self.timestamps.observe(ts, reading)?;
+        Ok(ts)
+    }
+
+    /// Waits until no commit at or below `ts` is pending: reads at `ts` are then exact.
+    pub async fn wait_safe(&self, ts: Timestamp) {
+        self.timestamps.wait_safe(ts).await;
+    }
+
+    /// A closed timestamp: one that no future commit will get and that no pending commit has
+    /// (`min(now().latest raised into the floor, min(pending) - 1)`). The replicated server
+    /// proposes it so that followers can serve reads at or below it.
+    pub async fn close_timestamp(&self) -> Result<Timestamp> {
+        self.check_failed()?;
+        let reading = self.timestamps.usable_reading().await?;
+        let ts = self.timestamps.read_ts(reading)?;
+        Ok(ts.min(self.timestamps.safe_time()))
+    }
+
+    /// Raises the floor to `ts` (a timestamp found in the replicated log, say), so that every
+    /// later timestamp lands above it.
+    pub async fn observe(&self, ts: Timestamp) -> Result<()> {
+        let reading = self.timestamps.usable_reading().await?;
+        self.timestamps.observe(ts, reading)
+    }
+
+    /// Starts a new term of leadership: transactions that read before the current floor can no
+    /// longer be validated here (this node's conflict index does not know what an earlier leader
+    /// committed), so they fail with `Expired` and are retried.
+    pub fn start_term(&self) {
+        let floor = self.oracle().floor();
+        let mut index = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        *index = ConflictIndex::default();
+        index.prune(floor);
+    }
+
+    /// A read-only transaction at exactly `ts`, which must not be in the future. Returns exactly
+    /// the state as of `ts`, every time (until GC passes it).
+    pub async fn read_at(self: &Arc<Self>, ts: Timestamp) -> Result<ReadOnlyTransaction<E>> {
+        // Later commits must land above ts, or a later read at ts could differ.
+        let ts = self.exact_ts(ts).await?;
         self.read_only_at(ts).await
     }
 
@@ -200,6 +284,81 @@ impl<E: Engine> TxnManager<E> {
             self.mvcc.advance_gc_horizon(horizon.as_nanos()).map_err(|e| self.fail(e.into()))?;
         }
         self.mvcc.collect_garbage().map_err(|e| self.fail(e.into()))
+    }
+
+    /// Commits a decided transaction (see `Transaction::commit` for the protocol): validates its
+    /// reads, takes its timestamp, hands its record to the applier, waits for it to be durable
+    /// and for commit wait, then makes it visible.
+    pub async fn commit_request(self: &Arc<Self>, req: CommitRequest) -> Result<CommitInfo> {
+        let start = Instant::now();
+        self.check_failed()?;
+        if req.writes.is_empty() {
+            let ts = req.read_ts.unwrap_or_else(|| self.safe_time());
+            return Ok(CommitInfo {
+                ts,
+                commit_wait: Duration::ZERO,
+                durable: Duration::ZERO,
+                wait_beyond_durable: Duration::ZERO,
+                latency: start.elapsed(),
+            });
+        }
+        for (key, value) in &req.writes {
+            self.limits.check_write(key, value.as_deref())?;
+        }
+        if req.writes.len() > self.limits.max_writes {
+            return Err(Error::TransactionTooLarge {
+                what: "writes".into(),
+                max: self.limits.max_writes,
+            });
+        }
+        let reading = self.timestamps.usable_reading().await?;
+        // Commit wait is measured from the reading `s` is taken from: from then on the wait runs.
+        let chosen = Instant::now();
+        let lifetime = self.limits.max_lifetime;
+        let pending = {
+            let mut index = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rt) = req.read_ts {
+                if rt < reading.earliest().saturating_sub(lifetime) || !index.can_validate(rt) {
+                    return Err(Error::Expired {
+                        read_ts: rt,
+                        lifetime_ms: lifetime.as_millis() as u64,
+                    });
+                }
+                if let Some((key, conflicting_commit_ts)) =
+                    index.check(rt, &req.read_keys, &req.read_ranges)
+                {
+                    return Err(Error::Conflict { key, read_ts: rt, conflicting_commit_ts });
+                }
+            }
+            let at_least = req.read_ts.map_or(Timestamp::ZERO, Timestamp::next);
+            let pending = self.timestamps.issue(reading, at_least).map_err(|e| self.fail(e))?;
+            index.record(req.writes.keys(), pending.ts());
+            if index.wants_prune() {
+                let mut horizon = reading.earliest().saturating_sub(lifetime);
+                if let Some(oldest) = self.oldest_active_read() {
+                    horizon = horizon.min(oldest);
+                }
+                index.prune(horizon);
+            }
+            pending
+        };
+        let record = CommitRecord {
+            txn_id: req.txn_id,
+            ts: pending.ts(),
+            writes: req.writes.into_iter().map(|(key, value)| Write { key, value }).collect(),
+        };
+        let durable = self.applier.apply(record);
+        let mut info = InFlight {
+            manager: self.clone(),
+            pending: Some(pending),
+            durable: Some(durable),
+            chosen,
+        }
+        .finish()
+        .await?;
+        info.commit_wait = info.ts.saturating_duration_since(reading.earliest());
+        info.latency = start.elapsed();
+        Ok(info)
     }
 
     pub(crate) fn skip_commit_wait(&self) -> bool {

@@ -15,7 +15,7 @@ use boundkv_storage::{Commit, VersionedWrite};
 
 /// A transaction's identity: 16 random bytes, chosen when it begins. Used to deduplicate a commit
 /// that a client retries.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxnId(pub [u8; 16]);
 
 impl TxnId {

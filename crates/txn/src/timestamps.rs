@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use boundkv_clockbound::{ClockReading, Timestamp, TimestampOracle, wait};
 
 use crate::error::Result;
+use crate::manager::TimestampGate;
 
 /// The oracle and the pending set.
 pub(crate) struct Timestamps {
@@ -25,6 +26,7 @@ pub(crate) struct Timestamps {
     pending: Mutex<BTreeMap<Timestamp, usize>>,
     /// The smallest pending timestamp, or `Timestamp::MAX` when none: what readers wait on.
     min_pending: watch::Sender<Timestamp>,
+    gate: Option<Arc<dyn TimestampGate>>,
 }
 
 /// A commit timestamp registered as pending. Dropping it finishes the commit: its timestamp stops
@@ -48,12 +50,23 @@ impl Drop for PendingTs {
 }
 
 impl Timestamps {
-    pub(crate) fn new(oracle: Arc<TimestampOracle>) -> Arc<Self> {
+    pub(crate) fn new(
+        oracle: Arc<TimestampOracle>,
+        gate: Option<Arc<dyn TimestampGate>>,
+    ) -> Arc<Self> {
         Arc::new(Timestamps {
             oracle,
             pending: Mutex::new(BTreeMap::new()),
             min_pending: watch::Sender::new(Timestamp::MAX),
+            gate,
         })
+    }
+
+    fn check_gate(&self, ts: Timestamp, reading: &ClockReading) -> Result<()> {
+        match &self.gate {
+            Some(gate) => gate.check(ts, reading),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn oracle(&self) -> &Arc<TimestampOracle> {
@@ -73,6 +86,7 @@ impl Timestamps {
     ) -> Result<PendingTs> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let ts = self.oracle.issue_with(reading, at_least)?.ts;
+        self.check_gate(ts, &reading)?;
         *pending.entry(ts).or_default() += 1;
         let min = *pending.keys().next().expect("just inserted");
         self.min_pending.send_replace(min);
@@ -82,13 +96,16 @@ impl Timestamps {
     /// Chooses a read timestamp (`max(latest, floor)`); later commits land above it.
     pub(crate) fn read_ts(&self, reading: ClockReading) -> Result<Timestamp> {
         let _pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(self.oracle.read_with(reading)?.ts)
+        let ts = self.oracle.read_with(reading)?.ts;
+        self.check_gate(ts, &reading)?;
+        Ok(ts)
     }
 
     /// Raises the floor to `ts`, so later commits land above it (`reading` is a usable reading
     /// that `ts` may not lie far beyond).
     pub(crate) fn observe(&self, ts: Timestamp, reading: ClockReading) -> Result<()> {
         let _pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_gate(ts, &reading)?;
         Ok(self.oracle.observe(ts, reading)?)
     }
 

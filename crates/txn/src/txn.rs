@@ -15,7 +15,7 @@ use crate::apply::ApplyHandle;
 use crate::conflicts::KeyRange;
 use crate::error::{Error, Result};
 use crate::manager::{ActiveRead, TxnManager};
-use crate::record::{CommitRecord, TxnId, Write};
+use crate::record::TxnId;
 use crate::timestamps::PendingTs;
 
 /// What a commit reports.
@@ -37,6 +37,23 @@ pub struct CommitInfo {
     pub latency: Duration,
 }
 
+/// A decided read-write transaction, as it reaches commit: what it read (at which timestamp) and
+/// what it writes. The embedded [`Transaction`] builds one; the server gets one from a client that
+/// buffered its transaction itself.
+#[derive(Clone, Debug, Default)]
+pub struct CommitRequest {
+    /// Identifies the transaction; a retried commit with the same id is not applied twice.
+    pub txn_id: TxnId,
+    /// The timestamp its reads were at; `None` if it read nothing.
+    pub read_ts: Option<Timestamp>,
+    /// Every key it read.
+    pub read_keys: BTreeSet<Bytes>,
+    /// Every range it scanned (validated as ranges: no phantoms).
+    pub read_ranges: Vec<KeyRange>,
+    /// Its writes, one per key (`None` deletes).
+    pub writes: BTreeMap<Bytes, Option<Bytes>>,
+}
+
 /// A read-write transaction: snapshot reads at one read timestamp, buffered writes, optimistic
 /// validation and commit wait at commit (see the crate docs).
 ///
@@ -44,7 +61,6 @@ pub struct CommitInfo {
 pub struct Transaction<E: Engine> {
     manager: Arc<TxnManager<E>>,
     id: TxnId,
-    started: Instant,
     read: Option<(Timestamp, ActiveRead<E>)>,
     writes: BTreeMap<Bytes, Option<Bytes>>,
     write_bytes: usize,
@@ -57,7 +73,6 @@ impl<E: Engine> Transaction<E> {
         Transaction {
             manager,
             id: TxnId::random(),
-            started: Instant::now(),
             read: None,
             writes: BTreeMap::new(),
             write_bytes: 0,
@@ -174,66 +189,16 @@ impl<E: Engine> Transaction<E> {
     /// waits until `now().earliest > s` (commit wait) and only then makes them visible and
     /// returns. A transaction without writes commits at its read timestamp without waiting.
     pub async fn commit(self) -> Result<CommitInfo> {
-        let start = Instant::now();
-        let manager = self.manager.clone();
-        manager.check_failed()?;
-        let read_ts = self.read_ts();
-        if self.writes.is_empty() {
-            let ts = read_ts.unwrap_or_else(|| manager.safe_time());
-            return Ok(CommitInfo {
-                ts,
-                commit_wait: Duration::ZERO,
-                durable: Duration::ZERO,
-                wait_beyond_durable: Duration::ZERO,
-                latency: start.elapsed(),
-            });
-        }
-        let reading = manager.timestamps.usable_reading().await?;
-        // Commit wait is measured from the reading `s` is taken from: from then on the wait runs.
-        let chosen = Instant::now();
-        let pending = {
-            let mut index = manager.conflicts.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(rt) = read_ts {
-                let lifetime = manager.limits.max_lifetime;
-                if self.started.elapsed() > lifetime || !index.can_validate(rt) {
-                    return Err(Error::Expired {
-                        read_ts: rt,
-                        lifetime_ms: lifetime.as_millis() as u64,
-                    });
-                }
-                if let Some((key, conflicting_commit_ts)) =
-                    index.check(rt, &self.read_keys, &self.read_ranges)
-                {
-                    return Err(Error::Conflict { key, read_ts: rt, conflicting_commit_ts });
-                }
-            }
-            let at_least = read_ts.map_or(Timestamp::ZERO, Timestamp::next);
-            let pending =
-                manager.timestamps.issue(reading, at_least).map_err(|e| manager.fail(e))?;
-            index.record(self.writes.keys(), pending.ts());
-            if index.wants_prune() {
-                let mut horizon = reading.earliest().saturating_sub(manager.limits.max_lifetime);
-                if let Some(oldest) = manager.oldest_active_read() {
-                    horizon = horizon.min(oldest);
-                }
-                index.prune(horizon);
-            }
-            pending
-        };
-        let record = CommitRecord {
+        let request = CommitRequest {
             txn_id: self.id,
-            ts: pending.ts(),
-            writes: self.writes.into_iter().map(|(key, value)| Write { key, value }).collect(),
+            read_ts: self.read.as_ref().map(|(ts, _)| *ts),
+            read_keys: self.read_keys,
+            read_ranges: self.read_ranges,
+            writes: self.writes,
         };
-        let durable = manager.applier.apply(record);
-        // Our read registration can go now; the pending timestamp holds readers from here on.
-        drop(self.read);
-        let mut info = InFlight { manager, pending: Some(pending), durable: Some(durable), chosen }
-            .finish()
-            .await?;
-        info.commit_wait = info.ts.saturating_duration_since(reading.earliest());
-        info.latency = start.elapsed();
-        Ok(info)
+        // Keep our read registered until validation is over (GC must not pass it).
+        let _registered = self.read;
+        self.manager.commit_request(request).await
     }
 
     /// Abandons the transaction (as dropping it does).
@@ -243,15 +208,15 @@ impl<E: Engine> Transaction<E> {
 /// A commit between choosing its timestamp and becoming visible. The protocol must finish even if
 /// the caller stops waiting (the future is dropped): durable, then commit wait, then visible. If
 /// dropped early, a thread of its own finishes it.
-struct InFlight<E: Engine> {
-    manager: Arc<TxnManager<E>>,
-    pending: Option<PendingTs>,
-    durable: Option<ApplyHandle>,
-    chosen: Instant,
+pub(crate) struct InFlight<E: Engine> {
+    pub(crate) manager: Arc<TxnManager<E>>,
+    pub(crate) pending: Option<PendingTs>,
+    pub(crate) durable: Option<ApplyHandle>,
+    pub(crate) chosen: Instant,
 }
 
 impl<E: Engine> InFlight<E> {
-    async fn finish(mut self) -> Result<CommitInfo> {
+    pub(crate) async fn finish(mut self) -> Result<CommitInfo> {
         // Keep the handle in `self` while waiting: if this future is dropped here, `Drop` must
         // still learn whether the record was applied before the timestamp may be released.
         let outcome = match self.durable.as_mut() {
