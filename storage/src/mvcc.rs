@@ -273,6 +273,94 @@ impl<E: Engine> Mvcc<E> {
         Ok(())
     }
 
+    /// Applies several commits and metadata updates in **one** atomic engine batch: a replicated
+    /// state machine applies a run of log entries this way, with its applied index among the
+    /// metadata, so that state and applied index never disagree after a crash. Checks as
+    /// [`Mvcc::apply`] does; on any error nothing is written.
+    pub fn apply_all(&self, commits: &[Commit], meta_updates: &[(&str, Vec<u8>)]) -> Result<()> {
+        for c in commits {
+            for w in &c.writes {
+                check_sizes(&w.key, w.value.as_deref())?;
+            }
+            self.check_horizon(c.ts).map_err(|_| {
+                Error::InvalidData(format!(
+                    "commit at {} is below the GC horizon {}",
+                    c.ts,
+                    self.gc_horizon()
+                ))
+            })?;
+        }
+        let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::new();
+        let mut max = 0;
+        for c in commits {
+            for w in &c.writes {
+                batch.put(version_key(&w.key, c.ts), encode_value(w.value.as_deref()));
+            }
+            if !c.txn_id.is_empty() {
+                batch.put(txn_key(&c.txn_id), c.ts.to_be_bytes().to_vec());
+            }
+            if let Some(index) = c.applied_index {
+                batch.put(meta_key(meta::APPLIED_INDEX), index.to_be_bytes().to_vec());
+            }
+            max = max.max(c.ts);
+        }
+        for (name, value) in meta_updates {
+            batch.put(meta_key(name), value.clone());
+        }
+        self.engine.write(batch)?;
+        self.max_version.fetch_max(max, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Every version, transaction record and replicated metadata entry, as raw engine pairs: the
+    /// state a Raft snapshot carries. Metadata named in `local` (node-local, such as the clock's
+    /// high-water mark) is left out.
+    pub fn export(&self, local: &[&str]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let skip: Vec<Vec<u8>> = local.iter().map(|n| meta_key(n)).collect();
+        self.engine
+            .scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![END])))
+            .filter(|r| r.as_ref().map_or(true, |(k, _)| !skip.contains(k)))
+            .collect()
+    }
+
+    /// Replaces every version, transaction record and replicated metadata entry with `pairs`
+    /// (from [`Mvcc::export`] on another node), in one batch, keeping the metadata named in
+    /// `local`. Reloads the GC horizon and the newest version from the new state.
+    pub fn import(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, local: &[&str]) -> Result<()> {
+        let keep: Vec<Vec<u8>> = local.iter().map(|n| meta_key(n)).collect();
+        let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = WriteBatch::new();
+        for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![END])))
+        {
+            let (k, _) = entry?;
+            if !keep.contains(&k) {
+                batch.delete(k);
+            }
+        }
+        let mut max = 0;
+        for (k, v) in pairs {
+            match k.first() {
+                Some(&(VERSION | META | TXN)) if !keep.contains(&k) => {}
+                _ => {
+                    return Err(Error::Corruption(format!(
+                        "snapshot key {:02x?} is not MVCC state",
+                        &k[..k.len().min(8)]
+                    )));
+                }
+            }
+            if k[0] == VERSION {
+                max = max.max(decode_version_key(&k)?.1);
+            }
+            batch.put(k, v);
+        }
+        self.engine.write(batch)?;
+        let horizon = self.get_meta_u64(meta::GC_HORIZON)?.unwrap_or(0);
+        self.horizon.store(horizon, Ordering::Release);
+        self.max_version.store(max, Ordering::Release);
+        Ok(())
+    }
+
     /// Records [`Mvcc::max_version_ts`] in the metadata, durably (for a clean close).
     pub fn persist_max_version(&self) -> Result<()> {
         self.set_meta(meta::MAX_VERSION_TS, &self.max_version_ts().to_be_bytes())
@@ -636,6 +724,41 @@ mod tests {
         let r = check_sizes(b"k", Some(&vec![0; MAX_VALUE_LEN + 1]));
         assert!(matches!(r, Err(Error::InvalidData(ref s)) if s.contains("value of 65537 bytes")));
         assert!(check_sizes(&vec![0; MAX_KEY_LEN], Some(&vec![0; MAX_VALUE_LEN])).is_ok());
+    }
+
+    #[test]
+    fn export_and_import_move_the_whole_state_but_local_metadata() {
+        let m = example();
+        m.set_meta(meta::CLOCK_HIGH_WATER_MARK, &7u64.to_be_bytes()).unwrap();
+        m.apply_all(
+            &[Commit {
+                ts: 60,
+                txn_id: b"t60".to_vec(),
+                writes: vec![VersionedWrite { key: b"d".to_vec(), value: Some(b"d1".to_vec()) }],
+                applied_index: None,
+            }],
+            &[(meta::APPLIED_INDEX, 9u64.to_be_bytes().to_vec())],
+        )
+        .unwrap();
+        let pairs = m.export(&[meta::CLOCK_HIGH_WATER_MARK]).unwrap();
+        let other = mvcc();
+        other.set_meta(meta::CLOCK_HIGH_WATER_MARK, &99u64.to_be_bytes()).unwrap();
+        commit(&other, 5, &[("stale", Some("gone after import"))]);
+        other.import(pairs, &[meta::CLOCK_HIGH_WATER_MARK]).unwrap();
+        for ts in [25, 30, 55, 60] {
+            assert_eq!(read(&other, ts), read(&m, ts), "at {ts}");
+        }
+        assert_eq!(other.get_meta_u64(meta::APPLIED_INDEX).unwrap(), Some(9));
+        assert_eq!(
+            other.get_meta_u64(meta::CLOCK_HIGH_WATER_MARK).unwrap(),
+            Some(99),
+            "local meta stays"
+        );
+        assert_eq!(other.commit_ts_of(b"t60").unwrap(), Some(60));
+        assert_eq!(other.max_version_ts(), 60);
+        // Garbage is refused, and nothing is written.
+        assert!(other.import(vec![(vec![0x10, 1], vec![])], &[]).is_err());
+        assert_eq!(read(&other, 60), read(&m, 60));
     }
 
     #[test]
