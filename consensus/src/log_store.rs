@@ -306,10 +306,40 @@ pub struct LogWrite {
     hard_state_dirty: bool,
     conf_state_dirty: bool,
     truncated_dirty: bool,
+    /// Skip the flush (see [`LogWrite::without_sync`]).
+    no_sync: bool,
     error: Option<LogStoreError>,
 }
 
 impl LogWrite {
+    /// Adds a batch of the state machine's own (keys outside this store's `0x10..=0x13`) to the
+    /// same engine write, so that the state machine and the log change together, atomically:
+    /// a snapshot's data with the log's reset to it, a membership change with the conf state.
+    ///
+    /// # Panics
+    /// If a key of `batch` lies in the log store's key range.
+    pub fn include(&mut self, batch: WriteBatch) {
+        for (key, _) in batch.ops() {
+            assert!(
+                !matches!(key.first(), Some(&(ENTRY_PREFIX..=0x13))),
+                "a state-machine batch must not touch the raft log's keys ({key:02x?})"
+            );
+        }
+        self.batch.extend(batch);
+    }
+
+    /// Writes without flushing: the changes are visible at once and become durable with the next
+    /// flushed write (or sled's own background sync).
+    ///
+    /// # To ensure correctness
+    /// Only for what raft-rs lets go unsynced: a commit index that only moved forward
+    /// (`LightReady::commit_index`, `Ready::must_sync() == false`). A commit index that is lost in
+    /// a crash is learned again from the leader, and [`RaftLogStore::repair_commit`] raises it
+    /// to the applied index on restart.
+    pub fn without_sync(&mut self) {
+        self.no_sync = true;
+    }
+
     /// Appends entries, first removing any existing entries at and after `entries[0].index`
     /// (Raft's conflict truncation). Empty `entries` changes nothing.
     ///
@@ -535,6 +565,7 @@ impl<E: Engine> RaftLogStore<E> {
             hard_state_dirty: false,
             conf_state_dirty: false,
             truncated_dirty: false,
+            no_sync: false,
             error: None,
         }
     }
@@ -575,7 +606,92 @@ impl<E: Engine> RaftLogStore<E> {
         if w.truncated_dirty {
             batch.put(TRUNCATED_KEY, encode_truncated(w.state.truncated));
         }
+        if w.no_sync {
+            return self.persist_unsynced(&mut shared, batch, w.state);
+        }
         self.persist(&mut shared, batch, w.state)
+    }
+
+    /// Bootstraps a founding member of a new group: the log begins at the truncation point
+    /// `(1, 1)`, as if a snapshot at index 1, term 1 had been installed, with `conf_state` as its
+    /// configuration, a hard state of term 1 and commit 1, and `state` (the state machine's
+    /// founding state, written by it at applied index 1) in the same durable write.
+    ///
+    /// Why index 1 and not 0 ([`RaftLogStore::initialize`]): a member added later starts with an
+    /// empty log, and a leader whose log still held entry 1 would replay entries to it from there,
+    /// never telling it the founding voters (they are in no entry). With the log starting at 2, the
+    /// leader has nothing before it to send and must send a snapshot, which carries the
+    /// configuration and the state machine's whole state. raft-rs's `five_mem_node` example does
+    /// the same.
+    ///
+    /// # To ensure correctness
+    /// Every founding member must be bootstrapped with the same `conf_state` and `state`.
+    /// Fails like [`RaftLogStore::initialize`] on an initialized store or an empty conf state.
+    pub fn bootstrap(&self, conf_state: ConfState, state: WriteBatch) -> Result<(), LogStoreError> {
+        if conf_state == ConfState::default() {
+            return Err(LogStoreError::EmptyConfState);
+        }
+        let mut shared = self.write_lock();
+        shared.check_failed()?;
+        if shared.state.conf_state.is_some() {
+            return Err(LogStoreError::AlreadyInitialized);
+        }
+        let mut w = LogWrite {
+            store_id: self.id(),
+            generation: shared.generation,
+            state: shared.state.clone(),
+            batch: WriteBatch::new(),
+            hard_state_dirty: false,
+            conf_state_dirty: false,
+            truncated_dirty: false,
+            no_sync: false,
+            error: None,
+        };
+        let mut meta = SnapshotMetadata::default();
+        meta.index = 1;
+        meta.term = 1;
+        meta.set_conf_state(conf_state);
+        w.apply_snapshot(&meta);
+        w.include(state);
+        let mut batch = w.batch;
+        batch.put(HARD_STATE_KEY, encode(&w.state.hard_state, "the hard state")?);
+        let cs = w.state.conf_state.clone().unwrap_or_default();
+        batch.put(CONF_STATE_KEY, encode(&cs, "the conf state")?);
+        batch.put(TRUNCATED_KEY, encode_truncated(w.state.truncated));
+        self.persist(&mut shared, batch, w.state)
+    }
+
+    /// Raises the stored commit index to `applied` if it is below: a state machine applies only
+    /// committed entries, so everything up to its applied index was committed, even if the
+    /// commit index that said so was written without a sync ([`LogWrite::without_sync`]) and
+    /// lost in a crash. raft-rs refuses to start with `applied > commit`
+    /// (tikv/raft-rs#392). Durable when it returns; a no-op when the commit index is not behind.
+    ///
+    /// Fails with [`LogStoreError::Corruption`] if `applied` is past the last index: the state
+    /// machine is ahead of the log itself, which no crash can explain.
+    pub fn repair_commit(&self, applied: u64) -> Result<bool, LogStoreError> {
+        let mut shared = self.write_lock();
+        shared.check_failed()?;
+        if applied <= shared.state.hard_state.commit {
+            return Ok(false);
+        }
+        if applied > shared.state.last_index {
+            return Err(LogStoreError::Corruption(format!(
+                "the state machine has applied index {applied}, past the log's last index {}",
+                shared.state.last_index
+            )));
+        }
+        let mut state = shared.state.clone();
+        tracing::info!(
+            from = state.hard_state.commit,
+            to = applied,
+            "raising the stored commit index to the applied index"
+        );
+        state.hard_state.commit = applied;
+        let mut batch = WriteBatch::new();
+        batch.put(HARD_STATE_KEY, encode(&state.hard_state, "the hard state")?);
+        self.persist(&mut shared, batch, state)?;
+        Ok(true)
     }
 
     /// Discards entries before `compact_index`, keeping the term of `compact_index - 1` as the
@@ -659,6 +775,24 @@ impl<E: Engine> RaftLogStore<E> {
         }
         if let Err(e) = engine.flush() {
             self.poison(shared, &e);
+            return Err(e.into());
+        }
+        shared.state = state;
+        shared.generation += 1;
+        Ok(())
+    }
+
+    /// Writes `batch` without a flush, then installs `state`.
+    fn persist_unsynced(
+        &self,
+        shared: &mut Shared,
+        batch: WriteBatch,
+        state: LogState,
+    ) -> Result<(), LogStoreError> {
+        if let Err(e) = self.inner.engine.write(batch) {
+            if e.is_fatal() {
+                self.poison(shared, &e);
+            }
             return Err(e.into());
         }
         shared.state = state;

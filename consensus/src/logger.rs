@@ -22,9 +22,13 @@ impl slog::Drain for TracingDrain {
     type Ok = ();
     type Err = slog::Never;
 
-    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
         let mut kv = KvText(String::new());
-        let _ = slog::KV::serialize(record.kv(), record, &mut kv);
+        let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
         let _ = slog::KV::serialize(values, record, &mut kv);
         let (msg, kv) = (record.msg(), kv.0);
         let node = self.node_id;

@@ -970,3 +970,92 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// What a transport reported back, as [`TestEndpoint`] records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// `Reporter::unreachable(to)`.
+    Unreachable(u64),
+    /// `Reporter::snapshot(to, delivered)`.
+    Snapshot {
+        /// The peer.
+        to: u64,
+        /// Whether it arrived.
+        delivered: bool,
+    },
+}
+
+/// A stand-in for a node, for testing transports: a [`crate::transport::Deliverer`] and a
+/// [`crate::transport::Reporter`] whose messages and reports the test reads back.
+pub struct TestEndpoint {
+    inbox: crate::node::Inbox,
+    rx: std::sync::mpsc::Receiver<crate::node::Input>,
+    messages: Mutex<std::collections::VecDeque<raft::prelude::Message>>,
+    reports: Mutex<Vec<Report>>,
+}
+
+impl Default for TestEndpoint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEndpoint {
+    /// A new endpoint.
+    pub fn new() -> Self {
+        let (inbox, rx) = crate::node::Inbox::split();
+        TestEndpoint { inbox, rx, messages: Mutex::default(), reports: Mutex::default() }
+    }
+
+    /// Delivers into this endpoint.
+    pub fn deliverer(&self) -> crate::transport::Deliverer {
+        self.inbox.deliverer()
+    }
+
+    /// Reports into this endpoint.
+    pub fn reporter(&self) -> crate::transport::Reporter {
+        self.inbox.reporter()
+    }
+
+    /// The next message delivered, waiting at most `timeout`. Reports received meanwhile are
+    /// kept for [`TestEndpoint::reports`].
+    pub fn recv_message(&self, timeout: std::time::Duration) -> Option<raft::prelude::Message> {
+        if let Some(m) = self.messages.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+            return Some(m);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(crate::node::Input::Raft(m)) => return Some(*m),
+                Ok(other) => self.keep(other),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every report received so far and not yet returned, after waiting `wait` for more.
+    /// Messages received meanwhile are kept for [`TestEndpoint::recv_message`].
+    pub fn reports(&self, wait: std::time::Duration) -> Vec<Report> {
+        std::thread::sleep(wait);
+        while let Ok(input) = self.rx.try_recv() {
+            self.keep(input);
+        }
+        std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn keep(&self, input: crate::node::Input) {
+        let report = match input {
+            crate::node::Input::Raft(m) => {
+                self.messages.lock().unwrap_or_else(|e| e.into_inner()).push_back(*m);
+                return;
+            }
+            crate::node::Input::Unreachable(to) => Report::Unreachable(to),
+            crate::node::Input::SnapshotStatus { to, delivered } => {
+                Report::Snapshot { to, delivered }
+            }
+            _ => return,
+        };
+        self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+    }
+}

@@ -306,7 +306,12 @@ mod tests {
     use super::*;
 
     fn node2() -> Member {
-        Member { id: 2, address: "10.0.0.2:7000".into(), voter: true }
+        Member {
+            id: 2,
+            peer_address: "10.0.0.2:7100".into(),
+            client_address: "10.0.0.2:7000".into(),
+            voter: true,
+        }
     }
 
     #[test]

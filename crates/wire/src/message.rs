@@ -155,8 +155,10 @@ pub enum Request {
     AddMember {
         /// The new node's id; unique in the cluster, never 0.
         id: u64,
-        /// Where the new node listens for peers, as `host:port`.
-        address: String,
+        /// Where the new node listens for Raft traffic from its peers, as `host:port`.
+        peer_address: String,
+        /// Where the new node listens for clients, as `host:port`.
+        client_address: String,
     },
     /// Remove a node from the cluster (served by the leader only). Answered with
     /// [`Response::Members`], the membership after the change.
@@ -224,8 +226,11 @@ pub enum Response {
 pub struct Member {
     /// The node's id, unique in the cluster.
     pub id: u64,
-    /// Where the node listens, as `host:port`.
-    pub address: String,
+    /// Where the node listens for Raft traffic from its peers, as `host:port`.
+    pub peer_address: String,
+    /// Where the node listens for clients, as `host:port`: where a client that is told
+    /// [`WireError::NotLeader`] about this node reconnects.
+    pub client_address: String,
     /// Whether the node votes; a non-voter is a learner that replicates but does not count
     /// towards quorums.
     pub voter: bool,
@@ -233,7 +238,7 @@ pub struct Member {
 
 impl std::fmt::Display for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "node {} at {}", self.id, self.address)?;
+        write!(f, "node {} at {}", self.id, self.client_address)?;
         if !self.voter {
             write!(f, " (learner)")?;
         }

@@ -79,7 +79,12 @@ pub(crate) fn ts(nanos: u64) -> Timestamp {
 }
 
 pub(crate) fn member(id: u64) -> Member {
-    Member { id, address: format!("10.0.0.{id}:7000"), voter: id != 4 }
+    Member {
+        id,
+        peer_address: format!("10.0.0.{id}:7100"),
+        client_address: format!("10.0.0.{id}:7000"),
+        voter: id != 4,
+    }
 }
 
 /// One example of every request variant, with edge values (empty keys, `Timestamp::MAX`, every
@@ -120,7 +125,11 @@ pub(crate) fn request_examples() -> Vec<Request> {
             writes: vec![],
         }),
         Request::Status,
-        Request::AddMember { id: 4, address: "[::1]:7004".into() },
+        Request::AddMember {
+            id: 4,
+            peer_address: "[::1]:7104".into(),
+            client_address: "[::1]:7004".into(),
+        },
         Request::RemoveMember { id: u64::MAX },
     ]
 }
@@ -241,11 +250,14 @@ pub(crate) fn arb_string() -> impl Strategy<Value = String> {
 }
 
 pub(crate) fn arb_member() -> impl Strategy<Value = Member> {
-    (any::<u64>(), arb_string(), any::<bool>()).prop_map(|(id, address, voter)| Member {
-        id,
-        address,
-        voter,
-    })
+    (any::<u64>(), arb_string(), arb_string(), any::<bool>()).prop_map(
+        |(id, peer_address, client_address, voter)| Member {
+            id,
+            peer_address,
+            client_address,
+            voter,
+        },
+    )
 }
 
 pub(crate) fn arb_read_at() -> impl Strategy<Value = ReadAt> {
@@ -282,7 +294,11 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(ts, start, end, limit)| Request::Scan { ts, start, end, limit }),
         arb_commit_request().prop_map(Request::Commit),
         Just(Request::Status),
-        (any::<u64>(), arb_string()).prop_map(|(id, address)| Request::AddMember { id, address }),
+        (any::<u64>(), arb_string(), arb_string()).prop_map(
+            |(id, peer_address, client_address)| {
+                Request::AddMember { id, peer_address, client_address }
+            }
+        ),
         any::<u64>().prop_map(|id| Request::RemoveMember { id }),
     ]
 }

@@ -1,0 +1,1185 @@
+//! [`Node`]: one Raft group member, driven by one owner thread.
+//!
+//! The thread owns the `RawNode` and everything it touches. Everything else talks to it through
+//! its inbox (a channel): inbound peer messages, proposals, membership changes, read-index
+//! requests, transport reports. The loop is
+//!
+//! ```text
+//! loop {
+//!     wait for an input, at most until the next tick
+//!     drain every input already queued (so many proposals share one Ready, one fsync)
+//!     tick if due; renew the lease if due; time out stale reads
+//!     handle_ready()
+//!     publish the node's state
+//! }
+//! ```
+//!
+//! [`Node::handle_ready`] is the one place Raft's I/O ordering lives; its steps are numbered in
+//! its documentation. Proposals are correlated with the entries that resolve them by a request
+//! id in the entry's context and the (index, term) the entry was appended at: an entry applied
+//! at that index with another term or context means the proposal was lost in a leader change,
+//! and its caller hears [`ProposeError::Dropped`], which means it did not apply and never will.
+//!
+//! # The lease
+//!
+//! raft-rs's `LeaseBased` reads assume bounded clock drift and no pauses without measuring
+//! either; this node keeps a lease on ClockBound intervals instead. Every read-index request (a
+//! periodic renewal, or a caller's) records `earliest` of a clock reading taken *before* raft
+//! broadcasts the heartbeat that carries it. When a quorum answers (a `ReadState` for that
+//! request), every member of that quorum heard from this leader, in this term, after that
+//! moment. A member that has voted for a newer leader answers nothing in this term, so no newer
+//! leader had been elected when the heartbeat was sent, in true time. The lease is valid until
+//! `sent.earliest + lease`, and the leader uses it only while `now().latest` is below that: in
+//! true time, before `sent + lease`.
+//!
+//! A new leader issues nothing until `now().earliest` exceeds `latest + lease` of a reading
+//! taken when it became leader ([`LeaderState::ready_at`]): in true time, `lease` after its
+//! election, which came after every heartbeat any earlier leader's lease was measured from.
+//! Leases are disjoint in true time whatever the clocks' errors within their bounds, and across
+//! pauses: a paused leader that wakes finds `now().latest` past its lease. A worked example
+//! (lease 1 s, bound 1 ms; times are true time):
+//!
+//! ```text
+//! 10.000  leader A reads [9.999, 10.001], sends heartbeat h
+//! 10.002  a quorum acks h                  A's lease: until 9.999 + 1 = 10.999 (by A's latest)
+//! 10.300  A is paused (SIGSTOP)
+//! 11.600  B elected, reads [11.599, 11.601]; ready_at = 11.601 + 1 = 12.601 (by B's earliest)
+//! 12.000  A resumes: now().latest = 12.001 > 10.999, lease gone: A issues nothing
+//! 12.603  B's earliest passes 12.601: B issues its first timestamp, above everything A issued
+//! ```
+//!
+//! The node publishes both numbers in [`NodeState::leader_state`]; the layer that issues
+//! timestamps enforces them.
+//!
+//! # Durability
+//!
+//! Everything a Ready asks to persist (a snapshot's reset of the log and the state machine,
+//! new entries, the hard state) is written as **one** engine batch and flushed (`fdatasync`)
+//! before any message that promises it is sent. The state machine writes its applied index in
+//! the same batch as the state it applied, and a membership change its configuration with the
+//! log's conf state, so that after a crash the state machine, the configuration and the log
+//! agree. The only write without a sync is a commit index that merely moved forward (raft-rs
+//! allows it); on restart [`RaftLogStore::repair_commit`] raises it to the applied index if it
+//! was lost, which is what raft-rs needs to start (`applied <= commit`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::{ReadOnlyOption, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
+use boundkv_storage::{Engine, WriteBatch};
+
+use crate::log_store::{RaftLogStore, SnapshotSource};
+use crate::transport::{Deliverer, Reporter, Transport};
+
+/// Settings of a [`Node`].
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This member's id (non-zero, unique in the group).
+    pub id: u64,
+    /// Raft's unit of time. Default 50 ms.
+    pub tick: Duration,
+    /// Ticks without hearing from a leader before campaigning (raft-rs randomizes between this
+    /// and twice this). Default 20 (1 s).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats. Default 2 (100 ms).
+    pub heartbeat_ticks: usize,
+    /// Largest append message. Default 1 MiB.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight per follower. Default 256.
+    pub max_inflight_msgs: usize,
+    /// How long a quorum's confirmation of leadership lasts (see the module docs). Default 1 s.
+    pub lease: Duration,
+    /// How often a leader renews its lease. Default 200 ms.
+    pub lease_renewal: Duration,
+    /// A read-index request unanswered this long fails with [`ProposeError::Timeout`] (raft-rs
+    /// drops such requests silently when there is no leader). Default 3 s.
+    pub read_timeout: Duration,
+    /// Keep this many applied entries before compacting the log below them. Default 10,000.
+    pub keep_entries: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            tick: Duration::from_millis(50),
+            election_ticks: 20,
+            heartbeat_ticks: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            lease: Duration::from_secs(1),
+            lease_renewal: Duration::from_millis(200),
+            read_timeout: Duration::from_secs(3),
+            keep_entries: 10_000,
+        }
+    }
+}
+
+/// An entry Raft has committed, handed to the state machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed<'a> {
+    /// Its log index.
+    pub index: u64,
+    /// The term it was proposed in.
+    pub term: u64,
+    /// What was proposed (empty for a new leader's no-op).
+    pub data: &'a [u8],
+}
+
+/// A state-machine failure: fatal, the node stops (its storage can no longer be trusted).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("state machine: {0}")]
+pub struct StateMachineError(pub String);
+
+/// What a Raft group replicates into. It lives in the same engine as the node's
+/// [`RaftLogStore`], so that some of its writes can join the log's.
+///
+/// # To ensure correctness
+/// - `apply` must be deterministic: the same entries give the same state on every member. Errors
+///   a client should hear of (a commit that is refused) are outputs, not errors.
+/// - `apply` must write the index of the last entry it applied *in the same atomic write* as
+///   the state changes, and `applied_index` must return the last index so written: after a crash
+///   the node re-applies from there, so applying the entries after it again must be harmless.
+/// - The batches of `bootstrap`, `membership` and `restore` are written by the node together with
+///   the log's own change (in one engine batch); they must carry the applied index as well (1
+///   for `bootstrap`, the entry's index, the snapshot's index), and the state machine must not
+///   consider them applied until [`StateMachine::staged_written`] is called.
+/// - An error is fatal: the node stops.
+pub trait StateMachine: Send + 'static {
+    /// What applying an entry yields for its proposer.
+    type Output: Send + 'static;
+
+    /// The index of the last entry applied.
+    fn applied_index(&self) -> u64;
+
+    /// Applies committed entries in order (including empty no-ops), returning one output each.
+    fn apply(&mut self, entries: &[Committed<'_>]) -> Result<Vec<Self::Output>, StateMachineError>;
+
+    /// The founding state of a brand-new group, at applied index 1 (see
+    /// [`RaftLogStore::bootstrap`]).
+    fn bootstrap(&mut self, conf: &ConfState) -> Result<WriteBatch, StateMachineError>;
+
+    /// Records a membership change applied at `index` (its context carries, for instance, a new
+    /// member's address) and the configuration that resulted.
+    fn membership(
+        &mut self,
+        index: u64,
+        change: &ConfChangeV2,
+        conf: &ConfState,
+    ) -> Result<WriteBatch, StateMachineError>;
+
+    /// Replaces all state with a snapshot's `data`, taken at `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<WriteBatch, StateMachineError>;
+
+    /// The last batch from `bootstrap`, `membership` or `restore` is durable: reload what it
+    /// changed.
+    fn staged_written(&mut self) -> Result<(), StateMachineError>;
+
+    /// Where the log store gets snapshot data from (the state at the applied index).
+    fn snapshot_source(&self) -> Arc<dyn SnapshotSource>;
+}
+
+/// Why a proposal, a membership change or a read did not go through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This member is not the leader (or is handing leadership over); nothing was proposed.
+    /// `leader` is the leader it knows of.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+    },
+    /// The entry was replaced by another leader's: it did not apply and never will.
+    #[error("the proposal was dropped by a leader change; it did not apply")]
+    Dropped,
+    /// raft-rs refused a membership change (another is pending, or it is invalid).
+    #[error("membership change refused: {0}")]
+    Refused(String),
+    /// A read-index request got no answer in time.
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// The node has stopped. A proposal in flight may or may not apply.
+    #[error("the Raft node has stopped")]
+    Stopped,
+}
+
+/// Role, as the outside needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Leads its term.
+    Leader,
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Asking whether a campaign could win.
+    PreCandidate,
+}
+
+/// What a leader publishes about its right to issue timestamps (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaderState {
+    /// The term it leads.
+    pub term: u64,
+    /// Issue nothing until `now().earliest` is past this: every earlier leader's lease has
+    /// surely expired by then. `Timestamp::MAX` until a usable clock reading sets it.
+    pub ready_at: Timestamp,
+    /// Every entry appended before this term began has been applied here.
+    pub caught_up: bool,
+    /// The lease: valid while `now().latest` is below this. `None` before the first quorum
+    /// confirmation of the term.
+    pub lease_until: Option<Timestamp>,
+}
+
+/// A member's state, published on every change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeState {
+    /// This member.
+    pub id: u64,
+    /// Its role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// Raft's commit index.
+    pub commit_index: u64,
+    /// The state machine's applied index.
+    pub applied_index: u64,
+    /// The log's last index.
+    pub last_index: u64,
+    /// The configuration (voters, outgoing voters while joint, learners).
+    pub conf: ConfState,
+    /// Set while this member leads.
+    pub leader_state: Option<LeaderState>,
+    /// While leading: the highest log index known to be replicated on each member.
+    pub progress: BTreeMap<u64, u64>,
+    /// The node stopped after a fatal error.
+    pub failed: Option<String>,
+}
+
+impl NodeState {
+    /// Whether `id` votes (in the incoming or, while joint, the outgoing configuration).
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.conf.voters.contains(&id) || self.conf.voters_outgoing.contains(&id)
+    }
+
+    /// Every member, voters and learners.
+    pub fn members(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .conf
+            .voters
+            .iter()
+            .chain(&self.conf.voters_outgoing)
+            .chain(&self.conf.learners)
+            .chain(&self.conf.learners_next)
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Whether the configuration is joint (between two voter sets).
+    pub fn is_joint(&self) -> bool {
+        !self.conf.voters_outgoing.is_empty()
+    }
+}
+
+/// Inputs of the Raft thread.
+pub(crate) enum Input {
+    Raft(Box<Message>),
+    Propose { data: Vec<u8>, respond: Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send> },
+    ConfChange { change: ConfChangeV2, respond: oneshot::Sender<Result<ConfState, ProposeError>> },
+    ReadIndex { respond: oneshot::Sender<Result<u64, ProposeError>> },
+    Unreachable(u64),
+    SnapshotStatus { to: u64, delivered: bool },
+    Campaign,
+    TransferLeader(u64),
+    Pause(Duration),
+    Shutdown,
+}
+
+/// A state machine's output, type-erased for the inbox.
+pub(crate) type AnyOutput = Box<dyn std::any::Any + Send>;
+
+/// A cheap, cloneable handle to a running node.
+pub struct NodeHandle<O> {
+    id: u64,
+    inbox: Sender<Input>,
+    state: watch::Receiver<NodeState>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    _output: std::marker::PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for NodeHandle<O> {
+    fn clone(&self) -> Self {
+        NodeHandle {
+            id: self.id,
+            inbox: self.inbox.clone(),
+            state: self.state.clone(),
+            thread: self.thread.clone(),
+            _output: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<O: Send + 'static> NodeHandle<O> {
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands an inbound peer message to the node.
+    pub fn step(&self, msg: Message) {
+        let _ = self.inbox.send(Input::Raft(Box::new(msg)));
+    }
+
+    /// The inbox as a [`Reporter`], for transports that deliver to this node.
+    pub fn reporter(&self) -> Reporter {
+        Reporter { inbox: self.inbox.clone() }
+    }
+
+    /// What a transport delivers inbound messages through.
+    pub fn deliverer(&self) -> Deliverer {
+        Deliverer { inbox: self.inbox.clone() }
+    }
+
+    /// Proposes `data`; resolves with the state machine's output for it once applied here.
+    ///
+    /// [`ProposeError::NotLeader`] and [`ProposeError::Dropped`] mean it did not apply;
+    /// [`ProposeError::Stopped`] that it may or may not.
+    pub fn propose(&self, data: Vec<u8>) -> oneshot::Receiver<Result<O, ProposeError>> {
+        let (tx, rx) = oneshot::channel();
+        let respond = Box::new(move |r: Result<AnyOutput, ProposeError>| {
+            let r = r.map(|o| *o.downcast::<O>().expect("the state machine's output type"));
+            let _ = tx.send(r);
+        });
+        if let Err(std::sync::mpsc::SendError(Input::Propose { respond, .. })) =
+            self.inbox.send(Input::Propose { data, respond })
+        {
+            respond(Err(ProposeError::Stopped));
+        }
+        rx
+    }
+
+    /// Proposes a membership change; resolves with the new configuration once applied here.
+    /// An empty change leaves a joint configuration.
+    pub fn change_membership(
+        &self,
+        change: ConfChangeV2,
+    ) -> oneshot::Receiver<Result<ConfState, ProposeError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(std::sync::mpsc::SendError(Input::ConfChange { respond, .. })) =
+            self.inbox.send(Input::ConfChange { change, respond: tx })
+        {
+            let _ = respond.send(Err(ProposeError::Stopped));
+        }
+        rx
+    }
+
+    /// Safe ReadIndex: resolves with a commit index confirmed by a quorum, once this member has
+    /// applied up to it (leader only). Also renews the lease.
+    pub fn read_index(&self) -> oneshot::Receiver<Result<u64, ProposeError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(std::sync::mpsc::SendError(Input::ReadIndex { respond })) =
+            self.inbox.send(Input::ReadIndex { respond: tx })
+        {
+            let _ = respond.send(Err(ProposeError::Stopped));
+        }
+        rx
+    }
+
+    /// The latest published state.
+    pub fn state(&self) -> NodeState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of state changes.
+    pub fn watch(&self) -> watch::Receiver<NodeState> {
+        self.state.clone()
+    }
+
+    /// Asks the node to campaign now.
+    pub fn campaign(&self) {
+        let _ = self.inbox.send(Input::Campaign);
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.inbox.send(Input::TransferLeader(to));
+    }
+
+    /// **Tests only**: stops the Raft thread for `d`, as a paused process would be.
+    #[doc(hidden)]
+    pub fn pause_for_test(&self, d: Duration) {
+        let _ = self.inbox.send(Input::Pause(d));
+    }
+
+    /// Whether the Raft thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the node and waits for its thread. Proposals in flight fail with
+    /// [`ProposeError::Stopped`].
+    pub fn shutdown(&self) {
+        let _ = self.inbox.send(Input::Shutdown);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A proposal awaiting its entry. It has no deadline on purpose: until the entry at its index
+/// is applied here (ours: success; someone else's: dropped) or the node stops, its outcome is
+/// unknown, and the layer above must keep treating it as possibly committed. Callers put their
+/// own timeouts on the answer.
+struct PendingProposal {
+    index: u64,
+    term: u64,
+    respond: Responder,
+}
+
+enum Responder {
+    Data(Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send>),
+    Conf(oneshot::Sender<Result<ConfState, ProposeError>>),
+}
+
+impl Responder {
+    fn fail(self, e: ProposeError) {
+        match self {
+            Responder::Data(f) => f(Err(e)),
+            Responder::Conf(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+struct PendingRead {
+    term: u64,
+    /// `earliest` of the clock reading taken before the request went out (the lease's start).
+    sent_earliest: Option<Timestamp>,
+    deadline: Instant,
+    waiters: Vec<oneshot::Sender<Result<u64, ProposeError>>>,
+}
+
+/// A running Raft member (see the module docs). Construct with [`Node::start`].
+pub struct Node<E: Engine, SM: StateMachine> {
+    config: NodeConfig,
+    raw: RawNode<RaftLogStore<E>>,
+    sm: SM,
+    transport: Arc<dyn Transport>,
+    reporter: Reporter,
+    clock: Arc<dyn Clock>,
+    policy: ClockPolicy,
+    inbox: Receiver<Input>,
+    state: watch::Sender<NodeState>,
+    next_request: u64,
+    /// Proposals awaiting their entry, by request id.
+    proposals: HashMap<u64, PendingProposal>,
+    /// Request ids by the index their entry was appended at.
+    proposal_index: BTreeMap<u64, u64>,
+    /// Read-index requests sent to raft, by context.
+    reads: HashMap<Vec<u8>, PendingRead>,
+    /// Callers' read-index requests held until this leader has committed an entry in its term
+    /// (raft-rs drops them silently before that).
+    deferred_reads: Vec<(Instant, oneshot::Sender<Result<u64, ProposeError>>)>,
+    /// Confirmed read indexes waiting for the state machine to catch up.
+    read_waiters: BTreeMap<u64, Vec<oneshot::Sender<Result<u64, ProposeError>>>>,
+    next_tick: Instant,
+    next_lease_renewal: Instant,
+    leader: Option<LeaderState>,
+    /// The last index when this term's leadership began; caught up once applied.
+    term_start_index: u64,
+    failed: Option<String>,
+}
+
+/// What starts a node.
+pub struct NodeParts<E: Engine, SM: StateMachine> {
+    /// The settings.
+    pub config: NodeConfig,
+    /// The log, in the same engine as the state machine.
+    pub store: RaftLogStore<E>,
+    /// The state machine.
+    pub state_machine: SM,
+    /// Where messages go.
+    pub transport: Arc<dyn Transport>,
+    /// The clock the lease is measured on.
+    pub clock: Arc<dyn Clock>,
+    /// Which clock readings are usable.
+    pub policy: ClockPolicy,
+    /// For a brand-new group: the founding voters, the same on every founding member. Ignored
+    /// once the store is initialized. A member started without it on an empty store waits,
+    /// uninitialized, for a leader to send it a snapshot (how new members join).
+    pub bootstrap: Option<Vec<u64>>,
+}
+
+impl<E: Engine, SM: StateMachine> Node<E, SM> {
+    /// Starts a member on its own thread. Its inbox exists before the thread starts, so a
+    /// transport may deliver to it at once (see [`Node::start_with_inbox`]).
+    pub fn start(parts: NodeParts<E, SM>) -> Result<NodeHandle<SM::Output>, String> {
+        Self::start_with_inbox(parts, Inbox::new())
+    }
+
+    /// Starts a member on an inbox made earlier with [`Inbox::new`], whose reporter a transport
+    /// was given before the node existed.
+    pub fn start_with_inbox(
+        parts: NodeParts<E, SM>,
+        inbox: Inbox,
+    ) -> Result<NodeHandle<SM::Output>, String> {
+        let NodeParts { config, store, mut state_machine, transport, clock, policy, bootstrap } =
+            parts;
+        let sm = &mut state_machine;
+        if !store.is_initialized()
+            && let Some(voters) = bootstrap
+        {
+            let mut cs = ConfState::default();
+            cs.set_voters(voters);
+            let founding = sm.bootstrap(&cs).map_err(|e| e.to_string())?;
+            store.bootstrap(cs, founding).map_err(|e| e.to_string())?;
+            sm.staged_written().map_err(|e| e.to_string())?;
+        }
+        store.repair_commit(sm.applied_index()).map_err(|e| e.to_string())?;
+        store.set_snapshot_source(sm.snapshot_source());
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: sm.applied_index(),
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Config::default()
+        };
+        raft_config.validate().map_err(|e| e.to_string())?;
+        let raw = RawNode::new(&raft_config, store, &crate::logger::raft_logger(config.id))
+            .map_err(|e| e.to_string())?;
+        let Inbox { tx, rx } = inbox;
+        let (state_tx, state_rx) = watch::channel(NodeState {
+            id: config.id,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            conf: ConfState::default(),
+            leader_state: None,
+            progress: BTreeMap::new(),
+            failed: None,
+        });
+        let id = config.id;
+        let now = Instant::now();
+        let mut node = Node {
+            next_tick: now + config.tick,
+            next_lease_renewal: now,
+            config,
+            raw,
+            sm: state_machine,
+            transport,
+            reporter: Reporter { inbox: tx.clone() },
+            clock,
+            policy,
+            inbox: rx,
+            state: state_tx,
+            next_request: 1,
+            proposals: HashMap::new(),
+            proposal_index: BTreeMap::new(),
+            reads: HashMap::new(),
+            deferred_reads: Vec::new(),
+            read_waiters: BTreeMap::new(),
+            leader: None,
+            term_start_index: 0,
+            failed: None,
+        };
+        node.publish();
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{id}"))
+            .spawn(move || node.run())
+            .map_err(|e| e.to_string())?;
+        Ok(NodeHandle {
+            id,
+            inbox: tx,
+            state: state_rx,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            _output: std::marker::PhantomData,
+        })
+    }
+
+    fn run(&mut self) {
+        loop {
+            let wait = self.next_tick.saturating_duration_since(Instant::now());
+            let first = match self.inbox.recv_timeout(wait) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            // Drain whatever else is queued so that it all lands in one Ready (one fsync).
+            let mut inputs: Vec<Input> = first.into_iter().collect();
+            inputs.extend(self.inbox.try_iter().take(4096));
+            for input in inputs {
+                if matches!(input, Input::Shutdown) {
+                    self.stop(ProposeError::Stopped);
+                    return;
+                }
+                self.handle_input(input);
+            }
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.raw.tick();
+                self.next_tick = now + self.config.tick;
+                self.expire(now);
+            }
+            if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
+                for (deadline, tx) in std::mem::take(&mut self.deferred_reads) {
+                    self.request_read(Some(tx), deadline);
+                }
+                if now >= self.next_lease_renewal {
+                    self.request_read(None, now + self.config.read_timeout);
+                    self.next_lease_renewal = now + self.config.lease_renewal;
+                }
+            }
+            if let Err(e) = self.handle_ready() {
+                tracing::error!(node = self.config.id, error = %e, "Raft node stopped after a fatal error");
+                self.failed = Some(e);
+                self.publish();
+                self.stop(ProposeError::Stopped);
+                return;
+            }
+            self.publish();
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Raft(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(node = self.config.id, error = %e, "raft ignored a message");
+                }
+            }
+            Input::Propose { data, respond } => self.propose(data, Responder::Data(respond)),
+            Input::ConfChange { change, respond } => {
+                self.propose_conf_change(change, Responder::Conf(respond))
+            }
+            Input::ReadIndex { respond } => {
+                let deadline = Instant::now() + self.config.read_timeout;
+                if self.raw.raft.state == StateRole::Leader
+                    && !self.raw.raft.commit_to_current_term()
+                {
+                    self.deferred_reads.push((deadline, respond));
+                } else {
+                    self.request_read(Some(respond), deadline);
+                }
+            }
+            Input::Unreachable(to) => self.raw.report_unreachable(to),
+            Input::SnapshotStatus { to, delivered } => {
+                let status =
+                    if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.raw.report_snapshot(to, status);
+            }
+            Input::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::debug!(node = self.config.id, error = %e, "campaign refused");
+                }
+            }
+            Input::TransferLeader(to) => self.raw.transfer_leader(to),
+            Input::Pause(d) => std::thread::sleep(d),
+            Input::Shutdown => {}
+        }
+    }
+
+    fn leader_hint(&self) -> Option<u64> {
+        let l = self.raw.raft.leader_id;
+        (l != raft::INVALID_ID).then_some(l)
+    }
+
+    fn new_request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    fn propose(&mut self, data: Vec<u8>, respond: Responder) {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
+            return respond.fail(ProposeError::NotLeader { leader: self.leader_hint() });
+        }
+        let id = self.new_request_id();
+        match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+            Ok(()) => self.track(id, respond),
+            Err(_) => respond.fail(ProposeError::NotLeader { leader: self.leader_hint() }),
+        }
+    }
+
+    fn propose_conf_change(&mut self, change: ConfChangeV2, respond: Responder) {
+        if self.raw.raft.state != StateRole::Leader {
+            return respond.fail(ProposeError::NotLeader { leader: self.leader_hint() });
+        }
+        // raft-rs silently turns a conf change it will not take into an empty entry; check its
+        // conditions here instead, so the caller hears why.
+        let joint = !self.raw.raft.prs().conf().to_conf_state().voters_outgoing.is_empty();
+        let leave = change.changes.is_empty();
+        let refused = if self.raw.raft.has_pending_conf() {
+            Some("another membership change is still being applied")
+        } else if joint && !leave {
+            Some("the configuration is joint: leave it first")
+        } else if !joint && leave {
+            Some("the configuration is not joint: there is nothing to leave")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return respond.fail(ProposeError::Refused(why.into()));
+        }
+        let id = self.new_request_id();
+        match self.raw.propose_conf_change(id.to_be_bytes().to_vec(), change) {
+            Ok(()) => self.track(id, respond),
+            Err(e) => respond.fail(ProposeError::Refused(e.to_string())),
+        }
+    }
+
+    /// Remembers a proposal by the (index, term) raft just appended it at.
+    fn track(&mut self, id: u64, respond: Responder) {
+        let index = self.raw.raft.raft_log.last_index();
+        let term = self.raw.raft.term;
+        if let Some(old) = self.proposal_index.insert(index, id)
+            && let Some(p) = self.proposals.remove(&old)
+        {
+            // Only possible if an earlier proposal at this index was overwritten in a term of
+            // ours that ended: its entry is gone.
+            p.respond.fail(ProposeError::Dropped);
+        }
+        self.proposals.insert(id, PendingProposal { index, term, respond });
+    }
+
+    /// Sends a read-index request (a lease renewal when `respond` is `None`).
+    fn request_read(
+        &mut self,
+        respond: Option<oneshot::Sender<Result<u64, ProposeError>>>,
+        deadline: Instant,
+    ) {
+        if self.raw.raft.state != StateRole::Leader {
+            if let Some(tx) = respond {
+                let _ = tx.send(Err(ProposeError::NotLeader { leader: self.leader_hint() }));
+            }
+            return;
+        }
+        let ctx = self.new_request_id().to_be_bytes().to_vec();
+        // The lease starts when the heartbeat goes out: read the clock before raft sends it.
+        let sent_earliest = self.policy.check(self.clock.now()).ok().map(|r| r.earliest());
+        self.raw.read_index(ctx.clone());
+        self.reads.insert(
+            ctx,
+            PendingRead {
+                term: self.raw.raft.term,
+                sent_earliest,
+                deadline,
+                waiters: respond.into_iter().collect(),
+            },
+        );
+    }
+
+    /// Fails read-index requests that waited too long.
+    fn expire(&mut self, now: Instant) {
+        // raft-rs drops read-index requests silently (no leader, or a message lost): they end
+        // here.
+        self.reads.retain(|_, r| {
+            if r.deadline > now {
+                return true;
+            }
+            for w in r.waiters.drain(..) {
+                let _ = w.send(Err(ProposeError::Timeout));
+            }
+            false
+        });
+        self.deferred_reads.retain(|(deadline, _)| *deadline > now);
+    }
+
+    fn stop(&mut self, why: ProposeError) {
+        for (_, p) in self.proposals.drain() {
+            p.respond.fail(why.clone());
+        }
+        self.proposal_index.clear();
+        for (_, mut r) in self.reads.drain() {
+            for w in r.waiters.drain(..) {
+                let _ = w.send(Err(why.clone()));
+            }
+        }
+        for (_, w) in self.deferred_reads.drain(..) {
+            let _ = w.send(Err(why.clone()));
+        }
+        for (_, ws) in std::mem::take(&mut self.read_waiters) {
+            for w in ws {
+                let _ = w.send(Err(why.clone()));
+            }
+        }
+    }
+
+    /// Handles one `Ready`, in the order raft-rs requires. The only place Raft's I/O happens.
+    ///
+    /// 1. Send `messages()` at once: a leader's appends may go out before its own write; its disk
+    ///    and its followers' work in parallel (Raft thesis §10.2.1).
+    /// 2. Stage, in **one** log write: a snapshot's reset of the log together with the state
+    ///    machine's restore batch (so the two cannot disagree after a crash), the new entries,
+    ///    and the hard state.
+    /// 3. Write and flush it (an `fdatasync`): a hard state is never durable without the entries
+    ///    it points at, nor a snapshot's log reset without its data.
+    /// 4. Apply `committed_entries()` (durable here since an earlier Ready, or by step 3).
+    /// 5. Only then send `persisted_messages()`: votes and append acknowledgements promise
+    ///    durability.
+    /// 6. `advance`: store a newer commit index if there is one (without a sync, as raft-rs
+    ///    allows), send the light ready's messages, apply its committed entries,
+    ///    `advance_apply`.
+    /// 7. Handle read states (lease renewals and callers' reads), answer reads whose index is
+    ///    applied, compact the log.
+    fn handle_ready(&mut self) -> Result<(), String> {
+        if !self.raw.has_ready() {
+            self.answer_reads();
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.raft_state);
+        }
+        // 1.
+        self.send(rd.take_messages());
+        // 2.
+        let store = self.raw.store().clone();
+        let mut w = store.write();
+        let snapshot = rd.snapshot().clone();
+        let restoring = !snapshot.is_empty();
+        if restoring {
+            let meta = snapshot.get_metadata();
+            let data =
+                self.sm.restore(meta.index, snapshot.get_data()).map_err(|e| e.to_string())?;
+            w.apply_snapshot(meta);
+            w.include(data);
+        }
+        if !rd.entries().is_empty() {
+            w.append(rd.entries());
+        }
+        if let Some(hs) = rd.hs() {
+            w.set_hard_state(hs);
+        }
+        // 3.
+        store.commit(w).map_err(|e| e.to_string())?;
+        if restoring {
+            self.sm.staged_written().map_err(|e| e.to_string())?;
+            let meta = snapshot.get_metadata();
+            tracing::info!(
+                node = self.config.id,
+                index = meta.index,
+                term = meta.term,
+                "installed a snapshot"
+            );
+        }
+        // 4.
+        self.apply(rd.take_committed_entries())?;
+        let read_states = rd.take_read_states();
+        // 5.
+        self.send(rd.take_persisted_messages());
+        // 6.
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = store.hard_state();
+            hs.set_commit(commit);
+            let mut w = store.write();
+            w.set_hard_state(&hs);
+            w.without_sync();
+            store.commit(w).map_err(|e| e.to_string())?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        // 7.
+        for rs in read_states {
+            self.on_read_state(rs);
+        }
+        self.answer_reads();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            self.transport.send(m, &self.reporter);
+        }
+    }
+
+    fn on_soft_state(&mut self, role: StateRole) {
+        if role == StateRole::Leader {
+            let term = self.raw.raft.term;
+            let ready_at = self
+                .policy
+                .check(self.clock.now())
+                .map(|r| r.latest().saturating_add(self.config.lease))
+                .unwrap_or(Timestamp::MAX);
+            self.term_start_index = self.raw.raft.raft_log.last_index();
+            self.leader = Some(LeaderState { term, ready_at, caught_up: false, lease_until: None });
+            self.next_lease_renewal = Instant::now();
+            tracing::info!(
+                node = self.config.id,
+                term,
+                %ready_at,
+                "became leader; no timestamps until every earlier leader's lease has surely expired"
+            );
+        } else {
+            if self.leader.take().is_some() {
+                tracing::info!(node = self.config.id, term = self.raw.raft.term, "stepped down");
+            }
+            // Reads confirmed by this term's quorum can no longer be answered by us.
+            let hint = self.leader_hint();
+            for (_, mut r) in self.reads.drain() {
+                for w in r.waiters.drain(..) {
+                    let _ = w.send(Err(ProposeError::NotLeader { leader: hint }));
+                }
+            }
+            for (_, w) in self.deferred_reads.drain(..) {
+                let _ = w.send(Err(ProposeError::NotLeader { leader: hint }));
+            }
+        }
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Some(mut read) = self.reads.remove(&rs.request_ctx) else {
+            return;
+        };
+        let term = self.raw.raft.term;
+        if read.term != term || self.raw.raft.state != StateRole::Leader {
+            for w in read.waiters.drain(..) {
+                let _ = w.send(Err(ProposeError::NotLeader { leader: self.leader_hint() }));
+            }
+            return;
+        }
+        if let (Some(earliest), Some(leader)) = (read.sent_earliest, self.leader.as_mut())
+            && leader.term == term
+        {
+            let until = earliest.saturating_add(self.config.lease);
+            if leader.lease_until.is_none_or(|u| u < until) {
+                leader.lease_until = Some(until);
+            }
+        }
+        if !read.waiters.is_empty() {
+            self.read_waiters.entry(rs.index).or_default().extend(read.waiters.drain(..));
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.sm.applied_index();
+        let ready: Vec<u64> = self.read_waiters.range(..=applied).map(|(i, _)| *i).collect();
+        for index in ready {
+            for w in self.read_waiters.remove(&index).unwrap_or_default() {
+                let _ = w.send(Ok(index));
+            }
+        }
+        if let Some(leader) = self.leader.as_mut() {
+            if !leader.caught_up && applied >= self.term_start_index {
+                leader.caught_up = true;
+            }
+            if leader.ready_at == Timestamp::MAX
+                && let Ok(r) = self.policy.check(self.clock.now())
+            {
+                // The clock was unusable at the election: measure from now, later is safe.
+                leader.ready_at = r.latest().saturating_add(self.config.lease);
+            }
+        }
+    }
+
+    /// Applies committed entries: runs of normal entries go to the state machine together;
+    /// membership changes are applied to raft and recorded one by one.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let mut run: Vec<Entry> = Vec::new();
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => run.push(e),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_normal(std::mem::take(&mut run))?;
+                    self.apply_conf_change(e)?;
+                }
+            }
+        }
+        self.apply_normal(run)
+    }
+
+    fn apply_normal(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let committed: Vec<Committed<'_>> = entries
+            .iter()
+            .map(|e| Committed { index: e.index, term: e.term, data: e.get_data() })
+            .collect();
+        let outputs = self.sm.apply(&committed).map_err(|e| e.to_string())?;
+        if outputs.len() != entries.len() {
+            return Err(format!(
+                "the state machine returned {} outputs for {} entries",
+                outputs.len(),
+                entries.len()
+            ));
+        }
+        for (e, out) in entries.iter().zip(outputs) {
+            match self.take_proposal(e) {
+                Some(Responder::Data(f)) => f(Ok(Box::new(out))),
+                Some(Responder::Conf(tx)) => {
+                    let _ = tx.send(Err(ProposeError::Dropped));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, e: Entry) -> Result<(), String> {
+        let change = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+            let mut cc = ConfChangeV2::default();
+            cc.merge_from_bytes(e.get_data()).map_err(|err| err.to_string())?;
+            cc
+        } else {
+            let mut cc = ConfChange::default();
+            cc.merge_from_bytes(e.get_data()).map_err(|err| err.to_string())?;
+            raft_proto::ConfChangeI::into_v2(cc)
+        };
+        let cs = self.raw.apply_conf_change(&change).map_err(|err| err.to_string())?;
+        let recorded = self.sm.membership(e.index, &change, &cs).map_err(|err| err.to_string())?;
+        let store = self.raw.store().clone();
+        let mut w = store.write();
+        w.set_conf_state(&cs);
+        w.include(recorded);
+        store.commit(w).map_err(|err| err.to_string())?;
+        self.sm.staged_written().map_err(|err| err.to_string())?;
+        tracing::info!(
+            node = self.config.id,
+            index = e.index,
+            voters = ?cs.get_voters(),
+            outgoing = ?cs.get_voters_outgoing(),
+            learners = ?cs.get_learners(),
+            "membership changed"
+        );
+        match self.take_proposal(&e) {
+            Some(Responder::Conf(tx)) => {
+                let _ = tx.send(Ok(cs));
+            }
+            Some(Responder::Data(f)) => f(Err(ProposeError::Dropped)),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The proposal an applied entry resolves, if it was ours: the same index, term and request
+    /// id. A proposal at this index whose entry is different was lost; it fails as `Dropped`.
+    fn take_proposal(&mut self, e: &Entry) -> Option<Responder> {
+        let id = self.proposal_index.remove(&e.index)?;
+        let p = self.proposals.remove(&id)?;
+        let ours = p.term == e.term && e.get_context() == id.to_be_bytes();
+        if ours {
+            Some(p.respond)
+        } else {
+            debug_assert_eq!(p.index, e.index);
+            p.respond.fail(ProposeError::Dropped);
+            None
+        }
+    }
+
+    /// Compacts the log below `applied - keep_entries`, in steps of `keep_entries`.
+    fn maybe_compact(&mut self) -> Result<(), String> {
+        let applied = self.sm.applied_index();
+        let store = self.raw.store();
+        let first = raft::Storage::first_index(store).map_err(|e| e.to_string())?;
+        if applied > first + 2 * self.config.keep_entries {
+            let to = applied - self.config.keep_entries;
+            store.compact(to).map_err(|e| e.to_string())?;
+            tracing::debug!(node = self.config.id, to, "compacted the log");
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let raft = &self.raw.raft;
+        let role = match raft.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+        };
+        let progress = if raft.state == StateRole::Leader {
+            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let state = NodeState {
+            id: self.config.id,
+            role,
+            term: raft.term,
+            leader: self.leader_hint(),
+            commit_index: raft.raft_log.committed,
+            applied_index: self.sm.applied_index(),
+            last_index: raft.raft_log.last_index(),
+            conf: raft.prs().conf().to_conf_state(),
+            leader_state: self.leader,
+            progress,
+            failed: self.failed.clone(),
+        };
+        self.state.send_if_modified(|s| {
+            if *s != state {
+                *s = state;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// A node's inbox, made before the node so that a transport can be handed its [`Reporter`]
+/// and a way to deliver messages ([`Inbox::deliverer`]) before the node starts.
+pub struct Inbox {
+    tx: Sender<Input>,
+    rx: Receiver<Input>,
+}
+
+impl Inbox {
+    /// A new, empty inbox.
+    pub fn new() -> Self {
+        let (tx, rx) = channel();
+        Inbox { tx, rx }
+    }
+
+    /// An inbox whose receiving end the caller keeps (for tests that stand in for a node); the
+    /// `Inbox` returned only hands out reporters and deliverers.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn split() -> (Inbox, Receiver<Input>) {
+        let (tx, rx) = channel();
+        let (_, dummy) = channel();
+        (Inbox { tx, rx: dummy }, rx)
+    }
+
+    /// The reporter a transport reports back through.
+    pub fn reporter(&self) -> Reporter {
+        Reporter { inbox: self.tx.clone() }
+    }
+
+    /// What a transport delivers inbound messages through.
+    pub fn deliverer(&self) -> Deliverer {
+        Deliverer { inbox: self.tx.clone() }
+    }
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,153 @@
+//! How Raft messages leave a node: the [`Transport`] trait, and an in-memory [`MemoryRouter`] for
+//! tests that can cut links, drop messages and pause nodes.
+//!
+//! A transport must never block the Raft thread: sends are fire-and-forget onto bounded per-peer
+//! queues, and a full queue drops the message (Raft retransmits whatever matters). It reports
+//! back through a [`Reporter`]: peers it cannot reach (so the leader stops pipelining to them) and
+//! whether a snapshot it was asked to deliver arrived (raft-rs keeps a follower in snapshot state
+//! until it hears, so every `MsgSnap` must be reported, one way or the other).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use raft::prelude::{Message, MessageType};
+
+use crate::node::Input;
+
+/// Delivers Raft messages to peers.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `msg` to `msg.to`.
+    ///
+    /// # To ensure correctness
+    /// Must not block and may drop messages (Raft tolerates loss, duplication and reordering
+    /// between distinct messages). For a `MsgSnap` it must eventually call
+    /// [`Reporter::snapshot`] with whether the snapshot was delivered.
+    fn send(&self, msg: Message, reporter: &Reporter);
+}
+
+/// Hands inbound messages to a node: what a transport's receiving side holds. Cheap to clone;
+/// never blocks.
+#[derive(Clone)]
+pub struct Deliverer {
+    pub(crate) inbox: Sender<Input>,
+}
+
+impl Deliverer {
+    /// Delivers `msg` to the node. Returns `false` if the node has stopped.
+    pub fn deliver(&self, msg: Message) -> bool {
+        self.inbox.send(Input::Raft(Box::new(msg))).is_ok()
+    }
+}
+
+/// A node's way back from its transport.
+#[derive(Clone)]
+pub struct Reporter {
+    pub(crate) inbox: Sender<Input>,
+}
+
+impl Reporter {
+    /// `to` could not be reached.
+    pub fn unreachable(&self, to: u64) {
+        let _ = self.inbox.send(Input::Unreachable(to));
+    }
+
+    /// A snapshot for `to` was delivered (`true`) or not.
+    pub fn snapshot(&self, to: u64, delivered: bool) {
+        let _ = self.inbox.send(Input::SnapshotStatus { to, delivered });
+    }
+}
+
+/// An in-memory network between in-process nodes, for tests: links can be cut one way or both,
+/// nodes isolated and healed. Delivery is immediate and in order per link.
+#[derive(Clone, Default)]
+pub struct MemoryRouter {
+    inner: Arc<Mutex<RouterState>>,
+}
+
+#[derive(Default)]
+struct RouterState {
+    inboxes: HashMap<u64, Deliverer>,
+    /// Directed links that drop everything: (from, to).
+    cut: HashSet<(u64, u64)>,
+    delivered: u64,
+    dropped: u64,
+}
+
+impl MemoryRouter {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Connects node `id`, delivering to it through `deliverer`.
+    pub fn register(&self, id: u64, deliverer: Deliverer) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).inboxes.insert(id, deliverer);
+    }
+
+    /// Removes node `id` from the network (it was stopped).
+    pub fn unregister(&self, id: u64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).inboxes.remove(&id);
+    }
+
+    /// Cuts the link from `from` to `to` (one way).
+    pub fn cut(&self, from: u64, to: u64) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).cut.insert((from, to));
+    }
+
+    /// Cuts every link into and out of `id`.
+    pub fn isolate(&self, id: u64, peers: &[u64]) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for &p in peers {
+            if p != id {
+                s.cut.insert((id, p));
+                s.cut.insert((p, id));
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).cut.clear();
+    }
+
+    /// Messages delivered and dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (s.delivered, s.dropped)
+    }
+
+    /// A transport for node `id` on this network.
+    pub fn transport(&self, id: u64) -> Arc<dyn Transport> {
+        Arc::new(RouterTransport { id, router: self.clone() })
+    }
+}
+
+struct RouterTransport {
+    id: u64,
+    router: MemoryRouter,
+}
+
+impl Transport for RouterTransport {
+    fn send(&self, msg: Message, reporter: &Reporter) {
+        let to = msg.to;
+        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let target = {
+            let mut s = self.router.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let target =
+                if s.cut.contains(&(self.id, to)) { None } else { s.inboxes.get(&to).cloned() };
+            match target {
+                Some(_) => s.delivered += 1,
+                None => s.dropped += 1,
+            }
+            target
+        };
+        let delivered = target.is_some_and(|t| t.deliver(msg));
+        if !delivered {
+            reporter.unreachable(to);
+        }
+        if is_snapshot {
+            reporter.snapshot(to, delivered);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! boundkv's client (in progress).

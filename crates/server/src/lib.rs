@@ -1,0 +1,3 @@
+//! boundkv's networked server (in progress).
+
+pub mod peer;
