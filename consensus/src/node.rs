@@ -370,6 +370,24 @@ impl<O: Send + 'static> NodeHandle<O> {
         rx
     }
 
+    /// Proposes `data` and calls `then` with the outcome (on the Raft thread, once the entry is
+    /// applied here or the proposal failed: keep it short, never block in it). The same outcomes
+    /// as [`NodeHandle::propose`], without a channel.
+    pub fn propose_then(
+        &self,
+        data: Vec<u8>,
+        then: impl FnOnce(Result<O, ProposeError>) + Send + 'static,
+    ) {
+        let respond = Box::new(move |r: Result<AnyOutput, ProposeError>| {
+            then(r.map(|o| *o.downcast::<O>().expect("the state machine's output type")));
+        });
+        if let Err(std::sync::mpsc::SendError(Input::Propose { respond, .. })) =
+            self.inbox.send(Input::Propose { data, respond })
+        {
+            respond(Err(ProposeError::Stopped));
+        }
+    }
+
     /// Proposes a membership change; resolves with the new configuration once applied here.
     /// An empty change leaves a joint configuration.
     pub fn change_membership(

@@ -328,8 +328,25 @@ impl<E: Engine> Mvcc<E> {
     /// (from [`Mvcc::export`] on another node), in one batch, keeping the metadata named in
     /// `local`. Reloads the GC horizon and the newest version from the new state.
     pub fn import(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>, local: &[&str]) -> Result<()> {
-        let keep: Vec<Vec<u8>> = local.iter().map(|n| meta_key(n)).collect();
         let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = self.import_batch(pairs, local)?;
+        self.engine.write(batch)?;
+        self.reload()
+    }
+
+    /// The batch [`Mvcc::import`] writes, for a caller that writes it together with changes of
+    /// its own (a Raft log reset to the snapshot the pairs came from, in the same atomic write).
+    /// Checks every key; nothing is written here.
+    ///
+    /// # To ensure correctness
+    /// Nothing else may write to this MVCC state between building the batch and writing it, and
+    /// the caller must call [`Mvcc::reload`] once it is written.
+    pub fn import_batch(
+        &self,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        local: &[&str],
+    ) -> Result<WriteBatch> {
+        let keep: Vec<Vec<u8>> = local.iter().map(|n| meta_key(n)).collect();
         let mut batch = WriteBatch::new();
         for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![END])))
         {
@@ -338,7 +355,6 @@ impl<E: Engine> Mvcc<E> {
                 batch.delete(k);
             }
         }
-        let mut max = 0;
         for (k, v) in pairs {
             match k.first() {
                 Some(&(VERSION | META | TXN)) if !keep.contains(&k) => {}
@@ -350,13 +366,24 @@ impl<E: Engine> Mvcc<E> {
                 }
             }
             if k[0] == VERSION {
-                max = max.max(decode_version_key(&k)?.1);
+                decode_version_key(&k)?;
             }
             batch.put(k, v);
         }
-        self.engine.write(batch)?;
+        Ok(batch)
+    }
+
+    /// Reloads the GC horizon and the newest version from the engine, after the state was
+    /// replaced underneath ([`Mvcc::import_batch`]).
+    pub fn reload(&self) -> Result<()> {
         let horizon = self.get_meta_u64(meta::GC_HORIZON)?.unwrap_or(0);
         self.horizon.store(horizon, Ordering::Release);
+        let mut max = 0;
+        for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![META])))
+        {
+            let (k, _) = entry?;
+            max = max.max(decode_version_key(&k)?.1);
+        }
         self.max_version.store(max, Ordering::Release);
         Ok(())
     }
@@ -550,7 +577,9 @@ fn decode_version_key(raw: &[u8]) -> Result<(Vec<u8>, u64)> {
     }
 }
 
-fn meta_key(name: &str) -> Vec<u8> {
+/// The engine key of metadata entry `name`, for callers that stage metadata in a batch of their
+/// own ([`Mvcc::import_batch`]'s callers, a replicated state machine's bootstrap).
+pub fn meta_key(name: &str) -> Vec<u8> {
     let mut out = vec![META];
     out.extend_from_slice(name.as_bytes());
     out

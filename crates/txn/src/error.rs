@@ -102,6 +102,26 @@ pub enum Error {
         /// Why this node cannot serve (not leading, catching up, lease expired, ...).
         reason: String,
     },
+    /// This node leads but cannot serve yet (it is starting its term, waiting out an earlier
+    /// leader's lease, renewing its own), or the service is otherwise briefly unable. Nothing
+    /// happened; retry shortly.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A replica has not caught up to the requested timestamp within the time it waits. Nothing
+    /// happened; retry later or at the leader.
+    #[error("this replica serves reads up to {safe_time}, not yet {requested}{}", leader.map(|l| format!(" (the leader is node {l})")).unwrap_or_default())]
+    FollowerBehind {
+        /// The timestamp asked for.
+        requested: Timestamp,
+        /// What this replica can serve now.
+        safe_time: Timestamp,
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// The request cannot be carried out, and the same request never will be (an invalid
+    /// membership change, a record the state machine refuses). Nothing happened.
+    #[error("rejected: {0}")]
+    Rejected(String),
     /// A commit whose outcome is unknown: it may or may not apply. Retrying with the same
     /// transaction id is safe (the server deduplicates).
     #[error("commit outcome unknown: {0}")]
@@ -121,7 +141,14 @@ pub enum Error {
 impl Error {
     /// Whether running the same transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::Expired { .. } | Error::NotLeader { .. })
+        matches!(
+            self,
+            Error::Conflict { .. }
+                | Error::Expired { .. }
+                | Error::NotLeader { .. }
+                | Error::Unavailable(_)
+                | Error::FollowerBehind { .. }
+        )
     }
 
     /// Whether the node must stop.

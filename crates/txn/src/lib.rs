@@ -73,6 +73,7 @@ mod hwm;
 mod limits;
 mod manager;
 mod record;
+pub mod replica;
 mod timestamps;
 mod txn;
 

@@ -198,14 +198,20 @@ impl<E: Engine> TxnManager<E> {
         self.timestamps.observe(ts, reading)
     }
 
-    /// Starts a new term of leadership: transactions that read before the current floor can no
-    /// longer be validated here (this node's conflict index does not know what an earlier leader
-    /// committed), so they fail with `Expired` and are retried.
-    pub fn start_term(&self) {
+    /// Starts a new term of leadership: this node's conflict index knows nothing of what an
+    /// earlier leader validated or committed, so it starts empty, and transactions that read
+    /// below `validate_from` (or below the current floor) can no longer be validated here: they
+    /// fail with `Expired` and are retried.
+    ///
+    /// # To ensure correctness
+    /// `validate_from` must be at or above every read timestamp an earlier leader may have
+    /// handed out, and above every commit timestamp of an earlier term: the new leader's
+    /// `ready_at` (past the end of every earlier lease) is such a timestamp.
+    pub fn start_term(&self, validate_from: Timestamp) {
         let floor = self.oracle().floor();
         let mut index = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
         *index = ConflictIndex::default();
-        index.prune(floor);
+        index.prune(floor.max(validate_from));
     }
 
     /// A read-only transaction at exactly `ts`, which must not be in the future. Returns exactly

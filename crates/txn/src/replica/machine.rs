@@ -1,0 +1,325 @@
+//! [`MvccStateMachine`]: the replicated state machine, applying the log's [`Command`]s to MVCC.
+//!
+//! Everything one `apply` call writes goes into **one** engine batch: the versions of every
+//! commit in the run, their transaction records, the applied index, the closed timestamp and
+//! the highest timestamp seen. After a crash the state, the applied index and the closed
+//! timestamp therefore always agree, and re-applying the entries after the applied index
+//! rewrites the same versions (deterministic, idempotent).
+//!
+//! What a replica learns from the log and the rest of the node needs (the closed timestamp that
+//! gates follower reads, the highest timestamp a new leader must exceed, the members and their
+//! addresses) is mirrored in [`ReplicaShared`], updated only after the batch is written.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use raft::prelude::{ConfChangeType, ConfChangeV2, ConfState};
+use tokio::sync::watch;
+
+use boundkv_clockbound::Timestamp;
+use boundkv_consensus::log_store::SnapshotSource;
+use boundkv_consensus::node::{Committed, StateMachine, StateMachineError};
+use boundkv_consensus::raft;
+use boundkv_storage::mvcc::check_sizes;
+use boundkv_storage::mvcc::meta::APPLIED_INDEX;
+use boundkv_storage::{Commit, Engine, Mvcc, WriteBatch};
+
+use super::command::{Command, LOCAL_META, Member, SnapshotData, meta};
+
+/// What applying one entry produced, for its proposer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyOutput {
+    /// An empty entry (a new leader's no-op).
+    Noop,
+    /// A commit applied at `ts`.
+    Applied {
+        /// Its timestamp.
+        ts: Timestamp,
+    },
+    /// A commit whose transaction id had already been applied (at `ts`); nothing was written.
+    Duplicate {
+        /// The timestamp it was applied at.
+        ts: Timestamp,
+    },
+    /// A closed timestamp, recorded.
+    Closed,
+    /// An entry that cannot be applied, the same on every replica (it does not decode, or a key
+    /// or value exceeds the limits): nothing was written.
+    Rejected(String),
+}
+
+/// What the rest of a replica reads of the state machine.
+pub struct ReplicaShared {
+    applied: AtomicU64,
+    closed: watch::Sender<Timestamp>,
+    max_log_ts: AtomicU64,
+    members: RwLock<BTreeMap<u64, Member>>,
+}
+
+impl ReplicaShared {
+    fn load<E: Engine>(mvcc: &Mvcc<E>) -> Result<Arc<Self>, StateMachineError> {
+        let shared = Arc::new(ReplicaShared {
+            applied: AtomicU64::new(0),
+            closed: watch::Sender::new(Timestamp::ZERO),
+            max_log_ts: AtomicU64::new(0),
+            members: RwLock::new(BTreeMap::new()),
+        });
+        shared.reload(mvcc)?;
+        Ok(shared)
+    }
+
+    fn reload<E: Engine>(&self, mvcc: &Mvcc<E>) -> Result<(), StateMachineError> {
+        let u64_meta = |name: &str| -> Result<u64, StateMachineError> {
+            Ok(mvcc.get_meta_u64(name).map_err(fatal)?.unwrap_or(0))
+        };
+        self.applied.store(u64_meta(APPLIED_INDEX)?, Ordering::Release);
+        self.max_log_ts.store(u64_meta(meta::MAX_LOG_TS)?, Ordering::Release);
+        let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
+        self.closed.send_replace(closed);
+        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS).map_err(fatal)? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map_err(|e| StateMachineError(format!("the stored members: {e}")))?,
+            None => Vec::new(),
+        };
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) =
+            members.into_iter().map(|m| (m.id, m)).collect();
+        Ok(())
+    }
+
+    /// The index of the last entry applied.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// The highest closed timestamp applied: reads at or below it are exact here.
+    pub fn closed(&self) -> Timestamp {
+        *self.closed.borrow()
+    }
+
+    /// A receiver of closed-timestamp changes.
+    pub fn watch_closed(&self) -> watch::Receiver<Timestamp> {
+        self.closed.subscribe()
+    }
+
+    /// The highest timestamp of any command applied.
+    pub fn max_log_ts(&self) -> Timestamp {
+        Timestamp::from_nanos(self.max_log_ts.load(Ordering::Acquire))
+    }
+
+    /// The members and their addresses, by id.
+    pub fn members(&self) -> BTreeMap<u64, Member> {
+        self.members.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn fatal(e: impl std::fmt::Display) -> StateMachineError {
+    StateMachineError(e.to_string())
+}
+
+/// The replicated state machine over MVCC (see the module docs).
+pub struct MvccStateMachine<E: Engine> {
+    mvcc: Arc<Mvcc<E>>,
+    shared: Arc<ReplicaShared>,
+    /// The founding members, written at bootstrap.
+    founding: Vec<Member>,
+    /// Whether the last staged batch replaced the whole state (a snapshot).
+    staged_restore: bool,
+}
+
+impl<E: Engine> MvccStateMachine<E> {
+    /// The state machine over `mvcc`, resuming from its metadata. `founding` is what a brand-new
+    /// group's founding members record at bootstrap (the same on all of them).
+    pub fn new(
+        mvcc: Arc<Mvcc<E>>,
+        founding: Vec<Member>,
+    ) -> Result<(Self, Arc<ReplicaShared>), StateMachineError> {
+        let shared = ReplicaShared::load(&mvcc)?;
+        Ok((
+            MvccStateMachine { mvcc, shared: shared.clone(), founding, staged_restore: false },
+            shared,
+        ))
+    }
+
+    fn members_batch(batch: &mut WriteBatch, members: &BTreeMap<u64, Member>) {
+        let list: Vec<&Member> = members.values().collect();
+        batch.put(
+            boundkv_storage::mvcc::meta_key(meta::MEMBERS),
+            postcard::to_allocvec(&list).expect("members always encode"),
+        );
+    }
+}
+
+impl<E: Engine> StateMachine for MvccStateMachine<E> {
+    type Output = ApplyOutput;
+
+    fn applied_index(&self) -> u64 {
+        self.shared.applied_index()
+    }
+
+    fn apply(&mut self, entries: &[Committed<'_>]) -> Result<Vec<ApplyOutput>, StateMachineError> {
+        let mut outputs = Vec::with_capacity(entries.len());
+        let mut commits: Vec<Commit> = Vec::new();
+        let mut seen: HashSet<[u8; 16]> = HashSet::new();
+        let mut closed = self.shared.closed();
+        let mut max_ts = self.shared.max_log_ts();
+        let Some(last) = entries.last() else {
+            return Ok(outputs);
+        };
+        for e in entries {
+            if e.data.is_empty() {
+                outputs.push(ApplyOutput::Noop);
+                continue;
+            }
+            let command = match Command::decode(e.data) {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::error!(index = e.index, error = %why, "a log entry does not decode; skipped on every replica");
+                    outputs.push(ApplyOutput::Rejected(format!("malformed entry: {why}")));
+                    continue;
+                }
+            };
+            match command {
+                Command::Close(ts) => {
+                    closed = closed.max(ts);
+                    max_ts = max_ts.max(ts);
+                    outputs.push(ApplyOutput::Closed);
+                }
+                Command::Commit(record) => {
+                    max_ts = max_ts.max(record.ts);
+                    let id = record.txn_id.0;
+                    let earlier = if seen.contains(&id) {
+                        commits.iter().find(|c| c.txn_id == id).map(|c| c.ts)
+                    } else {
+                        self.mvcc.commit_ts_of(&id).map_err(fatal)?
+                    };
+                    if let Some(ts) = earlier {
+                        outputs.push(ApplyOutput::Duplicate { ts: Timestamp::from_nanos(ts) });
+                        continue;
+                    }
+                    if let Some(bad) = record
+                        .writes
+                        .iter()
+                        .find_map(|w| check_sizes(&w.key, w.value.as_deref()).err())
+                    {
+                        outputs.push(ApplyOutput::Rejected(bad.to_string()));
+                        continue;
+                    }
+                    seen.insert(id);
+                    outputs.push(ApplyOutput::Applied { ts: record.ts });
+                    commits.push(record.to_commit(None, true));
+                }
+            }
+        }
+        let meta_updates = [
+            (APPLIED_INDEX, last.index.to_be_bytes().to_vec()),
+            (meta::CLOSED_TS, closed.as_nanos().to_be_bytes().to_vec()),
+            (meta::MAX_LOG_TS, max_ts.as_nanos().to_be_bytes().to_vec()),
+        ];
+        self.mvcc.apply_all(&commits, &meta_updates).map_err(fatal)?;
+        self.shared.applied.store(last.index, Ordering::Release);
+        self.shared.max_log_ts.fetch_max(max_ts.as_nanos(), Ordering::AcqRel);
+        self.shared.closed.send_if_modified(|c| {
+            if closed > *c {
+                *c = closed;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(outputs)
+    }
+
+    fn bootstrap(&mut self, _conf: &ConfState) -> Result<WriteBatch, StateMachineError> {
+        let mut batch = WriteBatch::new();
+        let members: BTreeMap<u64, Member> =
+            self.founding.iter().map(|m| (m.id, m.clone())).collect();
+        Self::members_batch(&mut batch, &members);
+        batch.put(boundkv_storage::mvcc::meta_key(APPLIED_INDEX), 1u64.to_be_bytes().to_vec());
+        self.staged_restore = true;
+        Ok(batch)
+    }
+
+    fn membership(
+        &mut self,
+        index: u64,
+        change: &ConfChangeV2,
+        _conf: &ConfState,
+    ) -> Result<WriteBatch, StateMachineError> {
+        let mut members = self.shared.members();
+        for single in change.get_changes() {
+            match single.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    if !change.context.is_empty() {
+                        match Member::decode(&change.context) {
+                            Ok(m) if m.id == single.node_id => {
+                                members.insert(m.id, m);
+                            }
+                            Ok(m) => tracing::warn!(
+                                index,
+                                node = single.node_id,
+                                context = m.id,
+                                "membership change context names another node; address ignored"
+                            ),
+                            Err(why) => {
+                                tracing::warn!(index, error = %why, "membership change context does not decode; address ignored")
+                            }
+                        }
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    members.remove(&single.node_id);
+                }
+            }
+        }
+        let mut batch = WriteBatch::new();
+        Self::members_batch(&mut batch, &members);
+        batch.put(boundkv_storage::mvcc::meta_key(APPLIED_INDEX), index.to_be_bytes().to_vec());
+        self.staged_restore = false;
+        Ok(batch)
+    }
+
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<WriteBatch, StateMachineError> {
+        let snapshot: SnapshotData = postcard::from_bytes(data)
+            .map_err(|e| StateMachineError(format!("snapshot data does not decode: {e}")))?;
+        if snapshot.applied_index != index {
+            return Err(StateMachineError(format!(
+                "snapshot data is at index {}, the snapshot at {index}",
+                snapshot.applied_index
+            )));
+        }
+        let batch = self.mvcc.import_batch(snapshot.pairs, LOCAL_META).map_err(fatal)?;
+        self.staged_restore = true;
+        Ok(batch)
+    }
+
+    fn staged_written(&mut self) -> Result<(), StateMachineError> {
+        if self.staged_restore {
+            self.mvcc.reload().map_err(fatal)?;
+        }
+        self.staged_restore = false;
+        self.shared.reload(&self.mvcc)
+    }
+
+    fn snapshot_source(&self) -> Arc<dyn SnapshotSource> {
+        Arc::new(MvccSnapshotSource { mvcc: self.mvcc.clone(), shared: self.shared.clone() })
+    }
+}
+
+/// Builds snapshots from the MVCC state. raft-rs asks for one on the Raft thread, between
+/// applies, so the state exported is exactly the state at the applied index read with it.
+struct MvccSnapshotSource<E: Engine> {
+    mvcc: Arc<Mvcc<E>>,
+    shared: Arc<ReplicaShared>,
+}
+
+impl<E: Engine> SnapshotSource for MvccSnapshotSource<E> {
+    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String> {
+        let applied_index = self.shared.applied_index();
+        let pairs = self.mvcc.export(LOCAL_META).map_err(|e| e.to_string())?;
+        let data = postcard::to_allocvec(&SnapshotData { applied_index, pairs })
+            .map_err(|e| e.to_string())?;
+        tracing::info!(applied_index, bytes = data.len(), "built a snapshot");
+        Ok((applied_index, data))
+    }
+}

@@ -1,0 +1,912 @@
+//! Transactions over Raft: a [`Replica`] is one member of a replicated boundkv group. Its leader
+//! coordinates read-write transactions exactly as the embedded database does (optimistic
+//! validation, a commit timestamp at `now().latest`, commit wait), with Raft between deciding a
+//! commit and applying it; every replica serves lock-free reads at timestamps it can vouch for.
+//!
+//! # The commit path at the leader
+//!
+//! ```text
+//! client ── Commit(req) ──► leader
+//!   1. validate req's reads against the conflict index; choose s = max(now().latest, r + 1,
+//!      floor + 1); the gate checks the leader may issue s (below)      ┐
+//!   2. propose Commit(record at s) to Raft                             │ commit wait runs from
+//!   3. a quorum has it durably; it is applied to MVCC here             │ step 1: it overlaps
+//!   4. commit wait: now().earliest > s                                 ┘ replication
+//!   5. s stops being pending (leader reads at ≥ s now see it); answer the client
+//! ```
+//!
+//! With a bound smaller than the replication time, step 4 has nothing left to wait. The embedded
+//! path is the same code ([`TxnManager::commit_request`]); only the [`Applier`] differs: here
+//! it proposes the record and resolves when the entry is applied on this node. Many commits in
+//! flight share Raft Readies, so they share log writes and fsyncs.
+//!
+//! A commit is identified by its transaction id. A client that lost its answer resends the same
+//! request; a replica answers it from the in-flight commit, or from the transaction record that
+//! the state machine wrote with the commit, and the state machine never applies one id twice.
+//!
+//! # Who may issue timestamps
+//!
+//! Only an *active* leader, checked by the gate every time a timestamp is chosen:
+//!
+//! - it leads the current term, and has applied every entry of earlier terms in its log;
+//! - its floor has been raised above every timestamp in the log (Spanner's `s_max` rule:
+//!   commits and closed timestamps of earlier leaders);
+//! - `now().earliest` has passed its `ready_at`: every earlier leader's lease has surely expired
+//!   (see `boundkv_consensus::node` for the lease and why leases are disjoint);
+//! - the timestamp lies below its own lease's end.
+//!
+//! So every timestamp a leader hands out lies inside its lease, leases are disjoint in true time,
+//! and a later leader's timestamps are above an earlier one's: timestamps follow real time across
+//! leader changes, and a deposed leader cannot serve a stale read. When the lease has lapsed
+//! (no quorum heard from for a while), the leader renews it with a Safe ReadIndex round before
+//! going on.
+//!
+//! # Reads at any replica: closed timestamps
+//!
+//! A follower cannot know which commits are pending at the leader. The leader tells it: every
+//! `close_interval` (25 ms by default) it proposes `Close(c)`, with `c` its safe time (below every
+//! pending commit, at or below its floor, so every commit at or below `c` is finished and sits in
+//! an earlier entry, and every later commit lands above `c`). A replica that has applied
+//! `Close(c)` serves reads at `ts <= c` exactly. A read at `now().latest` of the follower's own
+//! clock waits until a closed timestamp reaches it:
+//!
+//! ```text
+//! t (ms)  0        5          25        27            30
+//! leader  Close(c₀)           Close(c₁ = its latest ≈ 25 + ε)
+//! follower    read arrives: ts = latest ≈ 5 + ε     applies Close(c₁): c₁ ≥ ts → serves
+//! ```
+//!
+//! The wait is at most about `close_interval` + one replication round + the clocks' combined
+//! error (the leader closes at its own `latest`, the follower asks at its own); a follower that
+//! cannot catch up within `follower_wait` answers [`Error::FollowerBehind`], naming the leader.
+//! Reads at the active leader need no closed timestamp: its own safe time (below every pending
+//! commit) is exact.
+//!
+//! # Leader changes
+//!
+//! A new leader's conflict index knows nothing of what an earlier leader validated, so
+//! transactions that read before the new term fail with `Expired` and are retried. Proposals
+//! of a deposed leader end one of three ways: applied (the new leader committed them), dropped
+//! (their index holds another entry: they never apply, the client hears `NotLeader`), or unknown
+//! (the client hears `OutcomeUnknown` and resends with the same transaction id).
+//!
+//! # Membership
+//!
+//! [`Replica::add_member`] adds a learner (with its addresses in the change's context), waits for
+//! it to catch up, then promotes it through a joint configuration that it leaves explicitly;
+//! [`Replica::remove_member`] removes a voter the same way. The addresses are replicated state
+//! (in the same metadata as the data), so snapshots carry them to new members.
+
+mod command;
+mod machine;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use raft::prelude::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+};
+use tokio::sync::{oneshot, watch};
+
+use boundkv_clockbound::{
+    Clock, ClockPolicy, ClockReading, OracleOptions, Timestamp, TimestampOracle, wait,
+};
+use boundkv_consensus::log_store::RaftLogStore;
+use boundkv_consensus::node::{
+    Inbox, Node, NodeConfig, NodeHandle, NodeParts, NodeState, ProposeError, Role,
+};
+use boundkv_consensus::raft;
+use boundkv_consensus::transport::Transport;
+use boundkv_storage::{Engine, Mvcc};
+
+use crate::apply::{Applier, ApplyHandle};
+use crate::error::{Error, Result};
+use crate::hwm::MvccHighWaterMark;
+use crate::manager::{TimestampGate, TxnManager, TxnOptions};
+use crate::record::{CommitRecord, TxnId};
+use crate::txn::{CommitInfo, CommitRequest};
+
+pub use command::{Command, LOCAL_META, Member, SnapshotData, meta};
+pub use machine::{ApplyOutput, MvccStateMachine, ReplicaShared};
+
+/// Which snapshot a read-only transaction reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadAt {
+    /// `now().latest`: sees every transaction acknowledged before the request.
+    Latest,
+    /// Exactly this timestamp (time travel).
+    Exact(Timestamp),
+    /// Any snapshot at most this old; the freshest that needs no waiting, if there is one.
+    MaxStaleness(Duration),
+}
+
+/// Settings of a [`Replica`].
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// The Raft member's settings (id, ticks, lease).
+    pub node: NodeConfig,
+    /// Transaction limits (and the test-only mutation switch).
+    pub txn: TxnOptions,
+    /// Which clock readings are usable.
+    pub policy: ClockPolicy,
+    /// How often an idle leader closes a timestamp. Default 25 ms.
+    pub close_interval: Duration,
+    /// How long a replica waits for its closed timestamp to reach a read's timestamp before
+    /// answering `FollowerBehind`. Default 2 s.
+    pub follower_wait: Duration,
+    /// How long a commit may take before its caller hears `OutcomeUnknown` (it goes on in the
+    /// background and may still apply). Default 10 s.
+    pub commit_timeout: Duration,
+    /// How long `add_member` waits for a new learner to catch up before promoting it. Default
+    /// 60 s.
+    pub catch_up_timeout: Duration,
+    /// For a brand-new group: the founding members (every founding member is started with the
+    /// same list). `None` for a member that joins an existing group, or restarts.
+    pub founding: Option<Vec<Member>>,
+    /// **Test only; breaks external consistency.** Issue timestamps and serve leader reads
+    /// without a valid lease and without waiting out earlier leaders' leases. The lease tests'
+    /// mutation twin turns it on to show that they catch the stale reads it allows.
+    #[doc(hidden)]
+    pub unsafe_ignore_lease: bool,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions {
+            node: NodeConfig::default(),
+            txn: TxnOptions::default(),
+            policy: ClockPolicy::default(),
+            close_interval: Duration::from_millis(25),
+            follower_wait: Duration::from_secs(2),
+            commit_timeout: Duration::from_secs(10),
+            catch_up_timeout: Duration::from_secs(60),
+            founding: None,
+            unsafe_ignore_lease: false,
+        }
+    }
+}
+
+/// A member as [`Replica::members`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member and its addresses (empty if the membership never recorded them).
+    pub member: Member,
+    /// Whether it votes.
+    pub voter: bool,
+}
+
+/// Where leadership stands on this node, for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Leadership {
+    /// This node may issue timestamps (subject to the lease per timestamp).
+    Active { lease_until: Option<Timestamp> },
+    /// This node leads but may not issue yet; why.
+    Starting(String),
+    /// Another node leads (or none is known).
+    Follower { leader: Option<u64> },
+}
+
+/// The timestamp gate of a replicated node (see the module docs).
+struct LeaderGate {
+    id: u64,
+    ignore_lease: bool,
+    node: OnceLock<watch::Receiver<NodeState>>,
+    activated_term: Arc<AtomicU64>,
+    shared: Arc<ReplicaShared>,
+}
+
+impl LeaderGate {
+    fn leadership(&self, reading: Option<&ClockReading>) -> Leadership {
+        let Some(rx) = self.node.get() else {
+            return Leadership::Follower { leader: None };
+        };
+        let state = rx.borrow();
+        let Some(ls) = state.leader_state else {
+            return Leadership::Follower { leader: state.leader };
+        };
+        if !ls.caught_up {
+            return Leadership::Starting(
+                "the new leader is still applying earlier terms' entries".into(),
+            );
+        }
+        if self.activated_term.load(Ordering::Acquire) != ls.term {
+            return Leadership::Starting("the new leader is starting its term".into());
+        }
+        if self.ignore_lease {
+            return Leadership::Active { lease_until: Some(Timestamp::MAX) };
+        }
+        if let Some(r) = reading
+            && r.earliest() <= ls.ready_at
+        {
+            return Leadership::Starting(format!(
+                "the new leader waits until {} for every earlier leader's lease to expire",
+                ls.ready_at
+            ));
+        }
+        Leadership::Active { lease_until: ls.lease_until }
+    }
+}
+
+impl TimestampGate for LeaderGate {
+    fn check(&self, ts: Timestamp, reading: &ClockReading) -> Result<()> {
+        match self.leadership(Some(reading)) {
+            Leadership::Follower { leader } => {
+                Err(Error::NotLeader { leader, reason: "this node is not the leader".into() })
+            }
+            Leadership::Starting(why) => Err(Error::Unavailable(why)),
+            Leadership::Active { lease_until } => {
+                if !lease_until.is_some_and(|until| ts < until) {
+                    return Err(Error::Unavailable(
+                        "the leader's lease has lapsed; it is renewing it".into(),
+                    ));
+                }
+                if ts <= self.shared.max_log_ts() {
+                    return Err(Error::Unavailable(format!(
+                        "the leader is raising its floor above the log's timestamps (node {})",
+                        self.id
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The applier of a replicated node: proposes the record and resolves once it is applied here.
+struct RaftApplier {
+    node: OnceLock<NodeHandle<ApplyOutput>>,
+}
+
+impl Applier for RaftApplier {
+    fn apply(&self, record: CommitRecord) -> ApplyHandle {
+        let (tx, rx) = oneshot::channel();
+        let Some(node) = self.node.get() else {
+            let _ = tx.send(Err(Error::Unavailable("the Raft node is starting".into())));
+            return rx;
+        };
+        node.propose_then(Command::Commit(record).encode(), move |outcome| {
+            let result = match outcome {
+                Ok(ApplyOutput::Applied { .. }) => Ok(()),
+                Ok(ApplyOutput::Duplicate { ts }) => Err(Error::OutcomeUnknown(format!(
+                    "this transaction id was already committed at {ts}; resend to learn its outcome"
+                ))),
+                Ok(ApplyOutput::Rejected(why)) => Err(Error::Rejected(why)),
+                Ok(other) => {
+                    Err(Error::OutcomeUnknown(format!("unexpected apply output {other:?}")))
+                }
+                Err(ProposeError::NotLeader { leader }) => Err(Error::NotLeader {
+                    leader,
+                    reason: "leadership moved before the commit was proposed; it did not apply"
+                        .into(),
+                }),
+                Err(ProposeError::Dropped) => Err(Error::NotLeader {
+                    leader: None,
+                    reason: "leadership changed before the commit was replicated; it did not apply"
+                        .into(),
+                }),
+                Err(e) => Err(Error::OutcomeUnknown(e.to_string())),
+            };
+            let _ = tx.send(result);
+        });
+        rx
+    }
+}
+
+type SharedCommit = Shared<BoxFuture<'static, Result<CommitInfo>>>;
+
+/// One member of a replicated boundkv group (see the module docs).
+pub struct Replica<E: Engine> {
+    id: u64,
+    options: ReplicaOptions,
+    mvcc: Arc<Mvcc<E>>,
+    txn: Arc<TxnManager<E>>,
+    node: NodeHandle<ApplyOutput>,
+    state: watch::Receiver<NodeState>,
+    shared: Arc<ReplicaShared>,
+    gate: Arc<LeaderGate>,
+    clock: Arc<dyn Clock>,
+    in_flight: Mutex<HashMap<TxnId, SharedCommit>>,
+    stopping: watch::Sender<bool>,
+}
+
+impl<E: Engine> Replica<E> {
+    /// Starts a replica on `engine` (which holds both the MVCC data and the Raft log), sending
+    /// through `transport`, on the inbox a transport's receiving side may already deliver to.
+    /// Must be called inside a tokio runtime: the leader's background work (closing timestamps,
+    /// starting terms) runs on it.
+    pub fn start(
+        options: ReplicaOptions,
+        engine: Arc<E>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        inbox: Inbox,
+    ) -> Result<Arc<Self>> {
+        let id = options.node.id;
+        let mvcc = Arc::new(Mvcc::new(engine.clone())?);
+        let oracle = TimestampOracle::open(
+            clock.clone(),
+            OracleOptions { policy: options.policy.clone(), ..OracleOptions::default() },
+            Box::new(MvccHighWaterMark::new(mvcc.clone())),
+        )?;
+        let (sm, shared) =
+            MvccStateMachine::new(mvcc.clone(), options.founding.clone().unwrap_or_default())
+                .map_err(|e| Error::Fatal(e.to_string()))?;
+        if options.unsafe_ignore_lease {
+            tracing::error!(
+                node = id,
+                "UNSAFE: leases are ignored; external consistency does not hold"
+            );
+        }
+        let gate = Arc::new(LeaderGate {
+            id,
+            ignore_lease: options.unsafe_ignore_lease,
+            node: OnceLock::new(),
+            activated_term: Arc::new(AtomicU64::new(0)),
+            shared: shared.clone(),
+        });
+        let applier = Arc::new(RaftApplier { node: OnceLock::new() });
+        let mut txn_options = options.txn.clone();
+        txn_options.gate = Some(gate.clone());
+        let txn = TxnManager::new(mvcc.clone(), Arc::new(oracle), applier.clone(), txn_options);
+        let store = RaftLogStore::open(engine).map_err(|e| Error::Fatal(e.to_string()))?;
+        let bootstrap =
+            options.founding.as_ref().map(|members| members.iter().map(|m| m.id).collect());
+        let node = Node::start_with_inbox(
+            NodeParts {
+                config: options.node.clone(),
+                store,
+                state_machine: sm,
+                transport,
+                clock: clock.clone(),
+                policy: options.policy.clone(),
+                bootstrap,
+            },
+            inbox,
+        )
+        .map_err(Error::Fatal)?;
+        let state = node.watch();
+        let _ = gate.node.set(state.clone());
+        let _ = applier.node.set(node.clone());
+        let replica = Arc::new(Replica {
+            id,
+            options,
+            mvcc,
+            txn,
+            node,
+            state,
+            shared,
+            gate,
+            clock,
+            in_flight: Mutex::new(HashMap::new()),
+            stopping: watch::Sender::new(false),
+        });
+        tokio::spawn(Self::start_terms(Arc::downgrade(&replica), replica.stopping.subscribe()));
+        tokio::spawn(Self::close_timestamps(
+            Arc::downgrade(&replica),
+            replica.stopping.subscribe(),
+        ));
+        Ok(replica)
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The Raft member.
+    pub fn node(&self) -> &NodeHandle<ApplyOutput> {
+        &self.node
+    }
+
+    /// The latest published Raft state.
+    pub fn state(&self) -> NodeState {
+        self.state.borrow().clone()
+    }
+
+    /// The transaction machinery (the leader's).
+    pub fn txn(&self) -> &Arc<TxnManager<E>> {
+        &self.txn
+    }
+
+    /// The storage.
+    pub fn mvcc(&self) -> &Arc<Mvcc<E>> {
+        &self.mvcc
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// What the state machine publishes: applied index, closed timestamp, members.
+    pub fn shared(&self) -> &Arc<ReplicaShared> {
+        &self.shared
+    }
+
+    /// The highest closed timestamp applied here.
+    pub fn closed_ts(&self) -> Timestamp {
+        self.shared.closed()
+    }
+
+    /// Whether this node leads and holds a lease that is valid now.
+    pub fn lease_valid(&self) -> bool {
+        let reading = self.usable_now();
+        match (self.gate.leadership(reading.as_ref()), reading) {
+            (Leadership::Active { lease_until: Some(until) }, Some(r)) => r.latest() < until,
+            _ => false,
+        }
+    }
+
+    fn usable_now(&self) -> Option<ClockReading> {
+        self.options.policy.check(self.clock.now()).ok()
+    }
+
+    /// The highest timestamp a read may use here right now: the closed timestamp, or at an
+    /// active leader with a valid lease its own safe time (never beyond the lease, since a
+    /// later leader's commits land above it).
+    pub fn safe_time(&self) -> Timestamp {
+        let closed = self.shared.closed();
+        let reading = self.usable_now();
+        match (self.gate.leadership(reading.as_ref()), reading) {
+            (Leadership::Active { lease_until: Some(until) }, Some(r)) if r.latest() < until => {
+                closed.max(self.txn.safe_time().min(Timestamp::from_nanos(until.as_nanos() - 1)))
+            }
+            _ => closed,
+        }
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.state.borrow().leader
+    }
+
+    /// The members with their addresses, in id order; learners say so.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let conf = self.state.borrow().conf.clone();
+        self.members_in(&conf)
+    }
+
+    fn members_in(&self, conf: &ConfState) -> Vec<MemberInfo> {
+        let state = NodeState { conf: conf.clone(), ..self.state.borrow().clone() };
+        let known = self.shared.members();
+        state
+            .members()
+            .into_iter()
+            .map(|id| MemberInfo {
+                member: known.get(&id).cloned().unwrap_or(Member {
+                    id,
+                    peer_address: String::new(),
+                    client_address: String::new(),
+                }),
+                voter: state.is_voter(id),
+            })
+            .collect()
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> Error {
+        Error::NotLeader { leader, reason: "this node is not the leader".into() }
+    }
+
+    /// Fails unless this node is an active leader; renews a lapsed lease with a Safe ReadIndex
+    /// round first.
+    async fn ensure_active(&self) -> Result<()> {
+        let reading = wait::usable_reading(&*self.clock, &self.options.policy).await?;
+        match self.gate.leadership(Some(&reading)) {
+            Leadership::Follower { leader } => Err(self.not_leader(leader)),
+            Leadership::Starting(why) => Err(Error::Unavailable(why)),
+            Leadership::Active { lease_until } => {
+                if lease_until.is_some_and(|until| reading.latest() < until) {
+                    return Ok(());
+                }
+                self.renew_lease().await
+            }
+        }
+    }
+
+    /// A Safe ReadIndex round: a quorum confirms this leader, which renews its lease.
+    async fn renew_lease(&self) -> Result<()> {
+        match self.node.read_index().await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(ProposeError::NotLeader { leader })) => Err(self.not_leader(leader)),
+            Ok(Err(e)) => Err(Error::Unavailable(format!("cannot confirm leadership: {e}"))),
+            Err(_) => Err(Error::Unavailable("the Raft node stopped".into())),
+        }
+    }
+
+    /// A read timestamp for a read-write transaction (leader only), waited for: reads at it are
+    /// exact here and see every transaction acknowledged before the call.
+    pub async fn begin_read_write(&self) -> Result<Timestamp> {
+        self.ensure_active().await?;
+        let ts = self.txn.read_ts_now().await?;
+        self.txn.wait_safe(ts).await;
+        Ok(ts)
+    }
+
+    /// A timestamp for a read-only transaction, at any replica, waited for: the active leader
+    /// serves it from its own safe time, any other replica once its closed timestamp reaches it
+    /// (or answers `FollowerBehind`).
+    pub async fn begin_read_only(&self, at: ReadAt) -> Result<Timestamp> {
+        self.txn_failed()?;
+        if self.ensure_active().await.is_ok() {
+            let leader_ts = match at {
+                ReadAt::Latest => self.txn.read_ts_now().await,
+                ReadAt::Exact(ts) => self.txn.exact_ts(ts).await,
+                ReadAt::MaxStaleness(d) => match self.usable_now() {
+                    // The freshest timestamp that needs no waiting, within the lease.
+                    Some(r) if self.safe_time() >= r.latest().saturating_sub(d) => {
+                        Ok(self.safe_time())
+                    }
+                    Some(r) => self.txn.exact_ts(r.latest().saturating_sub(d)).await,
+                    None => self.txn.stale_ts(d).await,
+                },
+            };
+            match leader_ts {
+                Ok(ts) => {
+                    self.check_horizon(ts)?;
+                    self.txn.wait_safe(ts).await;
+                    return Ok(ts);
+                }
+                Err(Error::NotLeader { .. } | Error::Unavailable(_)) => {} // leadership moved: read as a follower
+                Err(e) => return Err(e),
+            }
+        }
+        let reading = wait::usable_reading(&*self.clock, &self.options.policy).await?;
+        let ts = match at {
+            ReadAt::Latest => reading.latest(),
+            ReadAt::Exact(ts) => {
+                if ts > reading.latest() {
+                    return Err(Error::TimestampInFuture { ts, latest: reading.latest() });
+                }
+                ts
+            }
+            ReadAt::MaxStaleness(d) => {
+                let oldest = reading.latest().saturating_sub(d);
+                self.shared.closed().max(oldest)
+            }
+        };
+        self.check_horizon(ts)?;
+        self.wait_until_safe(ts).await?;
+        Ok(ts)
+    }
+
+    fn txn_failed(&self) -> Result<()> {
+        if let Some(e) = self.state.borrow().failed.as_ref() {
+            return Err(Error::Fatal(format!("the Raft node stopped: {e}")));
+        }
+        Ok(())
+    }
+
+    fn check_horizon(&self, ts: Timestamp) -> Result<()> {
+        let horizon = Timestamp::from_nanos(self.mvcc.gc_horizon());
+        if ts < horizon {
+            return Err(Error::BelowGcHorizon { ts, horizon });
+        }
+        Ok(())
+    }
+
+    /// Waits until reads at `ts` are exact here, at most `follower_wait`.
+    async fn wait_until_safe(&self, ts: Timestamp) -> Result<()> {
+        if self.safe_time() >= ts {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.options.follower_wait;
+        let mut closed = self.shared.watch_closed();
+        loop {
+            if self.safe_time() >= ts {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::FollowerBehind {
+                    requested: ts,
+                    safe_time: self.safe_time(),
+                    leader: self.leader(),
+                });
+            }
+            // The closed timestamp moves by watch; a leader's own safe time moves as its commits
+            // finish, which a short poll follows.
+            let step = left.min(Duration::from_millis(2));
+            let _ = tokio::time::timeout(step, closed.changed()).await;
+        }
+    }
+
+    /// The value of `key` at `ts`, which must be safe here (it is, for a timestamp this replica
+    /// handed out; otherwise the call waits up to `follower_wait`).
+    pub async fn get(&self, ts: Timestamp, key: &[u8]) -> Result<Option<Bytes>> {
+        self.txn.limits().check_key(key)?;
+        self.txn_failed()?;
+        self.wait_until_safe(ts).await?;
+        Ok(self.mvcc.get(key, ts.as_nanos())?.map(Bytes::from))
+    }
+
+    /// The live pairs in `range` at `ts` (safe as for [`Replica::get`]), at most `limit`.
+    pub async fn scan(
+        &self,
+        ts: Timestamp,
+        range: (Bound<Bytes>, Bound<Bytes>),
+        limit: Option<usize>,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.txn_failed()?;
+        self.wait_until_safe(ts).await?;
+        if !crate::conflicts::valid(&range) {
+            return Ok(Vec::new());
+        }
+        let conv = |b: &Bound<Bytes>| match b {
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.mvcc
+            .scan((conv(&range.0), conv(&range.1)), ts.as_nanos())?
+            .take(limit.unwrap_or(usize::MAX))
+            .map(|r| r.map(|(k, v)| (Bytes::from(k), Bytes::from(v))).map_err(Error::from))
+            .collect()
+    }
+
+    /// Commits a decided transaction (leader only; see the module docs). Safe to call again with
+    /// the same transaction id: a commit in flight is joined, an applied one answered.
+    pub async fn commit(self: &Arc<Self>, req: CommitRequest) -> Result<CommitInfo> {
+        let start = Instant::now();
+        self.ensure_active().await?;
+        let id = req.txn_id;
+        let commit = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(running) = in_flight.get(&id) {
+                running.clone()
+            } else if let Some(ts) = self.mvcc.commit_ts_of(&id.0)? {
+                drop(in_flight);
+                return self.answer_applied(Timestamp::from_nanos(ts), start).await;
+            } else {
+                let this = self.clone();
+                // The commit runs to its end in a task of its own even if this caller gives up:
+                // its timestamp must stay pending until its record is applied or surely dropped.
+                let task = tokio::spawn(async move {
+                    let result = this.txn.commit_request(req).await;
+                    this.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    result
+                });
+                let shared: SharedCommit = async move {
+                    task.await.unwrap_or_else(|e| Err(Error::Fatal(format!("commit task: {e}"))))
+                }
+                .boxed()
+                .shared();
+                in_flight.insert(id, shared.clone());
+                shared
+            }
+        };
+        match tokio::time::timeout(self.options.commit_timeout, commit).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::OutcomeUnknown(format!(
+                "no outcome within {}; resend with the same transaction id",
+                humantime_short(self.options.commit_timeout)
+            ))),
+        }
+    }
+
+    /// Answers a commit whose transaction was already applied at `ts`, once `ts` has surely
+    /// passed.
+    async fn answer_applied(&self, ts: Timestamp, start: Instant) -> Result<CommitInfo> {
+        let waited = self.txn.oracle().commit_wait(ts).await?.waited;
+        Ok(CommitInfo {
+            ts,
+            commit_wait: Duration::ZERO,
+            durable: Duration::ZERO,
+            wait_beyond_durable: waited,
+            latency: start.elapsed(),
+        })
+    }
+
+    /// Adds a member: as a learner first, then, once it has caught up, as a voter through a joint
+    /// configuration left explicitly. Leader only.
+    pub async fn add_member(&self, member: Member) -> Result<Vec<MemberInfo>> {
+        if member.id == 0 {
+            return Err(Error::Rejected("member id 0 is reserved".into()));
+        }
+        let state = self.leader_state_or_not_leader()?;
+        if state.is_voter(member.id) {
+            return Ok(self.members());
+        }
+        if !state.conf.learners.contains(&member.id) {
+            let mut cc = ConfChangeV2::default();
+            cc.set_changes(vec![single(ConfChangeType::AddLearnerNode, member.id)].into());
+            cc.context = member.encode().into();
+            self.change_membership(cc).await?;
+        }
+        self.wait_caught_up(member.id).await?;
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Explicit);
+        cc.set_changes(vec![single(ConfChangeType::AddNode, member.id)].into());
+        let joint = self.change_membership(cc).await?;
+        let conf = if joint.voters_outgoing.is_empty() {
+            joint
+        } else {
+            self.change_membership(ConfChangeV2::default()).await?
+        };
+        Ok(self.members_in(&conf))
+    }
+
+    /// Removes a member through a joint configuration left explicitly. The leader hands its
+    /// leadership to another voter before removing itself (the caller then retries there).
+    pub async fn remove_member(&self, id: u64) -> Result<Vec<MemberInfo>> {
+        let state = self.leader_state_or_not_leader()?;
+        if !state.members().contains(&id) {
+            return Ok(self.members());
+        }
+        if id == self.id {
+            let Some(&to) = state.conf.voters.iter().find(|&&v| v != id) else {
+                return Err(Error::Rejected("cannot remove the only voter".into()));
+            };
+            self.node.transfer_leader(to);
+            return Err(Error::NotLeader {
+                leader: Some(to),
+                reason:
+                    "the leader is handing over before removing itself; retry at the new leader"
+                        .into(),
+            });
+        }
+        let mut cc = ConfChangeV2::default();
+        if state.is_voter(id) {
+            cc.set_transition(ConfChangeTransition::Explicit);
+        }
+        cc.set_changes(vec![single(ConfChangeType::RemoveNode, id)].into());
+        let mut conf = self.change_membership(cc).await?;
+        if !conf.voters_outgoing.is_empty() {
+            conf = self.change_membership(ConfChangeV2::default()).await?;
+        }
+        Ok(self.members_in(&conf))
+    }
+
+    fn leader_state_or_not_leader(&self) -> Result<NodeState> {
+        let state = self.state.borrow().clone();
+        if state.role != Role::Leader {
+            return Err(self.not_leader(state.leader));
+        }
+        Ok(state)
+    }
+
+    async fn change_membership(&self, cc: ConfChangeV2) -> Result<ConfState> {
+        match self.node.change_membership(cc).await {
+            Ok(Ok(conf)) => Ok(conf),
+            Ok(Err(ProposeError::NotLeader { leader })) => Err(self.not_leader(leader)),
+            Ok(Err(ProposeError::Refused(why))) => Err(Error::Unavailable(why)),
+            Ok(Err(e)) => Err(Error::OutcomeUnknown(format!("membership change: {e}"))),
+            Err(_) => Err(Error::OutcomeUnknown("the Raft node stopped".into())),
+        }
+    }
+
+    /// Waits until member `id` has replicated the leader's log up to the commit index seen at the
+    /// start.
+    async fn wait_caught_up(&self, id: u64) -> Result<()> {
+        let target = self.state.borrow().commit_index;
+        let deadline = Instant::now() + self.options.catch_up_timeout;
+        let mut state = self.state.clone();
+        loop {
+            {
+                let s = state.borrow_and_update();
+                if s.role != Role::Leader {
+                    return Err(self.not_leader(s.leader));
+                }
+                if s.progress.get(&id).is_some_and(|&m| m >= target) {
+                    return Ok(());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Unavailable(format!(
+                    "node {id} did not catch up within {}; it stays a learner",
+                    humantime_short(self.options.catch_up_timeout)
+                )));
+            }
+            let _ = tokio::time::timeout(left, state.changed()).await;
+        }
+    }
+
+    /// Stops the background tasks and the Raft node, after persisting the clock's exact floor.
+    pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
+        self.node.shutdown();
+        if let Err(e) = self.txn.oracle().persist_floor() {
+            tracing::warn!(node = self.id, error = %e, "could not persist the exact timestamp floor");
+        }
+        if let Err(e) = self.mvcc.flush() {
+            tracing::error!(node = self.id, error = %e, "final flush failed");
+        }
+    }
+
+    /// Raises the floor above the log's timestamps and resets the conflict index whenever this
+    /// node becomes leader and has caught up (see the module docs).
+    async fn start_terms(this: std::sync::Weak<Self>, mut stopping: watch::Receiver<bool>) {
+        let Some(mut state) = this.upgrade().map(|r| r.state.clone()) else {
+            return;
+        };
+        loop {
+            let Some(replica) = this.upgrade() else { return };
+            let pending = {
+                let s = state.borrow_and_update();
+                s.leader_state.filter(|ls| {
+                    ls.caught_up && replica.gate.activated_term.load(Ordering::Acquire) != ls.term
+                })
+            };
+            if let Some(ls) = pending {
+                match replica.activate(ls.term, ls.ready_at).await {
+                    Ok(()) => tracing::info!(
+                        node = replica.id,
+                        term = ls.term,
+                        "leader active: timestamps above the log's, conflict index reset"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(node = replica.id, term = ls.term, error = %e, "cannot start the term yet; retrying");
+                        drop(replica);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+            drop(replica);
+            tokio::select! {
+                r = state.changed() => if r.is_err() { return },
+                _ = stopping.changed() => return,
+            }
+        }
+    }
+
+    async fn activate(&self, term: u64, ready_at: Timestamp) -> Result<()> {
+        let reading = wait::usable_reading(&*self.clock, &self.options.policy).await?;
+        // Straight to the oracle: the gate refuses everything until the term is activated.
+        self.txn.oracle().observe(self.shared.max_log_ts(), reading)?;
+        // Earlier leaders' read timestamps all lie below their leases' ends, below ready_at.
+        self.txn.start_term(ready_at);
+        self.gate.activated_term.store(term, Ordering::Release);
+        Ok(())
+    }
+
+    /// While this node is an active leader: proposes a closed timestamp every `close_interval`
+    /// (one at a time).
+    async fn close_timestamps(this: std::sync::Weak<Self>, mut stopping: watch::Receiver<bool>) {
+        let Some(interval) = this.upgrade().map(|r| r.options.close_interval) else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let in_flight = Arc::new(AtomicBool::new(false));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            let Some(replica) = this.upgrade() else { return };
+            if in_flight.load(Ordering::Acquire) || !replica.lease_valid() {
+                continue;
+            }
+            let Ok(ts) = replica.txn.close_timestamp().await else {
+                continue;
+            };
+            in_flight.store(true, Ordering::Release);
+            let done = in_flight.clone();
+            replica.node.propose_then(Command::Close(ts).encode(), move |_| {
+                done.store(false, Ordering::Release);
+            });
+        }
+    }
+}
+
+fn single(change_type: ConfChangeType, node_id: u64) -> ConfChangeSingle {
+    let mut s = ConfChangeSingle::default();
+    s.set_change_type(change_type);
+    s.node_id = node_id;
+    s
+}
+
+fn humantime_short(d: Duration) -> String {
+    if d.as_secs() >= 1 && d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}

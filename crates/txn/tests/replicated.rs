@@ -1,0 +1,447 @@
+//! Replicated transactions in one process: three (or more) replicas on memory engines, an
+//! in-memory network that can cut links, and simulated clocks sharing one true time.
+//!
+//! Each test's doc comment lists its scenario. Timing is never asserted: every wait is bounded
+//! and a test fails only when a guarantee breaks or the cluster does not recover in time.
+
+mod cluster;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use boundkv_clockbound::Timestamp;
+use boundkv_consensus::node::Role;
+use boundkv_storage::Engine as _;
+use boundkv_txn::replica::ReadAt;
+use boundkv_txn::{CommitRequest, Error, TxnId};
+use cluster::{Cluster, blind, member};
+
+const WITHIN: Duration = Duration::from_secs(10);
+const MS: Duration = Duration::from_millis(1);
+
+/// - start three founding members;
+/// - a leader is elected and becomes active;
+/// - a write through it is readable at `now().latest` on every replica, the followers serving
+///   from their closed timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_elects_replicates_and_serves_follower_reads() {
+    let c = Cluster::start(3, MS);
+    let leader = c.leader(WITHIN).await;
+    let info = c.write(&[("greeting", Some("hello"))], WITHIN).await;
+    for id in c.ids() {
+        let (ts, value) = c.read_latest(id, "greeting").await.expect("a read at latest");
+        assert!(ts > info.ts, "node {id}: a read after the commit reads above it");
+        assert_eq!(
+            value.as_deref(),
+            Some(&b"hello"[..]),
+            "node {id} (leader {leader}) sees the write"
+        );
+    }
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+    for id in followers {
+        assert_eq!(c.node(id).state().role, Role::Follower);
+        assert!(
+            c.node(id).closed_ts() >= info.ts,
+            "node {id}'s closed timestamp passed the commit"
+        );
+    }
+    c.shutdown();
+}
+
+/// - a commit with a transaction id, then the same request again (a client's retry), then
+///   again concurrently: exactly one version is written, and every answer has the same
+///   timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_a_retried_commit_applies_once() {
+    let c = Cluster::start(3, MS);
+    let leader = c.node(c.leader(WITHIN).await);
+    let req = blind(&[("k", Some("v1"))]);
+    let first = leader.commit(req.clone()).await.expect("commit");
+    let again = leader.commit(req.clone()).await.expect("the retry is answered");
+    assert_eq!(again.ts, first.ts, "the retry reports the first attempt's timestamp");
+    let req2 = blind(&[("k2", Some("v"))]);
+    let (a, b) = tokio::join!(leader.commit(req2.clone()), leader.commit(req2.clone()));
+    assert_eq!(a.expect("a").ts, b.expect("b").ts, "concurrent duplicates share one commit");
+    let versions: usize = leader
+        .mvcc()
+        .engine()
+        .scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded))
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.first() == Some(&0x01) && k[1..].starts_with(b"k2"))
+        .count();
+    assert_eq!(versions, 1, "one version of k2");
+    c.shutdown();
+}
+
+/// - the leader is stopped;
+/// - a new leader is elected; writes go on; everything written before is still there;
+/// - the old leader restarts and catches up from the log: it serves the new writes;
+/// - commit timestamps of writes made one after another, across the failover, increase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_leader_failover_and_catch_up() {
+    let c = Cluster::start(3, MS);
+    let first = c.leader(WITHIN).await;
+    let mut stamps = Vec::new();
+    for i in 0..5 {
+        stamps.push(c.write(&[(&format!("a{i}"), Some("1"))], WITHIN).await.ts);
+    }
+    c.stop(first);
+    let second = c.new_leader(first, WITHIN).await;
+    for i in 0..5 {
+        stamps.push(c.write(&[(&format!("b{i}"), Some("2"))], WITHIN).await.ts);
+    }
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "timestamps follow real time: {stamps:?}");
+    c.restart(first);
+    let (_, v) = read_until(&c, first, "b4", WITHIN).await;
+    assert_eq!(v.as_deref(), Some(&b"2"[..]), "the restarted node caught up");
+    for id in c.ids() {
+        let (_, v) = c.read_latest(id, "a0").await.expect("read");
+        assert_eq!(v.as_deref(), Some(&b"1"[..]), "node {id} (leader now {second}) kept a0");
+    }
+    c.shutdown();
+}
+
+/// - the leader is cut off from both followers (a minority partition);
+/// - the majority elects a new leader and commits a write;
+/// - the isolated old leader cannot commit, and never serves a read that misses the write: its
+///   reads at `latest` fail (`FollowerBehind` / not the leader) rather than answer stale;
+/// - after healing, it steps down, catches up and serves the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_a_partitioned_leader_neither_commits_nor_reads_stale() {
+    let c = Cluster::start_with(3, MS, |o| o.follower_wait = Duration::from_millis(300));
+    let old = c.leader(WITHIN).await;
+    c.write(&[("x", Some("before"))], WITHIN).await;
+    c.isolate(old);
+    let new = c.new_leader(old, WITHIN).await;
+    c.write(&[("x", Some("after"))], WITHIN).await;
+    let isolated = c.node(old);
+    let commit = isolated.commit(blind(&[("y", Some("lost"))])).await;
+    assert!(commit.is_err(), "the isolated old leader cannot commit: {commit:?}");
+    for _ in 0..5 {
+        match c.read_latest(old, "x").await {
+            Ok((_, v)) => panic!("the isolated node served a read at latest: {v:?}"),
+            Err(Error::FollowerBehind { .. } | Error::NotLeader { .. } | Error::Unavailable(_)) => {
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    c.heal();
+    let (_, v) = read_until(&c, old, "x", WITHIN).await;
+    assert_eq!(
+        v.as_deref(),
+        Some(&b"after"[..]),
+        "after healing node {old} serves the write (leader {new})"
+    );
+    let (_, y) = c.read_latest(new, "y").await.expect("read y");
+    if let Err(Error::NotLeader { .. }) = commit {
+        assert_eq!(y, None, "a commit answered NotLeader did not apply");
+    }
+    c.shutdown();
+}
+
+/// Lease safety under a leader pause longer than the lease:
+/// - the leader's Raft thread stops for 1.5 s (five leases), as a paused process would;
+/// - meanwhile the others elect a new leader, which commits `x = after`;
+/// - reads at `latest` on the paused leader, issued after that commit was acknowledged, must
+///   never return `before`: they wait or fail until the node has learned of the new term.
+///
+/// Its mutation twin ([`t31_mutant_without_leases_reads_stale`]) shows the check can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t31_lease_safety_under_a_leader_pause() {
+    let stale = paused_leader_reads(false).await;
+    assert_eq!(stale, 0, "a paused leader served {stale} stale reads");
+}
+
+/// The mutation twin of [`t31_lease_safety_under_a_leader_pause`]: with leases ignored
+/// (test-only switch), the paused leader still believes it leads and serves the old value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t31_mutant_without_leases_reads_stale() {
+    let stale = paused_leader_reads(true).await;
+    assert!(stale > 0, "the mutant was expected to serve stale reads, and the test to see them");
+}
+
+/// Runs the pause scenario; returns how many reads at the paused leader returned the stale value.
+async fn paused_leader_reads(ignore_lease: bool) -> usize {
+    let c = Cluster::start_with(3, MS, move |o| {
+        o.unsafe_ignore_lease = ignore_lease;
+        o.follower_wait = Duration::from_millis(200);
+    });
+    let old = c.leader(WITHIN).await;
+    c.write(&[("x", Some("before"))], WITHIN).await;
+    let paused = c.node(old);
+    paused.node().pause_for_test(Duration::from_millis(1500));
+    // The others elect a leader and commit while the old one sleeps.
+    let deadline = std::time::Instant::now() + WITHIN;
+    let new = loop {
+        let mut found = None;
+        for id in c.ids().into_iter().filter(|&i| i != old) {
+            if c.node(id).state().role == Role::Leader {
+                found = Some(id);
+            }
+        }
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new leader during the pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let info = loop {
+        match c.node(new).commit(blind(&[("x", Some("after"))])).await {
+            Ok(info) => break info,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("the new leader could not commit: {e}"),
+        }
+    };
+    // Reads at the paused node, each begun after the commit was acknowledged.
+    let mut stale = 0;
+    for _ in 0..10 {
+        if let Ok((ts, v)) = c.read_latest(old, "x").await {
+            if v.as_deref() == Some(&b"before"[..]) {
+                assert!(ts > info.ts || ignore_lease, "a read at latest is above the commit");
+                stale += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.shutdown();
+    stale
+}
+
+/// Snapshot catch-up:
+/// - node 3 stops; 300 writes go in, and the log is compacted behind them (keep 20 entries);
+/// - node 3 restarts: the entries it lacks are gone, so the leader sends a snapshot; it installs
+///   it and serves every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_a_lagging_follower_catches_up_by_snapshot() {
+    let c = Cluster::start_with(3, MS, |o| o.node.keep_entries = 20);
+    let leader = c.leader(WITHIN).await;
+    let lagging = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    c.stop(lagging);
+    for i in 0..300 {
+        c.write(&[(&format!("k{i:03}"), Some("v"))], WITHIN).await;
+    }
+    let first = boundkv_consensus::raft::Storage::first_index(
+        &boundkv_consensus::log_store::RaftLogStore::open(c.engines[&leader].clone()).unwrap(),
+    )
+    .unwrap();
+    assert!(first > 50, "the leader compacted its log (first index {first})");
+    c.restart(lagging);
+    let (_, v) = read_until(&c, lagging, "k299", WITHIN).await;
+    assert_eq!(v.as_deref(), Some(&b"v"[..]));
+    let (_, v) = c.read_latest(lagging, "k000").await.unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v"[..]), "the snapshot carried the old writes");
+    let truncated = boundkv_consensus::log_store::RaftLogStore::open(c.engines[&lagging].clone())
+        .unwrap()
+        .truncated();
+    assert!(
+        truncated.0 > 1,
+        "node {lagging} installed a snapshot (log starts after {truncated:?})"
+    );
+    c.shutdown();
+}
+
+/// Membership with joint consensus:
+/// - node 4 starts empty (not a founding member) and is added: as a learner, caught up (by
+///   snapshot: the log is compacted), promoted to voter through a joint configuration, which
+///   is then left;
+/// - node 1 is removed the same way (if it leads, it hands leadership over first);
+/// - writes go on, and node 4 serves them, with the membership it learned from the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_add_a_learner_promote_it_and_remove_a_voter() {
+    let mut c = Cluster::start_with(3, MS, |o| o.node.keep_entries = 20);
+    c.leader(WITHIN).await;
+    for i in 0..100 {
+        c.write(&[(&format!("m{i:03}"), Some("v"))], WITHIN).await;
+    }
+    c.add_node(4, MS);
+    let members = retry_leader(&c, |n| {
+        let n = n.clone();
+        async move { n.add_member(member(4)).await }
+    })
+    .await;
+    assert!(members.iter().any(|m| m.member.id == 4 && m.voter), "node 4 votes: {members:?}");
+    let state = settled_conf(&c, &[1, 2, 3, 4]).await;
+    assert!(!state.is_joint(), "the joint configuration was left");
+
+    let members = retry_leader(&c, |n| {
+        let n = n.clone();
+        async move { n.remove_member(1).await }
+    })
+    .await;
+    assert!(members.iter().all(|m| m.member.id != 1), "node 1 is gone: {members:?}");
+    let state = settled_conf(&c, &[2, 3, 4]).await;
+    assert_ne!(state.id, 1, "node 1 no longer leads");
+    assert!(!state.is_joint());
+
+    c.write(&[("after", Some("membership"))], WITHIN).await;
+    let (_, v) = read_until(&c, 4, "after", WITHIN).await;
+    assert_eq!(v.as_deref(), Some(&b"membership"[..]));
+    let (_, v) = c.read_latest(4, "m000").await.unwrap();
+    assert_eq!(v.as_deref(), Some(&b"v"[..]), "node 4 has the data from before it joined");
+    let addresses = c.node(4).members();
+    assert!(
+        addresses.iter().any(|m| m.member.id == 2 && m.member.client_address == "mem-client-2"),
+        "node 4 knows the founding members' addresses: {addresses:?}"
+    );
+    c.shutdown();
+}
+
+/// Read-write transactions across replicas: a transaction that read a key conflicts with a
+/// commit to it after its read timestamp; one that read before a leader change is `Expired`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_validation_and_leader_change() {
+    let c = Cluster::start(3, MS);
+    let leader = c.node(c.leader(WITHIN).await);
+    let r = leader.begin_read_write().await.unwrap();
+    assert_eq!(leader.get(r, b"acct").await.unwrap(), None);
+    c.write(&[("acct", Some("10"))], WITHIN).await;
+    let stale = CommitRequest {
+        txn_id: TxnId::random(),
+        read_ts: Some(r),
+        read_keys: [Bytes::from("acct")].into(),
+        read_ranges: vec![],
+        writes: [(Bytes::from("acct"), Some(Bytes::from("1")))].into(),
+    };
+    match leader.commit(stale).await {
+        Err(Error::Conflict { key, .. }) => assert_eq!(key, "acct"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let r2 = leader.begin_read_write().await.unwrap();
+    let old = leader.id();
+    c.stop(old);
+    let new = c.node(c.new_leader(old, WITHIN).await);
+    let late = CommitRequest {
+        txn_id: TxnId::random(),
+        read_ts: Some(r2),
+        read_keys: [Bytes::from("acct")].into(),
+        read_ranges: vec![],
+        writes: [(Bytes::from("acct"), Some(Bytes::from("2")))].into(),
+    };
+    match new.commit(late).await {
+        Err(Error::Expired { .. }) => {}
+        other => panic!("a transaction that read under the old leader must be Expired: {other:?}"),
+    }
+    c.shutdown();
+}
+
+/// External consistency across replicas whose clocks err in opposite directions (+4 ms on every
+/// node but the reader, -4 ms on the reader, bound 5 ms): a write acknowledged by the leader is
+/// seen by a read at `latest` begun afterwards on a follower, every time. Its mutation twin
+/// ([`t70_mutant_without_commit_wait_reads_stale`]) acknowledges without commit wait and must be
+/// caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_follower_reads_see_acknowledged_writes_under_skew() {
+    let missed = skewed_hand_offs(false).await;
+    assert_eq!(missed, 0, "{missed} follower reads missed an acknowledged write");
+}
+
+/// See [`t70_follower_reads_see_acknowledged_writes_under_skew`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_mutant_without_commit_wait_reads_stale() {
+    let missed = skewed_hand_offs(true).await;
+    assert!(missed > 0, "without commit wait the follower must miss some writes");
+}
+
+async fn skewed_hand_offs(skip_commit_wait: bool) -> usize {
+    let bound = Duration::from_millis(5);
+    let c =
+        Cluster::start_with(3, bound, move |o| o.txn.unsafe_skip_commit_wait = skip_commit_wait);
+    let leader = c.leader(WITHIN).await;
+    let reader = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    for (&id, clock) in &c.clocks {
+        clock.set_offset_nanos(if id == reader { -4_000_000 } else { 4_000_000 });
+    }
+    let mut missed = 0;
+    for i in 0..20 {
+        let value = format!("v{i}");
+        let info = c.write(&[("probe", Some(&value))], WITHIN).await;
+        // The acknowledgement is in: a read that begins now must see the write.
+        let (ts, seen) = c.read_latest(reader, "probe").await.expect("follower read");
+        if seen.as_deref() != Some(value.as_bytes()) {
+            assert!(skip_commit_wait, "read at {ts:?} missed the commit at {:?}", info.ts);
+            missed += 1;
+        }
+    }
+    c.shutdown();
+    missed
+}
+
+/// Reads at exact and bounded-stale timestamps on followers; a timestamp beyond a replica's
+/// clock is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_time_travel_and_staleness_on_followers() {
+    let c = Cluster::start(3, MS);
+    let leader = c.leader(WITHIN).await;
+    let one = c.write(&[("t", Some("1"))], WITHIN).await;
+    let two = c.write(&[("t", Some("2"))], WITHIN).await;
+    let follower = c.node(c.ids().into_iter().find(|&i| i != leader).unwrap());
+    let ts = follower.begin_read_only(ReadAt::Exact(one.ts)).await.unwrap();
+    assert_eq!(follower.get(ts, b"t").await.unwrap().as_deref(), Some(&b"1"[..]));
+    let ts = follower.begin_read_only(ReadAt::Exact(two.ts)).await.unwrap();
+    assert_eq!(follower.get(ts, b"t").await.unwrap().as_deref(), Some(&b"2"[..]));
+    let ts = follower.begin_read_only(ReadAt::MaxStaleness(Duration::from_secs(10))).await.unwrap();
+    assert!(ts >= two.ts || follower.get(ts, b"t").await.unwrap().is_some());
+    let future = Timestamp::from_nanos(two.ts.as_nanos() + 3_600_000_000_000);
+    assert!(matches!(
+        follower.begin_read_only(ReadAt::Exact(future)).await,
+        Err(Error::TimestampInFuture { .. })
+    ));
+    c.shutdown();
+}
+
+/// The leader's published state once its voters are `voters` (the state is published after
+/// each Raft round, so it may trail an applied change by a moment).
+async fn settled_conf(c: &Cluster, voters: &[u64]) -> boundkv_consensus::node::NodeState {
+    let want: BTreeSet<u64> = voters.iter().copied().collect();
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        let state = c.node(c.leader(WITHIN).await).state();
+        let have: BTreeSet<u64> = state.conf.voters.iter().copied().collect();
+        if have == want && !state.is_joint() {
+            return state;
+        }
+        assert!(std::time::Instant::now() < deadline, "voters {have:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads `key` at latest on `node` until it is present (or the deadline).
+async fn read_until(
+    c: &Cluster,
+    node: u64,
+    key: &str,
+    within: Duration,
+) -> (Timestamp, Option<Bytes>) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok((ts, Some(v))) = c.read_latest(node, key).await {
+            return (ts, Some(v));
+        }
+        assert!(std::time::Instant::now() < deadline, "node {node} never served {key}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `f` at the current leader until it succeeds (retryable errors are retried).
+async fn retry_leader<T, F, Fut>(c: &Cluster, f: F) -> T
+where
+    F: Fn(&std::sync::Arc<boundkv_txn::replica::Replica<boundkv_storage::MemoryEngine>>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let deadline = std::time::Instant::now() + WITHIN * 3;
+    loop {
+        let l = c.node(c.leader(WITHIN).await);
+        match f(&l).await {
+            Ok(t) => return t,
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tracing::info!("retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("failed: {e}"),
+        }
+    }
+}
