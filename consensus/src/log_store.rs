@@ -647,9 +647,7 @@ impl<E: Engine> RaftLogStore<E> {
             no_sync: false,
             error: None,
         };
-        let mut meta = SnapshotMetadata::default();
-        meta.index = 1;
-        meta.term = 1;
+        let mut meta = SnapshotMetadata { index: 1, term: 1, ..SnapshotMetadata::default() };
         meta.set_conf_state(conf_state);
         w.apply_snapshot(&meta);
         w.include(state);

@@ -992,7 +992,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
         }
         if !read.waiters.is_empty() {
-            self.read_waiters.entry(rs.index).or_default().extend(read.waiters.drain(..));
+            self.read_waiters.entry(rs.index).or_default().append(&mut read.waiters);
         }
     }
 

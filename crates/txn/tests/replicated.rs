@@ -199,11 +199,11 @@ async fn paused_leader_reads(ignore_lease: bool) -> usize {
     // Reads at the paused node, each begun after the commit was acknowledged.
     let mut stale = 0;
     for _ in 0..10 {
-        if let Ok((ts, v)) = c.read_latest(old, "x").await {
-            if v.as_deref() == Some(&b"before"[..]) {
-                assert!(ts > info.ts || ignore_lease, "a read at latest is above the commit");
-                stale += 1;
-            }
+        if let Ok((ts, v)) = c.read_latest(old, "x").await
+            && v.as_deref() == Some(&b"before"[..])
+        {
+            assert!(ts > info.ts || ignore_lease, "a read at latest is above the commit");
+            stale += 1;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,17 +1,17 @@
-//! The key-value commands on an embedded database: `put`, `get`, `delete`, `scan`, `txn`,
-//! `status`.
+//! The key-value commands: `put`, `get`, `delete`, `scan`, `txn`, `status`, on an embedded
+//! database or a cluster (see [`crate::target`] for which).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use boundkv::{CommitInfo, Db, Snapshot, Timestamp};
+use boundkv::{Db, Snapshot, Timestamp};
 use clap::Args;
 
-use crate::clock_args::ClockArgs;
-use crate::data_args::{DataArgs, parse_timestamp};
+use crate::data_args::parse_timestamp;
 use crate::fmt;
+use crate::target::{Cluster, Committed, Target};
 
 /// Which snapshot a read uses.
 #[derive(Args, Debug, Clone)]
@@ -30,6 +30,16 @@ impl ReadAt {
             (Some(ts), _) => db.read_at(ts)?,
             (None, Some(d)) => db.read_stale(d)?,
             (None, None) => db.read_only()?,
+        })
+    }
+
+    async fn remote(&self, c: &Cluster) -> anyhow::Result<boundkv_client::Snapshot> {
+        Ok(match (self.at, self.max_staleness) {
+            (Some(ts), _) => {
+                c.client.read_at(boundkv_client::Timestamp::from_nanos(ts.as_nanos())).await?
+            }
+            (None, Some(d)) => c.client.read_stale(d).await?,
+            (None, None) => c.client.read_only().await?,
         })
     }
 }
@@ -82,48 +92,63 @@ pub(crate) struct TxnCmd {
     script: Option<String>,
 }
 
-fn print_commit(out: &mut impl Write, what: &str, info: &CommitInfo) -> std::io::Result<()> {
+fn print_commit(out: &mut impl Write, what: &str, info: &Committed) -> std::io::Result<()> {
     writeln!(
         out,
-        "{what} at {} ({}) in {}: commit wait {} (overlapped the {} durable write; added {})",
+        "{what} at {} ({}) in {}: commit wait {} (overlapped the {} {}; added {})",
         info.ts,
         info.ts.as_nanos(),
         fmt::duration(info.latency),
         fmt::duration(info.commit_wait),
         fmt::duration(info.durable),
+        if info.replicated { "replication" } else { "durable write" },
         fmt::duration(info.wait_beyond_durable),
     )
 }
 
 impl Put {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
-        let db = data.open(clock)?;
-        let info = db.put(&self.key, &self.value)?;
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
+        let info = match target {
+            Target::Embedded(db) => Committed::local(&db.put(&self.key, &self.value)?),
+            Target::Cluster(c) => {
+                Committed::remote(&c.block_on(c.client.put(&self.key, &self.value))?)
+            }
+        };
         print_commit(&mut std::io::stdout(), "committed", &info)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
 impl Delete {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
-        let db = data.open(clock)?;
-        let info = db.delete(&self.key)?;
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
+        let info = match target {
+            Target::Embedded(db) => Committed::local(&db.delete(&self.key)?),
+            Target::Cluster(c) => Committed::remote(&c.block_on(c.client.delete(&self.key))?),
+        };
         print_commit(&mut std::io::stdout(), "deleted", &info)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
 impl Get {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
-        let db = data.open(clock)?;
-        let snapshot = self.at.snapshot(&db)?;
-        match snapshot.get(&self.key)? {
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
+        let (value, ts) = match target {
+            Target::Embedded(db) => {
+                let snapshot = self.at.snapshot(&db)?;
+                (snapshot.get(&self.key)?, snapshot.ts().to_string())
+            }
+            Target::Cluster(c) => c.block_on(async {
+                let snapshot = self.at.remote(&c).await?;
+                anyhow::Ok((snapshot.get(&self.key).await?, snapshot.ts().to_string()))
+            })?,
+        };
+        match value {
             Some(v) => {
                 println!("{}", fmt::bytes(&v));
                 Ok(ExitCode::SUCCESS)
             }
             None => {
-                eprintln!("{} not found (at {})", self.key, snapshot.ts());
+                eprintln!("{} not found (at {ts})", self.key);
                 Ok(ExitCode::from(1))
             }
         }
@@ -131,29 +156,29 @@ impl Get {
 }
 
 impl Scan {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
-        let db = data.open(clock)?;
-        let snapshot = self.at.snapshot(&db)?;
-        let rows = scan(&snapshot, self.from.as_deref(), self.to.as_deref(), self.limit)?;
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
+        use std::ops::Bound;
+        let lo = self.from.as_deref().map_or(Bound::Unbounded, |f| Bound::Included(f.as_bytes()));
+        let hi = self.to.as_deref().map_or(Bound::Unbounded, |t| Bound::Excluded(t.as_bytes()));
+        let (rows, ts, nanos) = match target {
+            Target::Embedded(db) => {
+                let snapshot = self.at.snapshot(&db)?;
+                let rows = snapshot.scan::<[u8]>((lo, hi), self.limit)?;
+                (rows, snapshot.ts().to_string(), snapshot.ts().as_nanos())
+            }
+            Target::Cluster(c) => c.block_on(async {
+                let snapshot = self.at.remote(&c).await?;
+                let rows = snapshot.scan::<[u8]>((lo, hi), self.limit).await?;
+                anyhow::Ok((rows, snapshot.ts().to_string(), snapshot.ts().as_nanos()))
+            })?,
+        };
         let mut out = std::io::stdout().lock();
         for (k, v) in &rows {
             writeln!(out, "{}\t{}", fmt::bytes(k), fmt::bytes(v))?;
         }
-        eprintln!("{} pairs at {} ({})", rows.len(), snapshot.ts(), snapshot.ts().as_nanos());
+        eprintln!("{} pairs at {ts} ({nanos})", rows.len());
         Ok(ExitCode::SUCCESS)
     }
-}
-
-fn scan(
-    snapshot: &Snapshot,
-    from: Option<&str>,
-    to: Option<&str>,
-    limit: Option<usize>,
-) -> boundkv::Result<Vec<(boundkv::Bytes, boundkv::Bytes)>> {
-    use std::ops::Bound;
-    let lo = from.map_or(Bound::Unbounded, |f| Bound::Included(f.as_bytes()));
-    let hi = to.map_or(Bound::Unbounded, |t| Bound::Excluded(t.as_bytes()));
-    snapshot.scan::<[u8]>((lo, hi), limit)
 }
 
 /// One statement of a `txn` script.
@@ -226,7 +251,7 @@ fn split_statements(script: &str) -> anyhow::Result<Vec<Vec<String>>> {
 }
 
 impl TxnCmd {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
         let script = match self.script.as_deref() {
             None | Some("-") => {
                 let mut s = String::new();
@@ -239,35 +264,18 @@ impl TxnCmd {
         if statements.is_empty() {
             bail!("the script has no statements");
         }
-        let db = data.open(clock)?;
         // Output is produced inside the closure, which may be retried after a conflict; collect it
         // and print once, from the attempt that committed.
-        let (output, info) = db.transaction(|txn| {
-            let mut out = Vec::new();
-            for st in &statements {
-                match st {
-                    Statement::Get(k) => match txn.get(k)? {
-                        Some(v) => out.push(format!("{k} = {}", fmt::bytes(&v))),
-                        None => out.push(format!("{k} (not found)")),
-                    },
-                    Statement::Put(k, v) => txn.put(k, v)?,
-                    Statement::Delete(k) => txn.delete(k)?,
-                    Statement::Scan(f, t) => {
-                        use std::ops::Bound;
-                        let lo = f
-                            .as_deref()
-                            .map_or(Bound::Unbounded, |f| Bound::Included(f.as_bytes()));
-                        let hi = t
-                            .as_deref()
-                            .map_or(Bound::Unbounded, |t| Bound::Excluded(t.as_bytes()));
-                        for (k, v) in txn.scan::<[u8]>((lo, hi), None)? {
-                            out.push(format!("{}\t{}", fmt::bytes(&k), fmt::bytes(&v)));
-                        }
-                    }
-                }
+        let (output, info) = match target {
+            Target::Embedded(db) => {
+                let (output, info) = run_local(&db, &statements)?;
+                (output, Committed::local(&info))
             }
-            Ok(out)
-        })?;
+            Target::Cluster(c) => {
+                let (output, info) = c.block_on(run_remote(&c, &statements))?;
+                (output, Committed::remote(&info))
+            }
+        };
         let mut stdout = std::io::stdout().lock();
         for line in output {
             writeln!(stdout, "{line}")?;
@@ -279,28 +287,96 @@ impl TxnCmd {
     }
 }
 
-/// `boundkv status` on an embedded database.
+fn bounds<'a>(
+    f: &'a Option<String>,
+    t: &'a Option<String>,
+) -> (std::ops::Bound<&'a [u8]>, std::ops::Bound<&'a [u8]>) {
+    use std::ops::Bound;
+    (
+        f.as_deref().map_or(Bound::Unbounded, |f| Bound::Included(f.as_bytes())),
+        t.as_deref().map_or(Bound::Unbounded, |t| Bound::Excluded(t.as_bytes())),
+    )
+}
+
+fn run_local(
+    db: &Db,
+    statements: &[Statement],
+) -> boundkv::Result<(Vec<String>, boundkv::CommitInfo)> {
+    db.transaction(|txn| {
+        let mut out = Vec::new();
+        for st in statements {
+            match st {
+                Statement::Get(k) => match txn.get(k)? {
+                    Some(v) => out.push(format!("{k} = {}", fmt::bytes(&v))),
+                    None => out.push(format!("{k} (not found)")),
+                },
+                Statement::Put(k, v) => txn.put(k, v)?,
+                Statement::Delete(k) => txn.delete(k)?,
+                Statement::Scan(f, t) => {
+                    for (k, v) in txn.scan::<[u8]>(bounds(f, t), None)? {
+                        out.push(format!("{}\t{}", fmt::bytes(&k), fmt::bytes(&v)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+async fn run_remote(
+    c: &Cluster,
+    statements: &[Statement],
+) -> boundkv_client::Result<(Vec<String>, boundkv_client::CommitInfo)> {
+    c.client
+        .transaction(async |txn| {
+            let mut out = Vec::new();
+            for st in statements {
+                match st {
+                    Statement::Get(k) => match txn.get(k).await? {
+                        Some(v) => out.push(format!("{k} = {}", fmt::bytes(&v))),
+                        None => out.push(format!("{k} (not found)")),
+                    },
+                    Statement::Put(k, v) => txn.put(k, v)?,
+                    Statement::Delete(k) => txn.delete(k)?,
+                    Statement::Scan(f, t) => {
+                        for (k, v) in txn.scan::<[u8]>(bounds(f, t), None).await? {
+                            out.push(format!("{}\t{}", fmt::bytes(&k), fmt::bytes(&v)));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// `boundkv status`: an embedded database's storage and clock, or a cluster's members, leader,
+/// term, indexes and each node's clock.
 #[derive(Args, Debug)]
 pub(crate) struct Status {}
 
 impl Status {
-    pub(crate) fn run(&self, clock: &ClockArgs, data: &DataArgs) -> anyhow::Result<ExitCode> {
-        let db = data.open(clock)?;
-        let s = db.status()?;
-        println!("database    {}", s.path.display());
-        println!(
-            "storage     {} ({} bytes on disk; durability: {})",
-            s.storage.name, s.storage.size_on_disk, s.storage.durability
-        );
-        println!("clock       {}", s.clock);
-        println!("last commit {}", s.max_commit_ts);
-        println!("safe time   {} (reads at or below it never wait)", s.safe_time);
-        if s.gc_horizon == Timestamp::ZERO {
-            println!("gc horizon  none yet (every version since creation is kept)");
-        } else {
-            println!("gc horizon  {}", s.gc_horizon);
+    pub(crate) fn run(&self, target: Target) -> anyhow::Result<ExitCode> {
+        match target {
+            Target::Embedded(db) => {
+                let s = db.status()?;
+                println!("database    {}", s.path.display());
+                println!(
+                    "storage     {} ({} bytes on disk; durability: {})",
+                    s.storage.name, s.storage.size_on_disk, s.storage.durability
+                );
+                println!("clock       {}", s.clock);
+                println!("last commit {}", s.max_commit_ts);
+                println!("safe time   {} (reads at or below it never wait)", s.safe_time);
+                if s.gc_horizon == Timestamp::ZERO {
+                    println!("gc horizon  none yet (every version since creation is kept)");
+                } else {
+                    println!("gc horizon  {}", s.gc_horizon);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Target::Cluster(c) => crate::cmd::cluster::print_status(&c),
         }
-        Ok(ExitCode::SUCCESS)
     }
 }
 

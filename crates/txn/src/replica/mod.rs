@@ -241,7 +241,7 @@ impl TimestampGate for LeaderGate {
             }
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
             Leadership::Active { lease_until } => {
-                if !lease_until.is_some_and(|until| ts < until) {
+                if lease_until.is_none_or(|until| ts >= until) {
                     return Err(Error::Unavailable(
                         "the leader's lease has lapsed; it is renewing it".into(),
                     ));
@@ -422,6 +422,11 @@ impl<E: Engine> Replica<E> {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// Which clock readings this replica uses.
+    pub fn policy(&self) -> &ClockPolicy {
+        &self.options.policy
     }
 
     /// What the state machine publishes: applied index, closed timestamp, members.
@@ -655,17 +660,22 @@ impl<E: Engine> Replica<E> {
         let start = Instant::now();
         self.ensure_active().await?;
         let id = req.txn_id;
-        let commit = {
+        enum Found {
+            Running(SharedCommit),
+            Applied(u64),
+        }
+        let found = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(running) = in_flight.get(&id) {
-                running.clone()
+                Found::Running(running.clone())
             } else if let Some(ts) = self.mvcc.commit_ts_of(&id.0)? {
-                drop(in_flight);
-                return self.answer_applied(Timestamp::from_nanos(ts), start).await;
+                Found::Applied(ts)
             } else {
                 let this = self.clone();
                 // The commit runs to its end in a task of its own even if this caller gives up:
                 // its timestamp must stay pending until its record is applied or surely dropped.
+                // The task removes itself from the map under the same lock, so not before it
+                // was inserted.
                 let task = tokio::spawn(async move {
                     let result = this.txn.commit_request(req).await;
                     this.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -677,7 +687,13 @@ impl<E: Engine> Replica<E> {
                 .boxed()
                 .shared();
                 in_flight.insert(id, shared.clone());
-                shared
+                Found::Running(shared)
+            }
+        };
+        let commit = match found {
+            Found::Running(commit) => commit,
+            Found::Applied(ts) => {
+                return self.answer_applied(Timestamp::from_nanos(ts), start).await;
             }
         };
         match tokio::time::timeout(self.options.commit_timeout, commit).await {

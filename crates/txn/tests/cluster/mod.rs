@@ -18,7 +18,7 @@ use boundkv_txn::replica::{Member, ReadAt, Replica, ReplicaOptions};
 use boundkv_txn::{CommitInfo, CommitRequest, Error, TxnId};
 
 /// Fast Raft settings: 10 ms ticks, elections after 100-200 ms, a 300 ms lease.
-pub fn fast_node(id: u64) -> NodeConfig {
+pub(crate) fn fast_node(id: u64) -> NodeConfig {
     NodeConfig {
         id,
         tick: Duration::from_millis(10),
@@ -31,7 +31,7 @@ pub fn fast_node(id: u64) -> NodeConfig {
     }
 }
 
-pub fn member(id: u64) -> Member {
+pub(crate) fn member(id: u64) -> Member {
     Member {
         id,
         peer_address: format!("mem-peer-{id}"),
@@ -39,24 +39,24 @@ pub fn member(id: u64) -> Member {
     }
 }
 
-pub struct Cluster {
-    pub router: MemoryRouter,
+pub(crate) struct Cluster {
+    pub(crate) router: MemoryRouter,
     /// True time; every node's clock is a sibling of it.
-    pub truth: SimClock,
-    pub clocks: BTreeMap<u64, SimClock>,
-    pub engines: BTreeMap<u64, Arc<MemoryEngine>>,
-    pub nodes: Mutex<BTreeMap<u64, Arc<Replica<MemoryEngine>>>>,
-    pub options: Box<dyn Fn(u64) -> ReplicaOptions + Send + Sync>,
+    pub(crate) truth: SimClock,
+    pub(crate) clocks: BTreeMap<u64, SimClock>,
+    pub(crate) engines: BTreeMap<u64, Arc<MemoryEngine>>,
+    pub(crate) nodes: Mutex<BTreeMap<u64, Arc<Replica<MemoryEngine>>>>,
+    pub(crate) options: Box<dyn Fn(u64) -> ReplicaOptions + Send + Sync>,
 }
 
 impl Cluster {
     /// `n` founding members, with a clock bound of `bound` and no offsets.
-    pub fn start(n: u64, bound: Duration) -> Cluster {
+    pub(crate) fn start(n: u64, bound: Duration) -> Cluster {
         Self::start_with(n, bound, |_| {})
     }
 
     /// As `start`, letting `tune` adjust each node's options.
-    pub fn start_with(
+    pub(crate) fn start_with(
         n: u64,
         bound: Duration,
         tune: impl Fn(&mut ReplicaOptions) + Send + Sync + 'static,
@@ -116,7 +116,7 @@ impl Cluster {
     }
 
     /// Adds a node that is not a founding member (empty engine, clock like the others).
-    pub fn add_node(&mut self, id: u64, bound: Duration) {
+    pub(crate) fn add_node(&mut self, id: u64, bound: Duration) {
         let c = self.truth.sibling();
         c.set_bound(bound);
         self.clocks.insert(id, c);
@@ -124,27 +124,27 @@ impl Cluster {
         self.boot(id, false);
     }
 
-    pub fn node(&self, id: u64) -> Arc<Replica<MemoryEngine>> {
+    pub(crate) fn node(&self, id: u64) -> Arc<Replica<MemoryEngine>> {
         self.nodes.lock().unwrap()[&id].clone()
     }
 
-    pub fn ids(&self) -> Vec<u64> {
+    pub(crate) fn ids(&self) -> Vec<u64> {
         self.nodes.lock().unwrap().keys().copied().collect()
     }
 
     /// Stops node `id` (its engine, like a disk, survives for `restart`).
-    pub fn stop(&self, id: u64) {
+    pub(crate) fn stop(&self, id: u64) {
         let node = self.nodes.lock().unwrap().remove(&id).expect("a running node");
         self.router.unregister(id);
         node.shutdown();
     }
 
-    pub fn restart(&self, id: u64) {
+    pub(crate) fn restart(&self, id: u64) {
         self.boot(id, false);
     }
 
     /// Waits until some running node is an active leader (serves a read-write timestamp).
-    pub async fn leader(&self, within: Duration) -> u64 {
+    pub(crate) async fn leader(&self, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
             for id in self.ids() {
@@ -163,7 +163,7 @@ impl Cluster {
     }
 
     /// Waits until a node other than `not` is an active leader.
-    pub async fn new_leader(&self, not: u64, within: Duration) -> u64 {
+    pub(crate) async fn new_leader(&self, not: u64, within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         loop {
             let l = self.leader(within).await;
@@ -178,7 +178,7 @@ impl Cluster {
     /// Commits `writes` through whichever node leads, retrying retryable errors (with a fresh
     /// transaction for NotLeader/Unavailable, the same id for OutcomeUnknown), for at most
     /// `within`.
-    pub async fn write(&self, writes: &[(&str, Option<&str>)], within: Duration) -> CommitInfo {
+    pub(crate) async fn write(&self, writes: &[(&str, Option<&str>)], within: Duration) -> CommitInfo {
         let deadline = Instant::now() + within;
         let request = blind(writes);
         loop {
@@ -195,7 +195,7 @@ impl Cluster {
     }
 
     /// A read-only read of `key` at `node`, at `now().latest` of that node's clock.
-    pub async fn read_latest(
+    pub(crate) async fn read_latest(
         &self,
         node: u64,
         key: &str,
@@ -205,16 +205,16 @@ impl Cluster {
         Ok((ts, n.get(ts, key.as_bytes()).await?))
     }
 
-    pub fn isolate(&self, id: u64) {
+    pub(crate) fn isolate(&self, id: u64) {
         let all: Vec<u64> = self.clocks.keys().copied().collect();
         self.router.isolate(id, &all);
     }
 
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         self.router.heal();
     }
 
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         for id in self.ids() {
             self.stop(id);
         }
@@ -222,7 +222,7 @@ impl Cluster {
 }
 
 /// A blind write (nothing read), with a fresh transaction id.
-pub fn blind(writes: &[(&str, Option<&str>)]) -> CommitRequest {
+pub(crate) fn blind(writes: &[(&str, Option<&str>)]) -> CommitRequest {
     CommitRequest {
         txn_id: TxnId::random(),
         read_ts: None,

@@ -1,0 +1,315 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! | metric | kind | what |
+//! |---|---|---|
+//! | `boundkv_requests_total{kind,outcome}` | counter | client requests by kind (`commit`, `get`, ...) and outcome (`ok`, `conflict`, `not_leader`, ...) |
+//! | `boundkv_request_duration_seconds{kind}` | histogram | server-side latency of client requests |
+//! | `boundkv_commit_wait_seconds` | histogram | the commit wait the clock imposed (`s − earliest`, about 2ε) |
+//! | `boundkv_commit_wait_added_seconds` | histogram | what commit wait added beyond replication and durability |
+//! | `boundkv_commit_durable_seconds` | histogram | from choosing `s` until the commit was applied on a quorum-durable log |
+//! | `boundkv_clock_bound_seconds` | gauge | the clock's current bound ε |
+//! | `boundkv_clock_usable` | gauge | 1 when the clock's reading may be used for timestamps |
+//! | `boundkv_clock_status{status}` | gauge | 1 for the clock's current status |
+//! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
+//! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
+//! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
+//! | `boundkv_bad_frames_total` | counter | client frames that did not decode or were too large |
+//! | `boundkv_peer_messages_sent_total{peer}`, `boundkv_peer_messages_dropped_total{peer}`, `boundkv_peer_connected{peer}` | gauges | the Raft transport, per peer |
+//! | `boundkv_storage_bytes` | gauge | the database's size on disk |
+//!
+//! The gauges are read from the node when scraped, so they are never stale. The HTTP server is
+//! a few lines over tokio rather than a web framework: it answers one path, and keeping hyper and
+//! its stack out of the build saves minutes on a 2-core CI machine.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use boundkv_clockbound::ClockStatus;
+use boundkv_consensus::node::Role;
+use boundkv_storage::{Engine, SledEngine};
+use boundkv_txn::CommitInfo;
+use boundkv_txn::replica::Replica;
+
+use crate::peer::PeerTransport;
+
+type Labels2 = [(&'static str, &'static str); 2];
+type Labels1 = [(&'static str, String); 1];
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The server's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels2, Counter>,
+    request_duration: Family<[(&'static str, &'static str); 1], Histogram>,
+    commit_wait: Histogram,
+    commit_wait_added: Histogram,
+    commit_durable: Histogram,
+    pub(crate) bad_frames: Counter,
+    clock_bound: FloatGauge,
+    clock_usable: Gauge,
+    clock_status: Family<[(&'static str, &'static str); 1], Gauge>,
+    term: Gauge,
+    leader_id: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    last_index: Gauge,
+    is_leader: Gauge,
+    lease_valid: Gauge,
+    closed_lag: FloatGauge,
+    peer_sent: Family<Labels1, Gauge>,
+    peer_dropped: Family<Labels1, Gauge>,
+    peer_connected: Family<Labels1, Gauge>,
+    storage_bytes: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    // 10 µs to about 21 s.
+    exponential_buckets(10e-6, 2.0, 22)
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("boundkv");
+        let requests = Family::<Labels2, Counter>::default();
+        registry.register("requests", "Client requests by kind and outcome", requests.clone());
+        let request_duration =
+            Family::<[(&'static str, &'static str); 1], Histogram>::new_with_constructor(|| {
+                Histogram::new(latency_buckets())
+            });
+        registry.register(
+            "request_duration_seconds",
+            "Server-side latency of client requests",
+            request_duration.clone(),
+        );
+        let commit_wait = Histogram::new(latency_buckets());
+        registry.register(
+            "commit_wait_seconds",
+            "Commit wait the clock imposed (commit timestamp minus earliest)",
+            commit_wait.clone(),
+        );
+        let commit_wait_added = Histogram::new(latency_buckets());
+        registry.register(
+            "commit_wait_added_seconds",
+            "What commit wait added beyond replication and durability",
+            commit_wait_added.clone(),
+        );
+        let commit_durable = Histogram::new(latency_buckets());
+        registry.register(
+            "commit_durable_seconds",
+            "From choosing the commit timestamp until the commit was replicated and applied",
+            commit_durable.clone(),
+        );
+        let bad_frames = Counter::default();
+        registry.register(
+            "bad_frames",
+            "Client frames that did not decode or were too large",
+            bad_frames.clone(),
+        );
+        let clock_bound = FloatGauge::default();
+        registry.register(
+            "clock_bound_seconds",
+            "The clock's current error bound",
+            clock_bound.clone(),
+        );
+        let clock_usable = Gauge::default();
+        registry.register(
+            "clock_usable",
+            "1 when the clock may be used for timestamps",
+            clock_usable.clone(),
+        );
+        let clock_status = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register("clock_status", "1 for the clock's current status", clock_status.clone());
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let term = gauge(&mut registry, "raft_term", "The current Raft term");
+        let leader_id =
+            gauge(&mut registry, "raft_leader_id", "The leader this node knows of (0: none)");
+        let commit_index = gauge(&mut registry, "raft_commit_index", "Raft's commit index");
+        let applied_index = gauge(&mut registry, "raft_applied_index", "The applied index");
+        let last_index = gauge(&mut registry, "raft_last_index", "The log's last index");
+        let is_leader = gauge(&mut registry, "is_leader", "1 when this node leads");
+        let lease_valid =
+            gauge(&mut registry, "lease_valid", "1 when this node holds a valid lease");
+        let closed_lag = FloatGauge::default();
+        registry.register(
+            "closed_ts_lag_seconds",
+            "How far the closed timestamp trails the clock's latest",
+            closed_lag.clone(),
+        );
+        let peer_sent = Family::<Labels1, Gauge>::default();
+        registry.register("peer_messages_sent", "Raft messages sent, per peer", peer_sent.clone());
+        let peer_dropped = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "peer_messages_dropped",
+            "Raft messages dropped because the peer's queue was full",
+            peer_dropped.clone(),
+        );
+        let peer_connected = Family::<Labels1, Gauge>::default();
+        registry.register(
+            "peer_connected",
+            "1 while connected to the peer",
+            peer_connected.clone(),
+        );
+        let storage_bytes = gauge(&mut registry, "storage_bytes", "The database's size on disk");
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            commit_wait,
+            commit_wait_added,
+            commit_durable,
+            bad_frames,
+            clock_bound,
+            clock_usable,
+            clock_status,
+            term,
+            leader_id,
+            commit_index,
+            applied_index,
+            last_index,
+            is_leader,
+            lease_valid,
+            closed_lag,
+            peer_sent,
+            peer_dropped,
+            peer_connected,
+            storage_bytes,
+        })
+    }
+
+    pub(crate) fn observe_request(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        self.requests.get_or_create(&[("kind", kind), ("outcome", outcome)]).inc();
+        self.request_duration.get_or_create(&[("kind", kind)]).observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn observe_commit(&self, info: &CommitInfo) {
+        self.commit_wait.observe(info.commit_wait.as_secs_f64());
+        self.commit_wait_added.observe(info.wait_beyond_durable.as_secs_f64());
+        self.commit_durable.observe(info.durable.as_secs_f64());
+    }
+
+    /// Reads the node's state into the gauges and renders everything.
+    pub(crate) fn render(&self, replica: &Replica<SledEngine>, peers: &PeerTransport) -> String {
+        let state = replica.state();
+        self.term.set(state.term as i64);
+        self.leader_id.set(state.leader.unwrap_or(0) as i64);
+        self.commit_index.set(state.commit_index as i64);
+        self.applied_index.set(state.applied_index as i64);
+        self.last_index.set(state.last_index as i64);
+        self.is_leader.set(i64::from(state.role == Role::Leader));
+        self.lease_valid.set(i64::from(replica.lease_valid()));
+        let now = replica.clock().now();
+        for s in [
+            ClockStatus::Unknown,
+            ClockStatus::Synchronized,
+            ClockStatus::FreeRunning,
+            ClockStatus::Disrupted,
+        ] {
+            let current = now.as_ref().is_ok_and(|r| r.status == s);
+            self.clock_status.get_or_create(&[("status", status_label(s))]).set(i64::from(current));
+        }
+        if let Ok(r) = &now {
+            self.clock_bound.set(r.bound().as_secs_f64());
+            let lag = r.latest().saturating_duration_since(replica.closed_ts());
+            self.closed_lag.set(lag.as_secs_f64().min(1e9));
+        }
+        self.clock_usable.set(i64::from(replica.policy().check(now).is_ok()));
+        for (peer, s) in peers.stats().peers {
+            let label = [("peer", peer.to_string())];
+            self.peer_sent.get_or_create(&label).set(s.messages_sent as i64);
+            self.peer_dropped.get_or_create(&label).set(s.messages_dropped as i64);
+            self.peer_connected.get_or_create(&label).set(i64::from(s.connected));
+        }
+        if let Ok(status) = replica.mvcc().engine().status() {
+            self.storage_bytes.set(status.size_on_disk as i64);
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn status_label(s: ClockStatus) -> &'static str {
+    match s {
+        ClockStatus::Unknown => "unknown",
+        ClockStatus::Synchronized => "synchronized",
+        ClockStatus::FreeRunning => "free_running",
+        ClockStatus::Disrupted => "disrupted",
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` turns true.
+pub(crate) async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    replica: Arc<Replica<SledEngine>>,
+    peers: Arc<PeerTransport>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (mut stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (metrics, replica, peers) = (metrics.clone(), replica.clone(), peers.clone());
+        tokio::spawn(async move {
+            let mut head = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            // Read the request head (bounded: 8 KiB, 5 s).
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                true
+            })
+            .await;
+            if !matches!(read, Ok(true)) {
+                return;
+            }
+            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+            let (status, body, content_type) = if line.starts_with(b"GET /metrics ") {
+                (
+                    "200 OK",
+                    metrics.render(&replica, &peers),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            } else if line.starts_with(b"GET / ") {
+                ("200 OK", "boundkv: metrics at /metrics\n".to_string(), "text/plain")
+            } else {
+                ("404 Not Found", "not found; try /metrics\n".to_string(), "text/plain")
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,62 @@
+//! A node's answer to `Status`: its Raft state, the members, its clock, and what it can serve.
+
+use boundkv_consensus::node::Role;
+use boundkv_storage::SledEngine;
+use boundkv_txn::replica::Replica;
+use boundkv_wire as wire;
+
+use crate::convert::{member_out, members_out, ts_out};
+
+/// This node's status, for the wire.
+pub(crate) fn node_status(replica: &Replica<SledEngine>) -> wire::NodeStatus {
+    let state = replica.state();
+    let members = replica.members();
+    let voter = state.is_voter(replica.id());
+    let role = match state.role {
+        Role::Leader => wire::Role::Leader,
+        _ if !voter => wire::Role::Learner,
+        Role::Follower => wire::Role::Follower,
+        Role::Candidate => wire::Role::Candidate,
+        Role::PreCandidate => wire::Role::PreCandidate,
+    };
+    let leader = state.leader.and_then(|id| {
+        members.iter().find(|m| m.member.id == id).map(|m| member_out(&m.member, m.voter))
+    });
+    wire::NodeStatus {
+        id: replica.id(),
+        role,
+        term: state.term,
+        leader,
+        commit_index: state.commit_index,
+        applied_index: state.applied_index,
+        members: members_out(&members),
+        clock: clock_info(replica),
+        safe_time: ts_out(replica.safe_time()),
+        closed_ts: ts_out(replica.closed_ts()),
+        lease_valid: replica.lease_valid(),
+    }
+}
+
+fn clock_info(replica: &Replica<SledEngine>) -> wire::ClockInfo {
+    let clock = replica.clock();
+    let now = clock.now();
+    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string());
+    match now {
+        Ok(r) => wire::ClockInfo {
+            source: clock.describe(),
+            status: r.status.to_string(),
+            earliest: ts_out(r.earliest()),
+            latest: ts_out(r.latest()),
+            bound: r.bound(),
+            problem,
+        },
+        Err(e) => wire::ClockInfo {
+            source: clock.describe(),
+            status: "error".into(),
+            earliest: wire::Timestamp::ZERO,
+            latest: wire::Timestamp::ZERO,
+            bound: std::time::Duration::ZERO,
+            problem: Some(problem.unwrap_or_else(|| e.to_string())),
+        },
+    }
+}
