@@ -178,7 +178,11 @@ impl Cluster {
     /// Commits `writes` through whichever node leads, retrying retryable errors (with a fresh
     /// transaction for NotLeader/Unavailable, the same id for OutcomeUnknown), for at most
     /// `within`.
-    pub(crate) async fn write(&self, writes: &[(&str, Option<&str>)], within: Duration) -> CommitInfo {
+    pub(crate) async fn write(
+        &self,
+        writes: &[(&str, Option<&str>)],
+        within: Duration,
+    ) -> CommitInfo {
         let deadline = Instant::now() + within;
         let request = blind(writes);
         loop {
