@@ -855,7 +855,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     ///    machine's restore batch (so the two cannot disagree after a crash), the new entries,
     ///    and the hard state.
     /// 3. Write and flush it (an `fdatasync`): a hard state is never durable without the entries
-    ///    it points at, nor a snapshot's log reset without its data.
+    ///    it points at, nor a snapshot's log reset without its data. A Ready whose only change
+    ///    is the commit index (`must_sync() == false`) is written without the flush.
     /// 4. Apply `committed_entries()` (durable here since an earlier Ready, or by step 3).
     /// 5. Only then send `persisted_messages()`: votes and append acknowledgements promise
     ///    durability.
@@ -892,6 +893,10 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         if let Some(hs) = rd.hs() {
             w.set_hard_state(hs);
+        }
+        if !rd.must_sync() {
+            // Only the commit index moved: raft-rs needs no sync for that (see the module docs).
+            w.without_sync();
         }
         // 3.
         store.commit(w).map_err(|e| e.to_string())?;

@@ -29,22 +29,30 @@
 //!
 //! | variant | index | fields, in order |
 //! |---|---|---|
-//! | [`PeerFrame::Hello`] | `00` | `version` (u16), `cluster` (string), `from` (u64), `to` (u64) |
+//! | [`PeerFrame::Hello`] | `00` | `version` (u16), `cluster` (string), `from` (u64), `to` (u64), `reply_to` (string) |
 //! | [`PeerFrame::Raft`] | `01` | one Raft message, protobuf-encoded by [`encode_message`] (bytes) |
 //! | [`PeerFrame::SnapshotChunk`] | `02` | `snapshot` (u64), `seq` (u32), `last` (bool), `data` (bytes) |
 //!
 //! The first frame on a connection is a `Hello`, and only the first. For example, node 1 of
-//! cluster `kv` connecting to node 2 sends
-//! `PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2 }`, these 11 bytes:
+//! cluster `kv` connecting to node 2, not saying where it listens, sends
+//! `PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
+//! these 12 bytes:
 //!
 //! ```text
-//! 00 00 00 07   length prefix: 7 bytes of payload follow (u32, big-endian)
+//! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
 //! 00            PeerFrame::Hello, variant index 0
 //! 01            version 1                      (varint)
 //! 02 6B 76      cluster: length 2, then "kv"
 //! 01            from node 1                    (varint)
 //! 02            to node 2                      (varint)
+//! 00            reply_to: length 0 (the sender's own peer address, when it gives one)
 //! ```
+//!
+//! `reply_to` is how a node that joins a cluster learns where to answer: it starts with an
+//! empty address book (the membership reaches it only with its first snapshot), so a transport
+//! serving with [`serve_peers`] and a `learn` transport adds a caller it does not know yet at
+//! the address its `Hello` names. The replicated membership replaces the book as soon as it is
+//! known.
 //!
 //! and then, say, a heartbeat at term 5 with commit index 3, which raft-rs's protobuf encoding
 //! turns into 10 bytes (five fields, each a tag byte `field << 3` and a varint) and which travels
@@ -83,9 +91,10 @@
 //! use tokio_util::codec::{Decoder, Encoder};
 //!
 //! let max_frame = 1 << 20;
-//! let hello = PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2 };
+//! let hello =
+//!     PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
-//! assert_eq!(payload[..], [0x00, 0x01, 0x02, 0x6B, 0x76, 0x01, 0x02]);
+//! assert_eq!(payload[..], [0x00, 0x01, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
 //! let mut heartbeat = Message::default();
 //! heartbeat.set_msg_type(MessageType::MsgHeartbeat);
@@ -292,6 +301,8 @@ pub struct PeerOptions {
     /// How long one write (or flush) to a peer may take before the connection is given up as
     /// stuck (default 10 s).
     pub write_timeout: Duration,
+    /// This node's own peer address, sent in every `Hello` as `reply_to` (default none).
+    pub advertise: Option<String>,
 }
 
 impl Default for PeerOptions {
@@ -303,6 +314,7 @@ impl Default for PeerOptions {
             backoff_max: Duration::from_secs(2),
             snapshot_chunk: 1 << 20,
             max_frame: (2 << 20) + (64 << 10),
+            advertise: None,
             hello_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
         }
@@ -397,6 +409,7 @@ impl PeerOptions {
             max_frame,
             hello_timeout: nonzero(self.hello_timeout),
             write_timeout: nonzero(self.write_timeout),
+            advertise: self.advertise.clone(),
         }
     }
 }
@@ -418,6 +431,9 @@ pub enum PeerFrame {
         from: u64,
         /// The node id the sender means to reach.
         to: u64,
+        /// Where the sender listens for peers (`host:port`), or empty: how a joining node,
+        /// which knows no one yet, can answer.
+        reply_to: String,
     },
     /// One Raft message, as [`encode_message`] encodes it.
     Raft(Bytes),
@@ -703,6 +719,21 @@ impl PeerTransport {
                 }
             }
         }
+    }
+
+    /// Adds `peer` at `address` if the address book has no entry for it (an entry it has is
+    /// never changed: the replicated membership is the authority).
+    pub fn learn(&self, peer: u64, address: String) {
+        if peer == self.id || self.read_book().links.contains_key(&peer) {
+            return;
+        }
+        let mut book = self.write_book();
+        if book.shut_down || book.links.contains_key(&peer) {
+            return;
+        }
+        info!(node = self.id, peer, %address, "learned a peer's address from its hello");
+        let link = self.spawn_link(peer, address);
+        book.links.insert(peer, link);
     }
 
     /// A point-in-time view of every link's counters.
@@ -1066,6 +1097,7 @@ impl Link {
             cluster: self.cluster.to_string(),
             from: self.node,
             to: self.peer,
+            reply_to: self.options.advertise.clone().unwrap_or_default(),
         };
         let hello =
             encode_frame(&hello, self.options.max_frame).map_err(|e| LinkEnd::Failed(e.into()))?;
@@ -1290,7 +1322,8 @@ impl Link {
 
 /// Serves node `id`'s peer port: accepts connections on `listener`, checks each one's `Hello`
 /// against `cluster` and `id`, and delivers every Raft message that arrives through
-/// `deliverer`. Returns once `shutdown` turns `true` (or its sender is dropped), after closing
+/// `deliverer`. With `learn`, a caller that transport does not know yet is added to its address
+/// book at the `Hello`'s `reply_to` (see the module docs). Returns once `shutdown` turns `true` (or its sender is dropped), after closing
 /// the listener and every connection.
 ///
 /// Each connection is served by its own task; one that breaks the protocol is closed with a
@@ -1302,6 +1335,7 @@ pub async fn serve_peers(
     cluster: String,
     options: PeerOptions,
     deliverer: Deliverer,
+    learn: Option<Arc<PeerTransport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
@@ -1312,6 +1346,7 @@ pub async fn serve_peers(
         max_frame: options.max_frame,
         hello_timeout: options.hello_timeout,
         deliverer,
+        learn,
     });
     info!(node = id, address = ?local, "serving peers");
     let mut connections = JoinSet::new();
@@ -1359,6 +1394,7 @@ struct Inbound {
     max_frame: usize,
     hello_timeout: Duration,
     deliverer: Deliverer,
+    learn: Option<Arc<PeerTransport>>,
 }
 
 /// Why an inbound connection was closed.
@@ -1441,7 +1477,8 @@ impl Inbound {
             Ok(None) => return Ok(InboundEnd::Closed),
             Ok(Some(frame)) => frame.map_err(Refusal::Framing)?,
         };
-        let PeerFrame::Hello { version: _, cluster, from, to } = decode_frame(&first)? else {
+        let PeerFrame::Hello { version: _, cluster, from, to, reply_to } = decode_frame(&first)?
+        else {
             return Err(Refusal::NotHello);
         };
         if cluster != self.cluster {
@@ -1451,7 +1488,12 @@ impl Inbound {
             return Err(Refusal::WrongNode { got: to, want: self.node });
         }
         *peer = Some(from);
-        debug!(node = self.node, peer = from, "peer said hello");
+        debug!(node = self.node, peer = from, %reply_to, "peer said hello");
+        if let Some(transport) = &self.learn
+            && !reply_to.is_empty()
+        {
+            transport.learn(from, reply_to);
+        }
 
         let mut reassembly: Option<Reassembly> = None;
         while let Some(frame) = frames.next().await {
@@ -1608,7 +1650,13 @@ mod tests {
             decode_frame(&[0x00, 0x02, 0xFF]),
             Err(FrameError::UnsupportedVersion { got: 2 })
         );
-        let hello = PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2 };
+        let hello = PeerFrame::Hello {
+            version: 1,
+            cluster: "kv".into(),
+            from: 1,
+            to: 2,
+            reply_to: String::new(),
+        };
         let mut payload = encode_frame(&hello, 1024).unwrap().to_vec();
         assert_eq!(decode_frame(&payload), Ok(hello));
         payload.push(0);

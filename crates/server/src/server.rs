@@ -19,6 +19,17 @@ use crate::metrics::{Metrics, serve_metrics};
 use crate::peer::{PeerOptions, PeerTransport, serve_peers};
 use crate::service::Service;
 
+/// The peer address this node gives others: its own entry in the initial cluster, else the
+/// bound peer address.
+fn advertised_peer(config: &ServerConfig, bound: SocketAddr) -> String {
+    config
+        .initial_cluster
+        .iter()
+        .find(|m| m.id == config.id)
+        .map(|m| m.peer_address.clone())
+        .unwrap_or_else(|| bound.to_string())
+}
+
 /// The most client connections served at once.
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -97,7 +108,10 @@ impl Server {
         let span = tracing::info_span!("node", id);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
-        let peer_options = PeerOptions::default();
+        let peer_options = PeerOptions {
+            advertise: Some(advertised_peer(&config, peer_addr)),
+            ..PeerOptions::default()
+        };
         let peers = PeerTransport::new(
             id,
             config.cluster.clone(),
@@ -105,6 +119,7 @@ impl Server {
             tokio::runtime::Handle::current(),
         );
         let inbox = Inbox::new();
+        let peers_for_inbound = peers.clone();
         tasks.push(tokio::spawn(
             serve_peers(
                 peer_listener,
@@ -112,6 +127,7 @@ impl Server {
                 config.cluster.clone(),
                 peer_options,
                 inbox.deliverer(),
+                Some(peers_for_inbound),
                 shutdown.subscribe(),
             )
             .instrument(span.clone()),

@@ -79,7 +79,7 @@ impl Service {
     async fn connection(self: Arc<Self>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
         let (read, write) = stream.into_split();
         let max = self.max_request_frame.min(wire::MAX_FRAME_LEN);
-        let mut frames = FramedRead::new(read, LimitedCodec { inner: wire::codec(), max });
+        let mut frames = FramedRead::new(read, LimitedCodec { max });
         let (tx, mut rx) = mpsc::channel::<Bytes>(256);
         let writer = tokio::spawn(async move {
             let mut out = FramedWrite::new(write, wire::codec());
@@ -266,10 +266,11 @@ fn error_kind(e: &WireError) -> &'static str {
     }
 }
 
-/// The client codec with a limit, reporting the length of a frame that exceeds it (the plain
-/// codec's error does not say).
+/// The client codec's decoding half, with a limit, reporting the length of a frame that exceeds
+/// it (`LengthDelimitedCodec`'s error does not say). Stateless: a frame is a 4-byte big-endian
+/// length and that many bytes, and nothing is consumed until a whole frame is there, so the
+/// length at the front of the buffer is always a length.
 struct LimitedCodec {
-    inner: tokio_util::codec::LengthDelimitedCodec,
     max: usize,
 }
 
@@ -289,12 +290,51 @@ impl tokio_util::codec::Decoder for LimitedCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut bytes::BytesMut) -> Result<Option<Self::Item>, FrameError> {
-        if let Some(prefix) = src.get(..wire::LENGTH_PREFIX_LEN) {
-            let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as u64;
-            if len > self.max as u64 {
-                return Err(FrameError::TooLarge(len));
+        use bytes::Buf;
+        let Some(prefix) = src.get(..wire::LENGTH_PREFIX_LEN) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge(len as u64));
+        }
+        let whole = wire::LENGTH_PREFIX_LEN + len;
+        if src.len() < whole {
+            src.reserve(whole - src.len());
+            return Ok(None);
+        }
+        src.advance(wire::LENGTH_PREFIX_LEN);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::Decoder;
+
+    /// A frame that arrives a byte at a time (as TCP may deliver it) is decoded once, whole; a
+    /// length above the limit is refused before its payload arrives. (A decoder that peeked at
+    /// the buffer's front while a frame was half-read took payload bytes for a length.)
+    #[test]
+    fn frames_split_anywhere_decode_whole() {
+        let mut codec = LimitedCodec { max: 64 };
+        let payloads: [&[u8]; 3] = [b"first frame", b"", &[0xff; 64]];
+        let mut wire_bytes = Vec::new();
+        for p in payloads {
+            wire_bytes.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            wire_bytes.extend_from_slice(p);
+        }
+        let mut buf = bytes::BytesMut::new();
+        let mut got = Vec::new();
+        for b in wire_bytes {
+            buf.extend_from_slice(&[b]);
+            while let Ok(Some(frame)) = codec.decode(&mut buf) {
+                got.push(frame.to_vec());
             }
         }
-        Ok(self.inner.decode(src)?)
+        assert_eq!(got, payloads.iter().map(|p| p.to_vec()).collect::<Vec<_>>());
+        let mut big = bytes::BytesMut::from(&65u32.to_be_bytes()[..]);
+        assert!(matches!(codec.decode(&mut big), Err(FrameError::TooLarge(65))));
     }
 }

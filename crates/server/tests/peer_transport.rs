@@ -84,7 +84,7 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
         let serve =
-            serve_peers(listener, id, CLUSTER.into(), options, endpoint.deliverer(), stopped);
+            serve_peers(listener, id, CLUSTER.into(), options, endpoint.deliverer(), None, stopped);
         let task = rt.spawn(serve);
         Server { endpoint, addr, stop, task }
     }
@@ -192,7 +192,7 @@ fn frame(frame: &PeerFrame) -> Vec<u8> {
 }
 
 fn hello(from: u64, to: u64) -> PeerFrame {
-    PeerFrame::Hello { version: 1, cluster: CLUSTER.into(), from, to }
+    PeerFrame::Hello { version: 1, cluster: CLUSTER.into(), from, to, reply_to: String::new() }
 }
 
 #[test]
@@ -410,11 +410,23 @@ fn hostile_input_is_refused_and_the_listener_keeps_serving() {
         ("a Raft frame before the Hello", frame(&PeerFrame::Raft(heartbeat.clone()))),
         (
             "a Hello of an unknown version",
-            frame(&PeerFrame::Hello { version: 2, cluster: CLUSTER.into(), from: 1, to: 2 }),
+            frame(&PeerFrame::Hello {
+                version: 2,
+                cluster: CLUSTER.into(),
+                from: 1,
+                to: 2,
+                reply_to: String::new(),
+            }),
         ),
         (
             "a Hello for another cluster",
-            frame(&PeerFrame::Hello { version: 1, cluster: "other".into(), from: 1, to: 2 }),
+            frame(&PeerFrame::Hello {
+                version: 1,
+                cluster: "other".into(),
+                from: 1,
+                to: 2,
+                reply_to: String::new(),
+            }),
         ),
         ("a Hello for another node", frame(&hello(1, 9))),
         (

@@ -557,7 +557,10 @@ impl<E: Engine> Replica<E> {
                     self.txn.wait_safe(ts).await;
                     return Ok(ts);
                 }
-                Err(Error::NotLeader { .. } | Error::Unavailable(_)) => {} // leadership moved: read as a follower
+                Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_))) => {
+                    // Leadership moved (or is moving): read as a follower.
+                    tracing::debug!(node = self.id, error = %e, "leader read falls back to the closed timestamp");
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -1,0 +1,231 @@
+//! A three-node boundkv cluster on loopback: write throughput and commit latency by clients and
+//! clock bound, and follower read latency.
+//!
+//! ```text
+//! cargo build --release -p boundkv-cli --bin boundkv
+//! cargo run --release -p boundkv-bench --bin cluster [-- --duration 10s --clients 1,64 --bounds 0,1ms --json out.json]
+//! ```
+//!
+//! For each clock bound (the system clock with an assumed bound, `--clock system:BOUND`, so the
+//! bound is exactly what is asked for), a fresh three-node cluster of release `boundkv serve`
+//! processes on 127.0.0.1 with default settings (fdatasync durability), then:
+//!
+//! 1. **Writes**: for each client count, closed-loop single-key puts (8-byte keys drawn uniformly
+//!    from 100,000, 256-byte values) for `--duration`; latency measured at the client, from
+//!    sending the commit to its acknowledgement (after commit wait).
+//! 2. **Follower reads**: one client reading single keys at `now().latest` of a follower
+//!    (`ReadPreference::Node`), on the idle cluster: the follower waits for a closed timestamp to
+//!    pass the read's timestamp, so this measures that wait.
+//!
+//! Nothing here is a test: the numbers are reported, never judged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use boundkv_client::{Client, ClientOptions, ReadPreference};
+use boundkv_tests::{ClusterOptions, TestCluster};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    /// How long each workload runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Client counts to run the write workload with.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    clients: Vec<usize>,
+    /// Clock bounds to run with (each gets a fresh cluster).
+    #[arg(long, value_delimiter = ',', default_value = "0,1ms", value_parser = parse_bound)]
+    bounds: Vec<Duration>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Extra arguments for every `boundkv serve` (after `--`).
+    #[arg(last = true)]
+    serve_args: Vec<String>,
+}
+
+fn parse_bound(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+const KEYS: u64 = 100_000;
+
+#[derive(Serialize, Clone)]
+struct Summary {
+    workload: String,
+    bound_us: u64,
+    clients: usize,
+    ops: u64,
+    ops_per_sec: f64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+fn summarize(
+    workload: &str,
+    bound: Duration,
+    clients: usize,
+    h: &Histogram<u64>,
+    took: Duration,
+) -> Summary {
+    Summary {
+        workload: workload.into(),
+        bound_us: bound.as_micros() as u64,
+        clients,
+        ops: h.len(),
+        ops_per_sec: h.len() as f64 / took.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.5),
+        p90_us: h.value_at_quantile(0.9),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+async fn writes(
+    client: &Client,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, stop, errors) = (client.clone(), stop.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut n: u64 = c as u64 * 7919;
+            let value = vec![0x5Au8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let key = format!("{:08}", (n >> 33) % KEYS);
+                let t = Instant::now();
+                match client.put(&key, &value).await {
+                    Ok(_) => {
+                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            h
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = histogram();
+    for t in tasks {
+        total.add(t.await?)?;
+    }
+    let took = start.elapsed();
+    let errs = errors.load(Ordering::Relaxed);
+    if errs > 0 {
+        eprintln!("  ({errs} writes failed and were not counted)");
+    }
+    Ok((total, took))
+}
+
+async fn follower_reads(
+    client: &Client,
+    duration: Duration,
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    let mut h = histogram();
+    let start = Instant::now();
+    let mut n: u64 = 1;
+    while start.elapsed() < duration {
+        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let key = format!("{:08}", (n >> 33) % KEYS);
+        let t = Instant::now();
+        let snapshot = client.read_only().await?;
+        snapshot.get(&key).await?;
+        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+    }
+    Ok((h, start.elapsed()))
+}
+
+fn print(s: &Summary) {
+    println!(
+        "{:<16} bound {:>6} µs  clients {:>3}  {:>9.0} ops/s  p50 {:>7} µs  p90 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  max {:>8} µs",
+        s.workload,
+        s.bound_us,
+        s.clients,
+        s.ops_per_sec,
+        s.p50_us,
+        s.p90_us,
+        s.p99_us,
+        s.p999_us,
+        s.max_us
+    );
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut results = Vec::new();
+    for &bound in &args.bounds {
+        let clock = if bound.is_zero() {
+            "system:0".to_string()
+        } else {
+            format!("system:{}us", bound.as_micros())
+        };
+        let cluster = TestCluster::start(ClusterOptions {
+            clock,
+            serve_args: args.serve_args.clone(),
+            env: vec![("BOUNDKV_TEST_LOG".into(), "warn".into())],
+            ..ClusterOptions::default()
+        })
+        .context("starting the cluster (build it first: cargo build --release -p boundkv-cli)")?;
+        runtime.block_on(async {
+            let leader = cluster.leader().await?;
+            let client = cluster.client().await?;
+            // Warm up: connections, the leader's caches.
+            writes(&client, 4, Duration::from_secs(1)).await?;
+            for &clients in &args.clients {
+                let (h, took) = writes(&client, clients, args.duration).await?;
+                let s = summarize("write", bound, clients, &h, took);
+                print(&s);
+                results.push(s);
+            }
+            let follower =
+                cluster.nodes.iter().map(|n| n.id).find(|&i| i != leader).expect("a follower");
+            let reader = cluster
+                .client_with(ClientOptions {
+                    read_preference: ReadPreference::Node(follower),
+                    ..ClientOptions::default()
+                })
+                .await?;
+            let (h, took) = follower_reads(&reader, args.duration).await?;
+            let s = summarize("follower-read", bound, 1, &h, took);
+            print(&s);
+            results.push(s);
+            let leader_reader = cluster.client().await?;
+            let (h, took) = follower_reads(&leader_reader, args.duration).await?;
+            let s = summarize("leader-read", bound, 1, &h, took);
+            print(&s);
+            results.push(s);
+            anyhow::Ok(())
+        })?;
+        drop(cluster);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)?;
+    }
+    Ok(())
+}

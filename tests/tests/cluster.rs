@@ -1,0 +1,349 @@
+//! Three real `boundkv serve` processes on loopback, driven through the client.
+//!
+//! Each test's doc comment lists its scenario. Timing is never asserted; every wait is bounded.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use boundkv_client::{Client, Error, WireError};
+use boundkv_tests::{ClusterOptions, TestCluster};
+
+type Result<T = ()> = anyhow::Result<T>;
+
+/// Writes `n` keys `prefix{i}` one after another, retrying each until acknowledged (the client
+/// keeps the same transaction id across a commit's resends, so nothing applies twice).
+async fn write_keys(client: &Client, prefix: &str, n: usize) -> Result<BTreeMap<String, String>> {
+    let mut acked = BTreeMap::new();
+    for i in 0..n {
+        let (k, v) = (format!("{prefix}{i:04}"), format!("v{i}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match client.put(&k, &v).await {
+                Ok(_) => break,
+                Err(e)
+                    if Instant::now() < deadline
+                        && (e.is_retryable() || matches!(e, Error::OutcomeUnknown { .. })) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => anyhow::bail!("writing {k}: {e}"),
+            }
+        }
+        acked.insert(k, v);
+    }
+    Ok(acked)
+}
+
+/// Checks that every acknowledged write is visible through `client`.
+async fn check_all(client: &Client, acked: &BTreeMap<String, String>) -> Result {
+    let snapshot = client.read_only().await?;
+    let rows = snapshot.scan::<[u8]>(.., None).await?;
+    let found: BTreeMap<String, String> = rows
+        .into_iter()
+        .map(|(k, v)| {
+            (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned())
+        })
+        .collect();
+    for (k, v) in acked {
+        assert_eq!(found.get(k), Some(v), "acknowledged write {k} = {v} is missing or wrong");
+    }
+    Ok(())
+}
+
+/// - three nodes; a client writes through the cluster (the leader);
+/// - a second client whose reads go to a follower reads at `latest` and sees the write, every
+///   time, right after each acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_write_through_the_leader_is_read_through_a_follower() -> Result {
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    let leader = cluster.leader().await?;
+    let follower = cluster.nodes.iter().map(|n| n.id).find(|&i| i != leader).unwrap();
+    let writer = cluster.client().await?;
+    let reader = cluster.client_reading_from(follower).await?;
+    for i in 0..20 {
+        let v = format!("v{i}");
+        writer.put("probe", &v).await?;
+        let snapshot = reader.read_only().await?;
+        assert_eq!(
+            snapshot.get("probe").await?.as_deref(),
+            Some(v.as_bytes()),
+            "follower {follower} read {i}"
+        );
+    }
+    let status = reader.status_of(follower).await?;
+    assert_eq!(status.role, boundkv_client::Role::Follower);
+    Ok(())
+}
+
+/// - the leader is killed (SIGKILL) mid-stream; writes go on through the new leader;
+/// - the old leader restarts on its data and catches up: reads served by it see every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t20_kill_the_leader_keep_writing_restart_it_and_catch_up() -> Result {
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    let client = cluster.client().await?;
+    let mut acked = write_keys(&client, "before/", 20).await?;
+    let old = cluster.leader().await?;
+    cluster.kill(old);
+    acked.extend(write_keys(&client, "during/", 20).await?);
+    let new = cluster.leader().await?;
+    assert_ne!(new, old, "a new leader took over");
+    cluster.restart(old)?;
+    let reader = cluster.client_reading_from(old).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check_all(&reader, &acked).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("not caught up yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// - writes are acknowledged; then every node is killed at once (SIGKILL) and restarted: every
+///   acknowledged write is there;
+/// - then every node is stopped gracefully (SIGTERM; each exits 0) and restarted: again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t30_stop_all_restart_all_and_find_every_acknowledged_write() -> Result {
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    let client = cluster.client().await?;
+    let mut acked = write_keys(&client, "a/", 30).await?;
+    drop(client);
+    for id in [1, 2, 3] {
+        cluster.kill(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id)?;
+    }
+    let client = cluster.client().await?;
+    check_all(&client, &acked).await?;
+    acked.extend(write_keys(&client, "b/", 10).await?);
+    drop(client);
+    for id in [1, 2, 3] {
+        assert!(cluster.stop(id), "node {id} exits cleanly on SIGTERM\n{}", cluster.logs());
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id)?;
+    }
+    let client = cluster.client().await?;
+    check_all(&client, &acked).await?;
+    Ok(())
+}
+
+/// Durability under replication, seen from outside with `strace`: sequential commits, and
+/// between any two acknowledgements the leader and at least one follower completed an
+/// `fdatasync` of their database (a quorum of durable copies before every answer). Closed
+/// timestamps are slowed to one a minute so that their own syncs cannot stand in for the commits'.
+/// Its mutation twin runs the nodes with `--durability buffered` and must be caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_every_acknowledgement_follows_a_quorum_of_fdatasyncs() -> Result {
+    let violations = strace_commits(false).await?;
+    assert_eq!(
+        violations, 0,
+        "{violations} acknowledgements without a quorum of syncs before them"
+    );
+    Ok(())
+}
+
+/// See [`t40_every_acknowledgement_follows_a_quorum_of_fdatasyncs`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t40_mutant_buffered_durability_is_caught() -> Result {
+    let violations = strace_commits(true).await?;
+    assert!(violations > 0, "the strace check must catch a cluster that does not sync");
+    Ok(())
+}
+
+async fn strace_commits(buffered: bool) -> Result<usize> {
+    let mut options = ClusterOptions::default();
+    options.serve_args.extend(["--close-interval".into(), "60s".into()]);
+    if buffered {
+        options.serve_args.extend(["--durability".into(), "buffered".into()]);
+    }
+    let cluster = TestCluster::start(options)?;
+    let client = cluster.client().await?;
+    client.put("warm", "up").await?;
+    let leader = cluster.leader().await?;
+    let mut traces = Vec::new();
+    for n in &cluster.nodes {
+        let out = cluster.dir().join(format!("strace-{}.log", n.id));
+        traces.push((
+            n.id,
+            out.clone(),
+            cluster.strace(n.id, "trace=fdatasync,write,writev", &out)?,
+        ));
+    }
+    const COMMITS: usize = 20;
+    for i in 0..COMMITS {
+        client.put(format!("k{i}"), "v").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leader_client_port = cluster.node(leader).client.rsplit(':').next().unwrap().to_string();
+    let mut syncs: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    let mut acks: Vec<f64> = Vec::new();
+    for (id, path, mut strace) in traces {
+        let _ = strace.kill();
+        let _ = strace.wait();
+        let text = std::fs::read_to_string(&path)?;
+        for line in text.lines() {
+            let Some(t) = line.split_whitespace().nth(1).and_then(|t| t.parse::<f64>().ok()) else {
+                continue;
+            };
+            let completed_sync = (line.contains("fdatasync(") && !line.contains("<unfinished"))
+                || line.contains("<... fdatasync resumed>");
+            if completed_sync {
+                syncs.entry(id).or_default().push(t);
+            }
+            // A response on the leader's client socket (`-y` shows TCP:[local->remote]).
+            if id == leader
+                && (line.contains("write(") || line.contains("writev("))
+                && line.contains(&format!("127.0.0.1:{leader_client_port}->"))
+            {
+                acks.push(t);
+            }
+        }
+    }
+    assert!(acks.len() >= COMMITS, "found {} responses on the leader's client socket", acks.len());
+    let mut violations = 0;
+    for pair in acks.windows(2) {
+        let (from, to) = (pair[0], pair[1]);
+        let synced =
+            |id: u64| syncs.get(&id).is_some_and(|s| s.iter().any(|&t| t > from && t < to));
+        let followers = cluster.nodes.iter().filter(|n| n.id != leader && synced(n.id)).count();
+        if !synced(leader) || followers == 0 {
+            violations += 1;
+        }
+    }
+    Ok(violations)
+}
+
+/// Bad input to a real server: garbage bytes, an oversized length prefix, another protocol
+/// version, a frame that does not decode, and a client that half-closes after sending: each
+/// gets a defined answer (or a close) and the server goes on serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t50_bad_input_gets_an_answer_and_breaks_nothing() -> Result {
+    let cluster = TestCluster::start(ClusterOptions { nodes: 1, ..ClusterOptions::default() })?;
+    let client = cluster.client().await?;
+    client.put("still", "here").await?;
+    let addr = cluster.node(1).client.clone();
+    let exchange = |bytes: Vec<u8>, half_close: bool| -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(&addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(&bytes)?;
+        if half_close {
+            s.shutdown(std::net::Shutdown::Write)?;
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        Ok(out)
+    };
+    let frame = |payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    let decode_all = |mut bytes: &[u8]| {
+        let mut frames = Vec::new();
+        while bytes.len() >= 4 {
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            frames
+                .push(boundkv_wire::decode_response(&bytes[4..4 + len]).expect("a response frame"));
+            bytes = &bytes[4 + len..];
+        }
+        frames
+    };
+    // An oversized length prefix: FrameTooLarge under id 0, then the server closes.
+    let answer = decode_all(&exchange(vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3], false)?);
+    assert!(
+        matches!(answer.as_slice(), [f] if f.id == 0 && matches!(f.response, boundkv_wire::Response::Error(WireError::FrameTooLarge { .. }))),
+        "{answer:?}"
+    );
+    // Another version (300), id 7: UnsupportedVersion under id 7.
+    let answer = decode_all(&exchange(frame(&[0xAC, 0x02, 0x07, 0xff]), true)?);
+    assert!(
+        matches!(answer.as_slice(), [f] if f.id == 7 && matches!(f.response, boundkv_wire::Response::Error(WireError::UnsupportedVersion { client: 300, .. }))),
+        "{answer:?}"
+    );
+    // Version 1, id 9, an unknown request variant: Malformed under id 9.
+    let answer = decode_all(&exchange(frame(&[0x01, 0x09, 0x63]), true)?);
+    assert!(
+        matches!(answer.as_slice(), [f] if f.id == 9 && matches!(f.response, boundkv_wire::Response::Error(WireError::Malformed(_)))),
+        "{answer:?}"
+    );
+    // A Status request, then a half-close: the request is still answered.
+    let status = boundkv_wire::encode_request(&boundkv_wire::RequestFrame::new(
+        3,
+        boundkv_wire::Request::Status,
+    ))?;
+    let answer = decode_all(&exchange(frame(&status), true)?);
+    assert!(
+        matches!(answer.as_slice(), [f] if f.id == 3 && matches!(f.response, boundkv_wire::Response::Status(_))),
+        "{answer:?}"
+    );
+    // Garbage: no crash.
+    let _ = exchange(b"GET / HTTP/1.1\r\n\r\n".to_vec(), true)?;
+    // The server still serves.
+    assert_eq!(client.get("still").await?.as_deref(), Some(&b"here"[..]));
+    client.put("after", "bad input").await?;
+    Ok(())
+}
+
+/// The Prometheus endpoint answers with the metrics the docs list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t60_metrics_are_served() -> Result {
+    let cluster = TestCluster::start(ClusterOptions { nodes: 1, ..ClusterOptions::default() })?;
+    let client = cluster.client().await?;
+    client.put("m", "1").await?;
+    let mut s = TcpStream::connect(&cluster.node(1).metrics)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for name in [
+        "boundkv_commit_wait_seconds_bucket",
+        "boundkv_clock_bound_seconds",
+        "boundkv_raft_term",
+        "boundkv_raft_applied_index",
+        "boundkv_is_leader 1",
+        "boundkv_lease_valid 1",
+        "boundkv_requests_total{kind=\"commit\",outcome=\"ok\"}",
+        "boundkv_request_duration_seconds_bucket",
+    ] {
+        assert!(body.contains(name), "/metrics lacks {name}:\n{body}");
+    }
+    Ok(())
+}
+
+/// Membership across processes: node 4 starts empty in join mode, is added (learner, caught up,
+/// promoted), serves the data; then node 1 is removed and writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t70_add_and_remove_members() -> Result {
+    let mut cluster = TestCluster::start(ClusterOptions::default())?;
+    let client = cluster.client().await?;
+    let acked = write_keys(&client, "m/", 10).await?;
+    let (peer, addr) = {
+        let n4 = cluster.spawn_joiner(4)?;
+        (n4.peer.clone(), n4.client.clone())
+    };
+    let members = client.add_member(4, peer, addr).await?;
+    assert!(members.iter().any(|m| m.id == 4 && m.voter), "{members:?}");
+    let reader = cluster.client_reading_from(4).await?;
+    check_all(&reader, &acked).await?;
+    let members = client.remove_member(1).await;
+    let members = match members {
+        Ok(m) => m,
+        // Node 1 led and handed over first: ask again, at the new leader.
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            client.remove_member(1).await?
+        }
+    };
+    assert!(members.iter().all(|m| m.id != 1), "{members:?}");
+    client.put("after", "removal").await?;
+    assert_eq!(reader.get("after").await?.as_deref(), Some(&b"removal"[..]));
+    Ok(())
+}
