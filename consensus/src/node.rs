@@ -14,7 +14,7 @@
 //! }
 //! ```
 //!
-//! [`Node::handle_ready`] is the one place Raft's I/O ordering lives; its steps are numbered in
+//! `Node::handle_ready` is the one place Raft's I/O ordering lives; its steps are numbered in
 //! its documentation. Proposals are correlated with the entries that resolve them by a request
 //! id in the entry's context and the (index, term) the entry was appended at: an entry applied
 //! at that index with another term or context means the proposal was lost in a leader change,
