@@ -104,20 +104,35 @@ impl SledEngine {
     pub fn open(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&dir)
             .segment_size(SEGMENT_SIZE)
-            .cache_capacity(options.cache_capacity)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    Error::Io(format!(
-                        "{} is in use by another process (sled allows one at a time): {io}",
-                        dir.display()
-                    ))
+            .cache_capacity(options.cache_capacity);
+        // sled releases its file lock only when its background flusher has let go of the
+        // database, which can be a moment after the last handle was dropped (a reopen in the
+        // same process right after a close). Retry the lock for up to a second before calling
+        // the directory busy.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(io))
+                    if io.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                other => other.into(),
-            })?;
+                other => break other,
+            }
+        }
+        .map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::Io(format!(
+                    "{} is in use by another process (sled allows one at a time): {io}",
+                    dir.display()
+                ))
+            }
+            other => other.into(),
+        })?;
         let log = File::open(dir.join("db")).map_err(|e| {
             Error::Io(format!("cannot open sled's log file {}/db: {e}", dir.display()))
         })?;
