@@ -2,9 +2,11 @@
 # Installs the Debian packages boundkv's tests and tools need, if they are missing.
 # Idempotent; needs root or sudo, and only the package registry.
 #   strace: durability tests watch the fdatasync calls from outside the process.
+#   iproute2, nftables, libfaketime, faketime: the consistency suite's network namespaces,
+#   partitions and per-node clocks (tests/setup-jepsen.sh installs the same set).
 set -euo pipefail
 
-packages=(strace)
+packages=(strace iproute2 nftables libfaketime faketime)
 
 missing=()
 for p in "${packages[@]}"; do

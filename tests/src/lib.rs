@@ -19,6 +19,9 @@
 //! `cargo build --bin boundkv` when it is missing). Every node logs to `DIR/node-N/node.log`;
 //! a failing test prints the tail of each log.
 
+pub mod check;
+pub mod jepsen;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,8 +67,27 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Where and how one node runs, for clusters whose nodes need more than a port on 127.0.0.1
+/// (the consistency suite's: a network namespace each, a clock segment and libfaketime each).
+#[derive(Clone, Debug, Default)]
+pub struct NodeSetup {
+    /// The address the node listens on (default 127.0.0.1).
+    pub host: Option<String>,
+    /// Fixed ports (client, peer, metrics) instead of free ones on 127.0.0.1.
+    pub ports: Option<(u16, u16, u16)>,
+    /// A command prefix the node runs under (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
+    /// Extra environment for this node.
+    pub env: Vec<(String, String)>,
+    /// This node's clock source, instead of the cluster's.
+    pub clock: Option<String>,
+}
+
+/// Builds each node's [`NodeSetup`] from its id.
+pub type SetupFn = std::sync::Arc<dyn Fn(u64) -> NodeSetup + Send + Sync>;
+
 /// How to start a test cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterOptions {
     /// Founding members.
     pub nodes: u64,
@@ -75,6 +97,23 @@ pub struct ClusterOptions {
     pub serve_args: Vec<String>,
     /// Extra environment for every node.
     pub env: Vec<(String, String)>,
+    /// Per-node placement (see [`NodeSetup`]); `None`: every node on 127.0.0.1.
+    pub setup: Option<SetupFn>,
+    /// The cluster's base directory (default: a temporary directory, removed on drop).
+    pub dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ClusterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterOptions")
+            .field("nodes", &self.nodes)
+            .field("clock", &self.clock)
+            .field("serve_args", &self.serve_args)
+            .field("env", &self.env)
+            .field("setup", &self.setup.is_some())
+            .field("dir", &self.dir)
+            .finish()
+    }
 }
 
 impl Default for ClusterOptions {
@@ -84,6 +123,8 @@ impl Default for ClusterOptions {
             clock: "system:1ms".into(),
             serve_args: vec!["--tick".into(), "20ms".into(), "--lease".into(), "400ms".into()],
             env: Vec::new(),
+            setup: None,
+            dir: None,
         }
     }
 }
@@ -111,6 +152,7 @@ pub struct TestCluster {
     /// A name of its own, so that a node of another test cluster that happens to get a port
     /// this one released cannot join it.
     name: String,
+    keep: bool,
     options: ClusterOptions,
     /// The nodes, by id order.
     pub nodes: Vec<TestNode>,
@@ -118,26 +160,40 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Starts `options.nodes` founding members and waits until one leads.
+    fn new_node(options: &ClusterOptions, base: &Path, id: u64, founding: bool) -> TestNode {
+        let setup = options.setup.as_ref().map(|f| f(id)).unwrap_or_default();
+        let host = setup.host.unwrap_or_else(|| "127.0.0.1".into());
+        let (c, p, m) = setup.ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        TestNode {
+            id,
+            client: format!("{host}:{c}"),
+            peer: format!("{host}:{p}"),
+            metrics: format!("{host}:{m}"),
+            dir: base.join(format!("node-{id}")),
+            child: None,
+            founding,
+        }
+    }
+
+    /// Starts `options.nodes` founding members (use [`TestCluster::leader`] to wait for one to
+    /// lead).
     pub fn start(options: ClusterOptions) -> anyhow::Result<TestCluster> {
-        let base = tempfile::Builder::new().prefix("boundkv-cluster-").tempdir()?;
-        let nodes: Vec<TestNode> = (1..=options.nodes)
-            .map(|id| TestNode {
-                id,
-                client: format!("127.0.0.1:{}", free_port()),
-                peer: format!("127.0.0.1:{}", free_port()),
-                metrics: format!("127.0.0.1:{}", free_port()),
-                dir: base.path().join(format!("node-{id}")),
-                child: None,
-                founding: true,
-            })
-            .collect();
+        let base = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                tempfile::Builder::new().prefix("cluster-").tempdir_in(dir)?
+            }
+            None => tempfile::Builder::new().prefix("boundkv-cluster-").tempdir()?,
+        };
+        let nodes: Vec<TestNode> =
+            (1..=options.nodes).map(|id| Self::new_node(&options, base.path(), id, true)).collect();
         let name = format!(
             "test-{}-{}",
             std::process::id(),
             base.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         );
-        let mut cluster = TestCluster { base, name, options, nodes, bin: boundkv_bin()? };
+        let mut cluster =
+            TestCluster { base, name, keep: false, options, nodes, bin: boundkv_bin()? };
         for id in 1..=cluster.options.nodes {
             cluster.spawn(id)?;
         }
@@ -147,6 +203,11 @@ impl TestCluster {
     /// The cluster's base directory.
     pub fn dir(&self) -> &Path {
         self.base.path()
+    }
+
+    /// Keep the base directory (data and logs) when the cluster is dropped.
+    pub fn keep_dir(&mut self) {
+        self.keep = true;
     }
 
     fn initial_cluster(&self) -> String {
@@ -172,6 +233,7 @@ impl TestCluster {
         let name = self.name.clone();
         let bin = self.bin.clone();
         let options = self.options.clone();
+        let setup = options.setup.as_ref().map(|f| f(id)).unwrap_or_default();
         let node = self.node_mut(id);
         std::fs::create_dir_all(&node.dir)?;
         let log = std::fs::OpenOptions::new()
@@ -180,7 +242,7 @@ impl TestCluster {
             .open(node.dir.join("node.log"))?;
         let mut args: Vec<String> = vec![
             "--clock".into(),
-            options.clock.clone(),
+            setup.clock.clone().unwrap_or_else(|| options.clock.clone()),
             "--data".into(),
             node.dir.display().to_string(),
             "serve".into(),
@@ -199,10 +261,18 @@ impl TestCluster {
             args.extend(["--initial-cluster".into(), initial]);
         }
         args.extend(options.serve_args.iter().cloned());
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match setup.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.args(&args)
             .env("RUST_LOG", std::env::var("BOUNDKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("BOUNDKV_CLUSTER")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -241,17 +311,27 @@ impl TestCluster {
 
     /// Adds a node that is not a founding member (it waits to be added with `add_member`).
     pub fn spawn_joiner(&mut self, id: u64) -> anyhow::Result<&TestNode> {
-        self.nodes.push(TestNode {
-            id,
-            client: format!("127.0.0.1:{}", free_port()),
-            peer: format!("127.0.0.1:{}", free_port()),
-            metrics: format!("127.0.0.1:{}", free_port()),
-            dir: self.base.path().join(format!("node-{id}")),
-            child: None,
-            founding: false,
-        });
+        let node = Self::new_node(&self.options, self.base.path(), id, false);
+        self.nodes.push(node);
         self.spawn(id)?;
         Ok(self.node(id))
+    }
+
+    /// Re-adds node `id` (stopped and removed from the membership) as a joiner with an empty
+    /// data directory, at its old addresses.
+    pub fn respawn_as_joiner(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id).child.is_some() {
+            bail!("node {id} is running");
+        }
+        let node = self.node_mut(id);
+        node.founding = false;
+        let _ = std::fs::remove_dir_all(&node.dir);
+        self.spawn(id)
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(|c| c.id())
     }
 
     fn signal(&mut self, id: u64, sig: libc::c_int) {
@@ -414,9 +494,12 @@ impl Drop for TestCluster {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        if std::env::var_os("BOUNDKV_TEST_KEEP").is_some() {
+        if self.keep || std::env::var_os("BOUNDKV_TEST_KEEP").is_some() {
             let dir = std::mem::replace(&mut self.base, tempfile::tempdir().expect("a temp dir"));
-            eprintln!("kept the cluster's directory: {}", dir.keep().display());
+            let kept = dir.keep();
+            if !self.keep {
+                eprintln!("kept the cluster's directory: {}", kept.display());
+            }
         }
     }
 }

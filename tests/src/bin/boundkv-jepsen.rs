@@ -1,0 +1,145 @@
+//! `boundkv-jepsen`: boundkv's Jepsen-style consistency test, as a program.
+//!
+//! ```text
+//! boundkv-jepsen --workload append --nemesis partition,kill,clock-skew --time-limit 60 --seed 7
+//! ```
+//!
+//! It starts a cluster of real `boundkv serve` processes (each in its own network namespace, with
+//! its own ClockBound segment and libfaketime clock), runs the workload with the nemesis on a
+//! schedule, heals everything, lets the cluster recover, performs final reads, stops the cluster,
+//! checks the history and prints the verdict. Exit status 0 only when the history is valid; 1
+//! when it is not; 2 when the run could not be made. Needs root for network namespaces and
+//! Debian's libfaketime, nftables and iproute2: `tests/setup-jepsen.sh` installs them. The
+//! `boundkv` binary must be built (`cargo build --release -p boundkv-cli`); this program builds
+//! nothing itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use boundkv_tests::jepsen::{self, NetworkMode, RunOptions};
+use clap::Parser;
+
+/// boundkv's Jepsen-style consistency test.
+#[derive(Parser, Debug)]
+#[command(name = "boundkv-jepsen", version)]
+#[command(long_about = "boundkv's Jepsen-style consistency test.\n\n\
+    Starts a cluster of real `boundkv serve` processes (network namespaces, per-node ClockBound \
+    segments and libfaketime clocks), runs a workload from concurrent clients while a nemesis \
+    injects faults, records every operation, heals, performs final reads, and checks the history.\n\n\
+    Each run writes a directory under --store: history.jsonl, results.json, latency.svg, index.md, \
+    and the nodes' data and logs.\n\n\
+    Exit status: 0 valid, 1 invalid, 2 the run could not be made.")]
+struct Args {
+    /// The workload: register (per-key linearizability), append (Elle's list-append: strict
+    /// serializability), bank (snapshot totals), causal (acknowledged writes seen by followers).
+    #[arg(long, default_value = "register")]
+    workload: String,
+    /// Faults, comma-separated: partition, kill, pause, member, clock-skew, clock-bound,
+    /// clock-status, clock-stale, clock-step-restart, clock-lie, leap-step. clock-lie and leap-step
+    /// are not yet expected to be safe.
+    #[arg(long, value_delimiter = ',')]
+    nemesis: Vec<String>,
+    /// Nodes: 3 or 5.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Client processes.
+    #[arg(long, default_value_t = 6)]
+    clients: usize,
+    /// How long the workload runs, seconds.
+    #[arg(long, default_value_t = 30)]
+    time_limit: u64,
+    /// Operations per second over all clients.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// The seed of every random choice (which faults, which keys, ...).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where run directories go.
+    #[arg(long, default_value = "jepsen-store")]
+    store: PathBuf,
+    /// How nodes are networked: auto (namespaces if available), netns, or loopback (no partitions).
+    #[arg(long, default_value = "auto")]
+    network: String,
+    /// Quiet time between faults, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    quiet: f64,
+    /// How long each fault lasts, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// Never show a progress bar (it shows only on a terminal anyway).
+    #[arg(long)]
+    progress_off: bool,
+    /// Test only: start the nodes with --unsafe-skip-commit-wait (a mutant the checkers must
+    /// catch). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
+    #[arg(long, hide = true)]
+    unsafe_skip_commit_wait: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if args.unsafe_skip_commit_wait && std::env::var("BOUNDKV_ALLOW_UNSAFE").as_deref() != Ok("1") {
+        eprintln!(
+            "error: --unsafe-skip-commit-wait breaks external consistency; set BOUNDKV_ALLOW_UNSAFE=1 to run the mutant"
+        );
+        return ExitCode::from(2);
+    }
+    let network = match args.network.as_str() {
+        "auto" => NetworkMode::Auto,
+        "netns" => NetworkMode::Netns,
+        "loopback" => NetworkMode::Loopback,
+        other => {
+            eprintln!("error: --network {other}: use auto, netns or loopback");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = RunOptions {
+        workload: args.workload,
+        nemeses: args.nemesis.into_iter().filter(|n| !n.is_empty()).collect(),
+        nodes: args.nodes,
+        clients: args.clients,
+        time_limit: Duration::from_secs(args.time_limit),
+        rate: args.rate,
+        seed: args.seed,
+        store: args.store,
+        unsafe_skip_commit_wait: args.unsafe_skip_commit_wait,
+        network,
+        quiet: Duration::from_secs_f64(args.quiet),
+        hold: Duration::from_secs_f64(args.hold),
+        recovery: Duration::from_secs(5),
+        progress: !args.progress_off,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(jepsen::run(opts)) {
+        Ok(summary) => {
+            let c = summary.counts;
+            println!("run:        {}", summary.dir.display());
+            println!(
+                "operations: {} invoked, {} ok, {} fail, {} info",
+                c.invoked, c.ok, c.fail, c.info
+            );
+            if summary.anomalies.is_empty() {
+                println!("anomalies:  none");
+            } else {
+                let list: Vec<String> =
+                    summary.anomalies.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+                println!("anomalies:  {}", list.join(", "));
+            }
+            println!("verdict:    {}", if summary.valid { "VALID" } else { "INVALID" });
+            if summary.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

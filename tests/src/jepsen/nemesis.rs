@@ -1,0 +1,427 @@
+//! The nemesis: real faults, from outside the product (no hook in `boundkv serve`), on a
+//! schedule.
+//!
+//! | name | fault | expected |
+//! |---|---|---|
+//! | `partition` | nftables drops between nodes: random halves, one node alone, the leader alone, or a majority ring | safe |
+//! | `kill` | SIGKILL a node (half the time the leader), restart it on its data | safe |
+//! | `pause` | SIGSTOP the leader for 3 s (three leases), then SIGCONT | safe |
+//! | `member` | remove a follower from the membership, wipe it, start it empty and add it back | safe |
+//! | `clock-skew` | every node's bound to 10 ms, its system clock off by up to ±8 ms and drifting, inside the bound | safe |
+//! | `clock-bound` | every node's bound from 50 µs to 500 ms | safe, slower |
+//! | `clock-status` | some nodes' status to FreeRunning, Unknown or Disrupted | safe: Unknown/Disrupted nodes stop issuing timestamps |
+//! | `clock-stale` | a node's "daemon" stops updating its segment (FreeRunning after 5 s, the bound growing) | safe |
+//! | `clock-step-restart` | a node runs 800 ms fast (under a 900 ms bound), is killed, and restarts with a correct clock: a backward step across the restart | safe |
+//! | `clock-lie` | a node's clock 250 ms off while its segment reports 50 µs | **not yet expected to be safe** |
+//! | `leap-step` | every node's clock steps back 1 s together, segments reporting 50 µs | **not yet expected to be safe** |
+//!
+//! The schedule alternates quiet and faulty periods (by default 3 s and 5 s), choosing each
+//! fault at random (seeded) among those asked for; every fault is healed before the next, and
+//! all of them at the end.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use boundkv_client::{Client, Role};
+use boundkv_clockbound::ClockStatus;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use super::clock::Clocks;
+use super::net::Netns;
+use crate::TestCluster;
+
+/// Every nemesis name.
+pub const NEMESES: &[&str] = &[
+    "partition",
+    "kill",
+    "pause",
+    "member",
+    "clock-skew",
+    "clock-bound",
+    "clock-status",
+    "clock-stale",
+    "clock-step-restart",
+    "clock-lie",
+    "leap-step",
+];
+
+/// Faults that are not yet expected to be safe.
+pub const UNSAFE_NEMESES: &[&str] = &["clock-lie", "leap-step"];
+
+/// Whether `name` needs the clock harness (libfaketime and per-node segments).
+pub fn needs_clocks(name: &str) -> bool {
+    name.starts_with("clock") || name == "leap-step"
+}
+
+/// One fault, as the results record it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fault {
+    /// The nemesis.
+    pub name: String,
+    /// What exactly was done.
+    pub detail: String,
+    /// Start, seconds since the run began.
+    pub start: f64,
+    /// End (healed), seconds since the run began.
+    pub end: Option<f64>,
+    /// Whether applying or healing it hit an error (the run goes on).
+    pub error: Option<String>,
+}
+
+/// What the nemesis acts on.
+pub struct Nemesis {
+    pub(crate) cluster: Arc<Mutex<TestCluster>>,
+    pub(crate) net: Option<Arc<Netns>>,
+    pub(crate) clocks: Option<Arc<Clocks>>,
+    pub(crate) admin: Client,
+    pub(crate) rng: StdRng,
+    pub(crate) timeline: Arc<Mutex<Vec<Fault>>>,
+    pub(crate) start: Instant,
+    pub(crate) active: Arc<Mutex<Option<String>>>,
+}
+
+impl Nemesis {
+    /// A nemesis over the run's parts.
+    pub fn new(
+        cluster: Arc<Mutex<TestCluster>>,
+        net: Option<Arc<Netns>>,
+        clocks: Option<Arc<Clocks>>,
+        admin: Client,
+        seed: u64,
+        start: Instant,
+    ) -> Nemesis {
+        Nemesis {
+            cluster,
+            net,
+            clocks,
+            admin,
+            rng: StdRng::seed_from_u64(seed ^ 0x6e656d65736973),
+            timeline: Arc::new(Mutex::new(Vec::new())),
+            start,
+            active: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner()).nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    async fn leader(&self) -> Option<u64> {
+        let status =
+            tokio::time::timeout(Duration::from_secs(2), self.admin.status()).await.ok()?.ok()?;
+        if status.role == Role::Leader {
+            return Some(status.id);
+        }
+        status.leader.map(|m| m.id)
+    }
+
+    fn clocks(&self) -> anyhow::Result<Arc<Clocks>> {
+        self.clocks.clone().ok_or_else(|| anyhow!("clock faults need the clock harness"))
+    }
+
+    /// Runs faults from `names` until `deadline`, then heals everything.
+    pub async fn run(
+        mut self,
+        names: Vec<String>,
+        deadline: Instant,
+        quiet: Duration,
+        hold: Duration,
+    ) -> Vec<Fault> {
+        if names.is_empty() {
+            tokio::time::sleep_until(deadline.into()).await;
+            return Vec::new();
+        }
+        loop {
+            if Instant::now() + quiet >= deadline {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            let name = names[self.rng.random_range(0..names.len())].clone();
+            *self.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.clone());
+            let index = {
+                let mut t = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
+                t.push(Fault {
+                    name: name.clone(),
+                    detail: String::new(),
+                    start: self.secs(),
+                    end: None,
+                    error: None,
+                });
+                t.len() - 1
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hold = hold.min(left.saturating_sub(Duration::from_millis(500)));
+            let outcome = self.fault(&name, hold).await;
+            let mut t = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome {
+                Ok(detail) => t[index].detail = detail,
+                Err(e) => t[index].error = Some(format!("{e:#}")),
+            }
+            t[index].end = Some(self.secs());
+            drop(t);
+            *self.active.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if let Err(e) = self.heal_all().await {
+            tracing::warn!("healing at the end: {e:#}");
+        }
+        self.timeline.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The fault in progress, for the progress bar.
+    pub fn active(&self) -> Arc<Mutex<Option<String>>> {
+        self.active.clone()
+    }
+
+    /// Heals every kind of fault: the network, clocks, stopped and dead processes.
+    pub async fn heal_all(&mut self) -> anyhow::Result<()> {
+        if let Some(net) = &self.net {
+            net.heal()?;
+        }
+        if let Some(clocks) = &self.clocks {
+            clocks.heal()?;
+        }
+        let ids = self.ids();
+        let mut cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            cluster.resume(id);
+            if !cluster.is_running(id) {
+                let _ = cluster.restart(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one fault for `hold`, heals it, and describes it.
+    async fn fault(&mut self, name: &str, hold: Duration) -> anyhow::Result<String> {
+        let ids = self.ids();
+        match name {
+            "partition" => {
+                let net = self
+                    .net
+                    .clone()
+                    .ok_or_else(|| anyhow!("partitions need network namespaces (run as root)"))?;
+                let leader = self.leader().await;
+                let (detail, blocked) = partition_plan(&ids, leader, &mut self.rng);
+                net.partition(&blocked)?;
+                tokio::time::sleep(hold).await;
+                net.heal()?;
+                Ok(detail)
+            }
+            "kill" => {
+                let target = if self.rng.random_bool(0.5) { self.leader().await } else { None }
+                    .unwrap_or_else(|| ids[self.rng.random_range(0..ids.len())]);
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).kill(target);
+                tokio::time::sleep(hold).await;
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).restart(target)?;
+                Ok(format!("SIGKILL n{target}, restarted after {hold:?}"))
+            }
+            "pause" => {
+                let target = self.leader().await.unwrap_or(ids[0]);
+                let pause = Duration::from_secs(3).min(hold);
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).pause(target);
+                tokio::time::sleep(pause).await;
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).resume(target);
+                tokio::time::sleep(hold.saturating_sub(pause)).await;
+                Ok(format!("SIGSTOP n{target} for {pause:?}, then SIGCONT"))
+            }
+            "member" => self.member(hold).await,
+            "clock-skew" => {
+                let clocks = self.clocks()?;
+                let bound = Duration::from_millis(10);
+                for &id in &ids {
+                    clocks.update(id, |s| s.bound = bound)?;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let limit = 8_000_000i64;
+                // Odd nodes fast, even nodes slow, by 4 to 8 ms: pairs of nodes disagree by up to
+                // 16 ms, all within the 10 ms bound.
+                let mut offsets: Vec<i64> = ids
+                    .iter()
+                    .map(|&id| {
+                        let m = self.rng.random_range(4_000_000..=limit);
+                        if id % 2 == 1 { m } else { -m }
+                    })
+                    .collect();
+                let detail = format!(
+                    "bound 10 ms; offsets {:?} µs, drifting within ±8 ms",
+                    offsets.iter().map(|o| o / 1000).collect::<Vec<_>>()
+                );
+                let until = Instant::now() + hold;
+                while Instant::now() < until {
+                    for (i, &id) in ids.iter().enumerate() {
+                        clocks.update(id, |s| s.offset_nanos = offsets[i])?;
+                        offsets[i] = (offsets[i] + self.rng.random_range(-1_000_000..=1_000_000))
+                            .clamp(-limit, limit);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                clocks.heal()?;
+                Ok(detail)
+            }
+            "clock-bound" => {
+                let clocks = self.clocks()?;
+                for &id in &ids {
+                    clocks.update(id, |s| s.bound = Duration::from_millis(500))?;
+                }
+                tokio::time::sleep(hold).await;
+                clocks.heal()?;
+                Ok("every bound 50 µs → 500 ms".into())
+            }
+            "clock-status" => {
+                let clocks = self.clocks()?;
+                let status =
+                    *[ClockStatus::FreeRunning, ClockStatus::Unknown, ClockStatus::Disrupted]
+                        .choose(&mut self.rng)
+                        .expect("non-empty");
+                let mut targets = ids.clone();
+                targets.shuffle(&mut self.rng);
+                targets.truncate(self.rng.random_range(1..=ids.len()));
+                for &id in &targets {
+                    clocks.update(id, |s| s.status = status)?;
+                }
+                tokio::time::sleep(hold).await;
+                clocks.heal()?;
+                Ok(format!("status {status} on {targets:?}"))
+            }
+            "clock-stale" => {
+                let clocks = self.clocks()?;
+                let target = ids[self.rng.random_range(0..ids.len())];
+                clocks.update(target, |s| s.daemon_running = false)?;
+                tokio::time::sleep(hold.max(Duration::from_secs(6))).await;
+                clocks.heal()?;
+                Ok(format!(
+                    "n{target}'s segment not updated for {:?}",
+                    hold.max(Duration::from_secs(6))
+                ))
+            }
+            "clock-step-restart" => {
+                let clocks = self.clocks()?;
+                let target = self.leader().await.unwrap_or(ids[0]);
+                clocks.update(target, |s| s.bound = Duration::from_millis(900))?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                clocks.update(target, |s| s.offset_nanos = 800_000_000)?;
+                tokio::time::sleep(hold / 2).await;
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).kill(target);
+                clocks.heal()?;
+                self.cluster.lock().unwrap_or_else(|e| e.into_inner()).restart(target)?;
+                tokio::time::sleep(hold / 2).await;
+                Ok(format!(
+                    "n{target} ran 800 ms fast (bound 900 ms), was killed and restarted 800 ms back"
+                ))
+            }
+            "clock-lie" => {
+                let clocks = self.clocks()?;
+                let target = ids[self.rng.random_range(0..ids.len())];
+                let offset = if self.rng.random_bool(0.5) { 250_000_000 } else { -250_000_000 };
+                clocks.update(target, |s| s.offset_nanos = offset)?;
+                tokio::time::sleep(hold).await;
+                clocks.heal()?;
+                Ok(format!("n{target} off by {} ms under a 50 µs bound", offset / 1_000_000))
+            }
+            "leap-step" => {
+                let clocks = self.clocks()?;
+                for &id in &ids {
+                    clocks.update(id, |s| s.offset_nanos = -1_000_000_000)?;
+                }
+                tokio::time::sleep(hold).await;
+                clocks.heal()?;
+                Ok("every clock stepped back 1 s (segments at 50 µs), then forward again".into())
+            }
+            other => bail!("unknown nemesis {other}"),
+        }
+    }
+
+    async fn member(&mut self, hold: Duration) -> anyhow::Result<String> {
+        let leader = self.leader().await.ok_or_else(|| anyhow!("no leader"))?;
+        let ids = self.ids();
+        let candidates: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
+        let target = candidates[self.rng.random_range(0..candidates.len())];
+        let member = self
+            .admin
+            .members()
+            .into_iter()
+            .find(|m| m.id == target)
+            .ok_or_else(|| anyhow!("n{target} unknown"))?;
+        retry(|| self.admin.remove_member(target)).await?;
+        let stopped = self.cluster.lock().unwrap_or_else(|e| e.into_inner()).stop(target);
+        tokio::time::sleep(hold / 2).await;
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner()).respawn_as_joiner(target)?;
+        let (peer, client) = (member.peer_address.clone(), member.client_address.clone());
+        retry(|| self.admin.add_member(target, peer.clone(), client.clone())).await?;
+        tokio::time::sleep(hold / 2).await;
+        Ok(format!("removed n{target} (stopped cleanly: {stopped}), wiped it, added it back empty"))
+    }
+}
+
+async fn retry<T, F, Fut>(mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = boundkv_client::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(t) => return Ok(t),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("membership change: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A partition: its description and the blocked pairs.
+fn partition_plan(
+    ids: &[u64],
+    leader: Option<u64>,
+    rng: &mut StdRng,
+) -> (String, BTreeSet<(u64, u64)>) {
+    let cut = |a: &[u64], b: &[u64]| -> BTreeSet<(u64, u64)> {
+        a.iter().flat_map(|&x| b.iter().map(move |&y| (x.min(y), x.max(y)))).collect()
+    };
+    match rng.random_range(0..4) {
+        0 => {
+            let mut shuffled = ids.to_vec();
+            shuffled.shuffle(rng);
+            let (a, b) = shuffled.split_at(ids.len() / 2);
+            (format!("halves {a:?} | {b:?}"), cut(a, b))
+        }
+        1 if leader.is_some() => {
+            let l = leader.expect("checked");
+            let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != l).collect();
+            (format!("the leader n{l} alone"), cut(&[l], &rest))
+        }
+        2 => {
+            // A majority ring: each node reaches its neighbours only; every node sees a
+            // majority, no two the same one. With three nodes: one pair cut.
+            let mut ring = ids.to_vec();
+            ring.shuffle(rng);
+            let n = ring.len();
+            let mut blocked = BTreeSet::new();
+            for i in 0..n {
+                for j in i + 1..n {
+                    let d = (j - i).min(n - (j - i));
+                    if d >= 2 || (n == 3 && i == 0 && j == 2) {
+                        blocked.insert((ring[i].min(ring[j]), ring[i].max(ring[j])));
+                    }
+                }
+            }
+            (format!("majority ring {ring:?}"), blocked)
+        }
+        _ => {
+            let lone = ids[rng.random_range(0..ids.len())];
+            let rest: Vec<u64> = ids.iter().copied().filter(|&i| i != lone).collect();
+            (format!("n{lone} alone"), cut(&[lone], &rest))
+        }
+    }
+}
