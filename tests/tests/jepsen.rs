@@ -91,7 +91,7 @@ fn the_mutant_without_commit_wait_is_caught() {
 /// The mutant again, on `append`: Elle's real-time cycles must show the stale reads.
 #[test]
 fn the_mutant_without_commit_wait_is_caught_by_append() {
-    let s = run("append", &["clock-skew"], 20, 15, true);
+    let s = run("append", &["clock-skew"], 30, 15, true);
     assert!(!s.valid, "the checkers missed the mutant: {}", s.dir.display());
     assert!(
         s.anomalies.iter().any(|(k, _)| k.contains("realtime") || k.contains("timestamp")),

@@ -564,10 +564,10 @@ impl Checker {
         }
         chain += "T1";
         let what = match base {
-            "G0" => "write cycle",
+            "G0" => "a write cycle",
             "G1c" => "circular information flow",
-            "G-single" => "read skew (a cycle with one anti-dependency)",
-            _ => "anti-dependency cycle",
+            "G-single" => "a cycle with a single anti-dependency",
+            _ => "a cycle with two or more anti-dependencies",
         };
         let explanation = format!(
             "{kind} ({what}{}): {chain}; where {}",

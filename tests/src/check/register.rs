@@ -25,7 +25,7 @@
 //! `info` and open operations have no return entry (they return "at the end of time") and are
 //! not needed for success, which is exactly "any time after the invoke, or never".
 //!
-//! Three things keep the search small:
+//! Six things keep the search small:
 //!
 //! * **Memoization.** A configuration is (set of linearized operations, register value). Every
 //!   configuration the search has entered is remembered; entering one again is pointless (it
@@ -42,13 +42,35 @@
 //!   it (nothing can tell its value was there; only another write can replace it), so it is
 //!   dropped before the search. This keeps the classic Knossos blow-up (every timed-out write
 //!   concurrent with the rest of the history) away.
+//! * **Observed indeterminate writes get a deadline.** Values are unique per key, so if an `ok`
+//!   read returned (or an `ok` cas expected) the value of an `info` write, that write alone
+//!   could have put it there: it must have taken effect, before the first such read completed.
+//!   It becomes a required operation with that return point instead of lingering at the front
+//!   of the list, where every subset of such writes would be tried.
+//! * **Unobserved writes ride along.** All values nothing observes are one state to the search
+//!   (no operation can tell them apart). Right after such a write only a plain write can be
+//!   linearized, so an `ok` write of an unobserved value can always be placed just before the
+//!   next plain write, and having linearized it is never worse than not (one obligation less,
+//!   same register value). So whenever the search linearizes a plain write, it also linearizes
+//!   every unobserved `ok` write that could go right before it (whose invoke precedes every
+//!   pending return). Without this, `c` concurrent blind writes cost `2^c` configurations.
+//! * **A value is not left while it is still needed.** Values are unique, so once the register
+//!   moves off a value only one operation could write (or off the initial `null`, if nothing
+//!   writes `null`), the value is gone for good; a step that does so while some `ok` read or cas
+//!   still needs the value cannot lead anywhere and is not taken. Without this, `c` concurrent
+//!   writes, each read while all are in flight, cost `2^c` configurations.
+//!
+//! Keys are searched in parallel, one thread per core.
 //!
 //! The search has a budget of configurations per key ([`RegisterOptions`]); a key that
 //! exhausts it makes the verdict [`Validity::Unknown`](super::Validity::Unknown), never `Valid`.
 //!
-//! When a key cannot be linearized, the anomaly names the operation at which the search got
-//! furthest before being stuck (the one whose return it could not get past), the register value
-//! there, the operations concurrent with it, and the last write that completed before it began.
+//! When a key cannot be linearized, the anomaly (one per key: the search stops there) names the
+//! operation at which the search got furthest before being stuck (the one whose return it could
+//! not get past), the register value there, the later operations that still needed that value,
+//! the operations concurrent with it, and the last write that completed before it began. A value
+//! read (or expected) that no operation that may have happened wrote is reported without a
+//! search, naming the failed write that wrote it, if any.
 //!
 //! # Worked example
 //!
@@ -71,6 +93,10 @@
 //! Undoing `w2` does not help either, because `ret w2` comes before `call r@6` (the write was
 //! acknowledged before the read began). Nothing is left to undo: the read at index 6 is a stale
 //! read and the history is not linearizable. Had the second read returned 2 it would be.
+//!
+//! (The last pruning above gets there sooner: while the register holds 1 and both reads still
+//! need 1, `w2` may not be linearized at all, so the search is stuck at `ret w2` at once, and the
+//! anomaly names `w2`, the value 1, and the read at index 6 that still needed it.)
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -91,7 +117,7 @@ pub struct RegisterOptions {
 
 impl Default for RegisterOptions {
     fn default() -> Self {
-        RegisterOptions { max_states_per_key: 2_000_000 }
+        RegisterOptions { max_states_per_key: 5_000_000 }
     }
 }
 
@@ -134,9 +160,34 @@ pub fn check_with(ops: &[Op], options: &RegisterOptions) -> CheckResult {
 
     let mut states = 0;
     let mut undecided_keys = 0;
-    for key in &key_order {
+    // Keys are independent: search them on every core, then report in key order.
+    let workers =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(key_order.len()).max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut verdicts: Vec<(usize, KeyVerdict)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(key) = key_order.get(i) else { break };
+                        done.push((i, keys[key].check(ops, key, options.max_states_per_key)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    verdicts.sort_by_key(|(i, _)| *i);
+    for (i, verdict) in verdicts {
+        let key = &key_order[i];
         let kh = &keys[key];
-        match kh.check(ops, key, options.max_states_per_key) {
+        match verdict {
             KeyVerdict::Linearizable { states: s } => states += s,
             KeyVerdict::Violation { states: s, anomaly } => {
                 states += s;
@@ -304,20 +355,16 @@ impl KeyHistory {
             let why = match self.failed_writes.get(&v) {
                 Some(&w) => {
                     involved.push(ops[w].invoke_index);
-                    format!(
-                        "only {}, which failed, wrote it",
-                        self.describe(ops, w, Action::Write(v))
-                    )
+                    format!("only {} wrote that value", self.describe(ops, w, Action::Write(v)))
                 }
-                None => "no operation wrote it".to_string(),
+                None => "no operation wrote that value".to_string(),
             };
-            let verb = if matches!(action, Action::Read(_)) { "read" } else { "expected" };
             return KeyVerdict::Violation {
                 states: 0,
                 anomaly: Anomaly::new(
                     "nonlinearizable",
                     format!(
-                        "key {key}: {} {verb} {}, but {why}",
+                        "key {key}: {} needed the register to hold {}, but {why}",
                         self.describe(ops, i, action),
                         self.text(v)
                     ),
@@ -367,7 +414,46 @@ impl KeyHistory {
                 _ => None,
             })
             .collect();
+        // Values nothing observes are all alike to the search: one state, `dead`.
+        let dead = self.texts.len() as ValueId;
+        let unobserved = |v: ValueId| if v != 0 && !observed.contains(&v) { dead } else { v };
+        let actions: Vec<Action> = placed
+            .iter()
+            .map(|&(_, action)| match action {
+                Action::Write(v) => Action::Write(unobserved(v)),
+                Action::Cas(e, n) => Action::Cas(e, unobserved(n)),
+                read => read,
+            })
+            .collect();
+        let absorbable: Vec<bool> = placed
+            .iter()
+            .zip(&actions)
+            .map(|(&(i, _), a)| ops[i].outcome == Outcome::Ok && *a == Action::Write(dead))
+            .collect();
+        // Once the register leaves a value only one op could have produced (or the initial
+        // null, if nothing writes null), the value never comes back.
+        let mut final_when_left = vec![true; dead as usize + 1];
+        for (v, n) in &producers {
+            if *n > 1 || *v == 0 {
+                final_when_left[*v as usize] = false;
+            }
+        }
         let mut search = Search::new(ops, &placed, &deadlines);
+        search.needs = placed
+            .iter()
+            .zip(&actions)
+            .map(|(&(i, _), a)| match (ops[i].outcome, a) {
+                (Outcome::Ok, Action::Read(v) | Action::Cas(v, _)) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        search.waiting = vec![0; dead as usize + 1];
+        for v in search.needs.iter().flatten() {
+            search.waiting[*v as usize] += 1;
+        }
+        search.final_when_left = final_when_left;
+        search.actions = actions;
+        search.absorbable = absorbable;
         match search.run(budget) {
             SearchEnd::Linearized => KeyVerdict::Linearizable { states: search.states },
             SearchEnd::Budget => KeyVerdict::GaveUp { states: search.states },
@@ -415,13 +501,40 @@ impl KeyHistory {
             })
             .max_by_key(|&(i, _)| ops[i].return_position());
         let mut text = format!(
-            "key {key}: no linearization; the search got furthest with {} of {} ops linearized, \
+            "key {key}: no linearization; the search got furthest with {} ops linearized, \
              where {} could not take effect: the register held {}",
             stuck.depth,
-            search.required_total(),
             self.describe(ops, si, saction),
-            self.text(stuck.state),
+            if stuck.state as usize >= self.texts.len() {
+                "a value no op observed"
+            } else {
+                self.text(stuck.state)
+            },
         );
+        // A write that could not go because ops after it still need the value it would replace.
+        if matches!(saction, Action::Write(_) | Action::Cas(..)) {
+            let needing: Vec<(usize, Action)> = placed
+                .iter()
+                .copied()
+                .filter(|&(i, a)| {
+                    ops[i].outcome == Outcome::Ok
+                        && matches!(a, Action::Read(v) | Action::Cas(v, _) if v == stuck.state)
+                        && ops[i].return_position() > call
+                        && i != si
+                })
+                .take(4)
+                .collect();
+            if !needing.is_empty() {
+                let list: Vec<String> =
+                    needing.iter().map(|&(i, a)| self.describe(ops, i, a)).collect();
+                text += &format!(
+                    ", which {} still needed (written values are unique: once replaced, it cannot \
+                     come back)",
+                    list.join(", ")
+                );
+                involved.extend(needing.iter().map(|&(i, _)| ops[i].invoke_index));
+            }
+        }
         if let Some((w, a)) = before {
             involved.push(ops[w].invoke_index);
             text += &format!("; {} was acknowledged before it began", self.describe(ops, w, a));
@@ -472,6 +585,14 @@ struct Search {
     entries: Vec<Entry>,
     actions: Vec<Action>,
     required: Vec<bool>,
+    /// Ok plain writes of a value nothing observes: linearized along with the next plain write.
+    absorbable: Vec<bool>,
+    /// The value each ok read (or ok cas) needs the register to hold.
+    needs: Vec<Option<ValueId>>,
+    /// Per value: how many not yet linearized ops need it.
+    waiting: Vec<u32>,
+    /// Per value: whether it can never come back once the register holds something else.
+    final_when_left: Vec<bool>,
     zobrist: Vec<u128>,
     states: u64,
     furthest: Option<Stuck>,
@@ -546,6 +667,10 @@ impl Search {
         Search {
             entries,
             actions: placed.iter().map(|&(_, a)| a).collect(),
+            absorbable: vec![false; placed.len()],
+            needs: vec![None; placed.len()],
+            waiting: Vec::new(),
+            final_when_left: Vec::new(),
             required,
             zobrist,
             states: 0,
@@ -594,8 +719,10 @@ impl Search {
     fn run(&mut self, budget: u64) -> SearchEnd {
         let mut remaining = self.required_total();
         let mut seen: HashSet<u128, BuildHasherDefault<FoldHasher>> = HashSet::default();
-        // (call entry, register value before it)
-        let mut stack: Vec<(usize, ValueId)> = Vec::new();
+        // (call entry, register value before it, where its absorbed writes start in `absorbed`)
+        let mut stack: Vec<(usize, ValueId, usize)> = Vec::new();
+        let mut absorbed: Vec<usize> = Vec::new();
+        let mut candidates: Vec<usize> = Vec::new();
         let mut state: ValueId = 0;
         let mut set_hash: u128 = 0;
         seen.insert(state_word(state));
@@ -611,19 +738,46 @@ impl Search {
                 if is_call {
                     let action = self.actions[op];
                     entry = next;
-                    if let Some(after) = action.step(state) {
-                        let h = set_hash ^ self.zobrist[op];
+                    let after = action.step(state).filter(|&after| {
+                        // Leaving a value for good while ops still need it cannot succeed.
+                        after == state
+                            || !self.final_when_left[state as usize]
+                            || self.waiting[state as usize]
+                                <= u32::from(self.needs[op] == Some(state))
+                    });
+                    if let Some(after) = after {
+                        let mut h = set_hash ^ self.zobrist[op];
+                        // A plain write also takes every unobserved write that could go right
+                        // before it (see the module docs).
+                        candidates.clear();
+                        if matches!(action, Action::Write(_)) {
+                            let mut e = self.entries[HEAD].next;
+                            while e != NIL && self.entries[e].is_call {
+                                let k = self.entries[e].op;
+                                if e != current && self.absorbable[k] {
+                                    candidates.push(e);
+                                    h ^= self.zobrist[k];
+                                }
+                                e = self.entries[e].next;
+                            }
+                        }
                         if seen.insert(h ^ state_word(after)) {
                             self.states += 1;
                             if self.states > budget {
                                 return SearchEnd::Budget;
                             }
-                            stack.push((current, state));
+                            stack.push((current, state, absorbed.len()));
                             self.lift(current);
+                            for &c in &candidates {
+                                self.lift(c);
+                                absorbed.push(c);
+                                remaining -= usize::from(self.required[self.entries[c].op]);
+                            }
                             state = after;
                             set_hash = h;
-                            if self.required[op] {
-                                remaining -= 1;
+                            remaining -= usize::from(self.required[op]);
+                            if let Some(v) = self.needs[op] {
+                                self.waiting[v as usize] -= 1;
                             }
                             entry = self.entries[HEAD].next;
                         } else if matches!(action, Action::Read(_)) {
@@ -632,7 +786,7 @@ impl Search {
                         }
                     }
                 } else {
-                    let depth = stack.len();
+                    let depth = stack.len() + absorbed.len();
                     if self.furthest.is_none_or(|f| depth > f.depth) {
                         self.furthest = Some(Stuck { depth, op, state });
                     }
@@ -641,13 +795,21 @@ impl Search {
             }
             if backtrack {
                 loop {
-                    let Some((call, before)) = stack.pop() else { return SearchEnd::Stuck };
+                    let Some((call, before, start)) = stack.pop() else { return SearchEnd::Stuck };
+                    while absorbed.len() > start {
+                        let c = absorbed.pop().unwrap_or(NIL);
+                        self.unlift(c);
+                        let k = self.entries[c].op;
+                        set_hash ^= self.zobrist[k];
+                        remaining += usize::from(self.required[k]);
+                    }
                     self.unlift(call);
                     let op = self.entries[call].op;
                     state = before;
                     set_hash ^= self.zobrist[op];
-                    if self.required[op] {
-                        remaining += 1;
+                    remaining += usize::from(self.required[op]);
+                    if let Some(v) = self.needs[op] {
+                        self.waiting[v as usize] += 1;
                     }
                     entry = self.entries[call].next;
                     if !matches!(self.actions[op], Action::Read(_)) {

@@ -7,7 +7,7 @@
 //! | `kill` | SIGKILL a node (half the time the leader), restart it on its data | safe |
 //! | `pause` | SIGSTOP the leader for 3 s (three leases), then SIGCONT | safe |
 //! | `member` | remove a follower from the membership, wipe it, start it empty and add it back | safe |
-//! | `clock-skew` | every node's bound to 10 ms, its system clock off by up to ±8 ms and drifting, inside the bound | safe |
+//! | `clock-skew` | every node's bound to 10 ms; the leader's system clock 4–8 ms fast, the others' 4–8 ms slow, drifting, all inside the bound | safe |
 //! | `clock-bound` | every node's bound from 50 µs to 500 ms | safe, slower |
 //! | `clock-status` | some nodes' status to FreeRunning, Unknown or Disrupted | safe: Unknown/Disrupted nodes stop issuing timestamps |
 //! | `clock-stale` | a node's "daemon" stops updating its segment (FreeRunning after 5 s, the bound growing) | safe |
@@ -242,25 +242,27 @@ impl Nemesis {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let limit = 8_000_000i64;
-                // Odd nodes fast, even nodes slow, by 4 to 8 ms: pairs of nodes disagree by up to
-                // 16 ms, all within the 10 ms bound.
-                let mut offsets: Vec<i64> = ids
-                    .iter()
-                    .map(|&id| {
-                        let m = self.rng.random_range(4_000_000..=limit);
-                        if id % 2 == 1 { m } else { -m }
-                    })
-                    .collect();
+                // The leader fast, the others slow, by 4 to 8 ms each, drifting within that:
+                // the leader's timestamps run up to 16 ms ahead of what its followers' clocks
+                // say, all within the 10 ms bound. (The pattern commit wait exists for: a
+                // follower that reads at its own `latest` right after an acknowledgement.)
+                let leader = self.leader().await;
+                let signs: Vec<i64> =
+                    ids.iter().map(|&id| if Some(id) == leader { 1 } else { -1 }).collect();
+                let mut magnitudes: Vec<i64> =
+                    ids.iter().map(|_| self.rng.random_range(4_000_000..=limit)).collect();
                 let detail = format!(
-                    "bound 10 ms; offsets {:?} µs, drifting within ±8 ms",
-                    offsets.iter().map(|o| o / 1000).collect::<Vec<_>>()
+                    "bound 10 ms; leader {} fast; offsets {:?} µs, drifting within 4-8 ms",
+                    leader.map(|l| format!("n{l}")).unwrap_or_else(|| "unknown".into()),
+                    magnitudes.iter().zip(&signs).map(|(m, s)| m * s / 1000).collect::<Vec<_>>()
                 );
                 let until = Instant::now() + hold;
                 while Instant::now() < until {
                     for (i, &id) in ids.iter().enumerate() {
-                        clocks.update(id, |s| s.offset_nanos = offsets[i])?;
-                        offsets[i] = (offsets[i] + self.rng.random_range(-1_000_000..=1_000_000))
-                            .clamp(-limit, limit);
+                        clocks.update(id, |s| s.offset_nanos = signs[i] * magnitudes[i])?;
+                        magnitudes[i] = (magnitudes[i]
+                            + self.rng.random_range(-1_000_000..=1_000_000))
+                        .clamp(4_000_000, limit);
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
