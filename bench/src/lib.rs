@@ -8,6 +8,12 @@
 //!
 //! See `bench/README.md` for how to run them.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod floor;
+pub mod load;
+pub mod plot;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -795,6 +795,80 @@ fn malformed_values_are_reported() {
     assert_eq!(bank::check(&ops, &accounts(), 30).count("malformed"), 2);
 }
 
+/// The worked examples of the module docs say what the checkers say.
+#[test]
+fn module_doc_examples_hold() {
+    // timestamps
+    let mut h = H::new();
+    h.invoke(0, "write", w(1, 1))
+        .ok_ts(0, "write", w(1, 1), 100)
+        .invoke(1, "write", w(1, 2))
+        .ok_ts(1, "write", w(1, 2), 90)
+        .invoke(2, "read", rd(1))
+        .ok_ts(2, "read", w(1, 2), 95)
+        .invoke(2, "read", rd(1))
+        .ok_ts(2, "read", w(1, 2), 150);
+    let res = timestamps::check(&h.ops());
+    assert_eq!(res.count("timestamp-order"), 2, "{}", pretty(&res));
+    assert_eq!(
+        res.anomalies.iter().find(|a| a.kind == "stale-read").map(|a| a.ops.clone()),
+        Some(vec![0, 2, 6])
+    );
+    assert_kinds(&res, &["stale-read", "timestamp-order"]);
+
+    // register
+    let mut h = H::new();
+    h.op(0, "write", w(1, 1), w(1, 1))
+        .invoke(1, "write", w(1, 2))
+        .op(2, "read", rd(1), w(1, 1))
+        .ok(1, "write", w(1, 2))
+        .op(2, "read", rd(1), w(1, 1));
+    let res = register::check(&h.ops());
+    assert!(assert_anomaly(&res, "nonlinearizable").contains(&6));
+    assert!(
+        res.anomalies[0].explanation.contains("write 2 (index 2) could not take effect"),
+        "{}",
+        pretty(&res)
+    );
+
+    // append: T2 invoked after T3's ok makes the G-single-realtime.
+    let (t1, t2, t3, t4) = (
+        [app(1, 1)],
+        [app(1, 2), r(2, Some(&[]))],
+        [app(2, 1)],
+        [r(1, Some(&[1, 2])), r(2, Some(&[1]))],
+    );
+    let mut h = H::new();
+    h.txn(1, &t1).txn(3, &t3).txn(2, &t2).txn(4, &t4);
+    let res = append::check(&h.ops());
+    assert_eq!(assert_anomaly(&res, "G-single-realtime"), vec![2, 4]);
+    assert!(
+        res.anomalies[0].explanation.contains("T1 (index 4) rw[key 2]→ T2 (index 2) rt→ T1"),
+        "{}",
+        pretty(&res)
+    );
+
+    // causal
+    let mut h = H::new();
+    h.op(0, "write", w(1, 1), w(1, 1))
+        .invoke(1, "read", rd(1))
+        .invoke(0, "write", w(1, 2))
+        .ok(1, "read", w(1, 1))
+        .ok(0, "write", w(1, 2))
+        .op(2, "read", rd(1), w(1, 1));
+    assert_eq!(assert_anomaly(&causal::check(&h.ops()), "stale-read"), vec![3, 6]);
+
+    // bank
+    let v = json!({"from": 0, "to": 1, "amount": 3});
+    let mut h = H::new();
+    h.invoke(0, "transfer", v.clone())
+        .op(1, "read", Value::Null, json!({"0": 7, "1": 3}))
+        .ok(0, "transfer", v)
+        .op(1, "read", Value::Null, json!({"0": 7, "1": 0}));
+    let res = bank::check(&h.ops(), &["0".into(), "1".into()], 10);
+    assert_eq!(assert_anomaly(&res, "wrong-total"), vec![4]);
+}
+
 #[test]
 fn timestamps_without_ts_are_unknown() {
     let mut h = H::new();

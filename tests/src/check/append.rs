@@ -57,7 +57,8 @@
 //! time `T1 rt→ T2`, `T1 rt→ T3`, `T2 rt→ T4`, `T3 rt→ T4`. No cycle: T1, T2, T3, T4 is a serial
 //! order that respects real time (T2 before T3 is allowed, they overlapped). Had T2 been invoked
 //! after index 4, when T3 was already acknowledged, there would be an edge `T3 rt→ T2` and the
-//! cycle `T2 (index 5) rw[y]→ T3 (index 2) rt→ T2`: a `G-single-realtime`, a stale read of `y`.
+//! cycle `T2 rw[key y]→ T3 rt→ T2`: a `G-single-realtime`, a stale read of `y` (the checker
+//! writes it as `T1 (index …) rw[key y]→ T2 (index …) rt→ T1`, numbering the cycle's txns).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;

@@ -235,9 +235,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
 
     // Recovery and final reads.
     tokio::time::sleep(opts.recovery).await;
-    {
-        let c = cluster.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tokio::time::timeout(Duration::from_secs(30), c.leader()).await;
+    // Wait (at most 30 s) until a leader serves again.
+    let recovered = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < recovered {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), admin.status()).await
+            && (s.role == boundkv_client::Role::Leader || s.leader.is_some())
+            && admin.get("recovered?").await.is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     final_reads(&opts, &shared).await?;
     recorder.flush()?;
