@@ -11,6 +11,7 @@
 //! | `txn` | a read-write transaction over 2–8 keys (uniform or Zipfian): read them all, write them all |
 //! | `snapshot` | a read-only transaction over 2–8 keys |
 //! | `bank` | a transfer between two of 1,000 accounts (Zipfian), 10 % snapshot reads of 8 accounts |
+//! | `mixed` | single-key gets and puts, a given fraction of them gets |
 //!
 //! Keys are 8 decimal digits drawn from `keys` (uniform unless the workload says Zipfian, with
 //! YCSB's θ = 0.99); values are `value_size` bytes. An operation that fails is counted as an
@@ -53,6 +54,8 @@ pub enum Workload {
     Snapshot,
     /// Bank transfers with 10 % snapshot reads.
     Bank,
+    /// Single-key gets and puts, `read_fraction` of them gets.
+    Mixed,
 }
 
 impl Workload {
@@ -65,6 +68,7 @@ impl Workload {
             Workload::Txn { zipf: true } => "txn-zipf",
             Workload::Snapshot => "snapshot",
             Workload::Bank => "bank",
+            Workload::Mixed => "mixed",
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct LoadOptions {
     pub value_size: usize,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// For [`Workload::Mixed`]: the fraction of operations that are reads.
+    pub read_fraction: f64,
+    /// Keys per transaction (`txn`, `snapshot`), inclusive range.
+    pub txn_keys: (usize, usize),
 }
 
 impl Default for LoadOptions {
@@ -95,6 +103,8 @@ impl Default for LoadOptions {
             keys: 100_000,
             value_size: 256,
             progress: true,
+            read_fraction: 0.5,
+            txn_keys: (2, 8),
         }
     }
 }
@@ -358,6 +368,7 @@ pub async fn run(
         let (driver, stop, done, zipf, accounts) =
             (driver.clone(), stop.clone(), done.clone(), zipf.clone(), accounts.clone());
         let (keys, value, max_ops) = (opts.keys, vec![0x5Au8; opts.value_size], opts.max_ops);
+        let (read_fraction, (kmin, kmax)) = (opts.read_fraction, opts.txn_keys);
         tasks.push(tokio::spawn(async move {
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut per_second: Vec<u64> = Vec::new();
@@ -373,7 +384,9 @@ pub async fn run(
                     Workload::Get => driver.get(key(rng.next() % keys)).await,
                     Workload::Txn { .. } | Workload::Snapshot => {
                         let zipfian = matches!(workload, Workload::Txn { zipf: true });
-                        let n = 2 + (rng.next() % 7) as usize;
+                        let n = kmin.max(1)
+                            + (rng.next() % (kmax.max(kmin).max(1) - kmin.max(1) + 1) as u64)
+                                as usize;
                         let mut ks: Vec<String> = (0..n)
                             .map(|_| {
                                 key(if zipfian {
@@ -389,6 +402,13 @@ pub async fn run(
                             driver.snapshot(&ks).await
                         } else {
                             driver.txn(&ks, &value).await
+                        }
+                    }
+                    Workload::Mixed => {
+                        if rng.unit() < read_fraction {
+                            driver.get(key(rng.next() % keys)).await
+                        } else {
+                            driver.put(key(rng.next() % keys), &value).await
                         }
                     }
                     Workload::Bank => {
