@@ -79,7 +79,14 @@ impl Netns {
 
     /// Creates the namespaces, bridge and veths for `nodes` (ids 1..=250).
     pub fn create(run: u32, nodes: &[u64]) -> anyhow::Result<Netns> {
-        let run = run % 200 + 20;
+        // A run id whose names nobody uses: concurrent runs must not touch each other's
+        // namespaces (a run killed before cleaning up leaves its slot taken; there are 200).
+        let existing = Command::new("ip").args(["netns", "list"]).output().context("running ip")?;
+        let existing = String::from_utf8_lossy(&existing.stdout).into_owned();
+        let taken = |r: u32| existing.split_whitespace().any(|w| w == format!("bjS{r}"));
+        let run = (0..200).map(|i| (run + i) % 200 + 20).find(|&r| !taken(r)).context(
+            "every network slot of the suite is taken (stale namespaces: ip netns list)",
+        )?;
         let mut net = Netns { run, nodes: nodes.to_vec(), created: true };
         net.remove_stale();
         let sw = net.switch();
