@@ -851,18 +851,23 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     ///
     /// 1. Send `messages()` at once: a leader's appends may go out before its own write; its disk
     ///    and its followers' work in parallel (Raft thesis §10.2.1).
-    /// 2. Stage, in **one** log write: a snapshot's reset of the log together with the state
+    /// 2. Apply `committed_entries()`. raft-rs 0.7 hands over only entries this node has already
+    ///    persisted (in an earlier Ready), so applying them before this Ready's write is safe,
+    ///    and it lets this Ready's one flush make the state machine's writes durable too (sled
+    ///    syncs everything written before a flush). A crash after the apply but before a commit
+    ///    index covering it is durable is repaired on restart ([`RaftLogStore::repair_commit`]).
+    /// 3. Stage, in **one** log write: a snapshot's reset of the log together with the state
     ///    machine's restore batch (so the two cannot disagree after a crash), the new entries,
     ///    and the hard state.
-    /// 3. Write and flush it (an `fdatasync`): a hard state is never durable without the entries
+    /// 4. Write and flush it (an `fdatasync`): a hard state is never durable without the entries
     ///    it points at, nor a snapshot's log reset without its data. A Ready whose only change
     ///    is the commit index (`must_sync() == false`) is written without the flush.
-    /// 4. Apply `committed_entries()` (durable here since an earlier Ready, or by step 3).
     /// 5. Only then send `persisted_messages()`: votes and append acknowledgements promise
     ///    durability.
-    /// 6. `advance`: store a newer commit index if there is one (without a sync, as raft-rs
-    ///    allows), send the light ready's messages, apply its committed entries,
-    ///    `advance_apply`.
+    /// 6. `advance`: send the light ready's messages, apply its committed entries,
+    ///    `advance_apply`. Its commit index is not written: raft-rs does not need it durable,
+    ///    the next Ready's hard state carries it, and `repair_commit` covers a crash before
+    ///    then. (Writing it cost a sled write buffer, and so a `sync_file_range`, per round.)
     /// 7. Handle read states (lease renewals and callers' reads), answer reads whose index is
     ///    applied, compact the log.
     fn handle_ready(&mut self) -> Result<(), String> {
@@ -877,10 +882,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         // 1.
         self.send(rd.take_messages());
         // 2.
-        let store = self.raw.store().clone();
-        let mut w = store.write();
         let snapshot = rd.snapshot().clone();
         let restoring = !snapshot.is_empty();
+        // (A Ready with a snapshot has no committed entries: raft-rs asserts it.)
+        self.apply(rd.take_committed_entries())?;
+        // 3.
+        let store = self.raw.store().clone();
+        let mut w = store.write();
         if restoring {
             let meta = snapshot.get_metadata();
             let data =
@@ -898,7 +906,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             // Only the commit index moved: raft-rs needs no sync for that (see the module docs).
             w.without_sync();
         }
-        // 3.
+        // 4.
         store.commit(w).map_err(|e| e.to_string())?;
         if restoring {
             self.sm.staged_written().map_err(|e| e.to_string())?;
@@ -910,21 +918,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 "installed a snapshot"
             );
         }
-        // 4.
-        self.apply(rd.take_committed_entries())?;
         let read_states = rd.take_read_states();
         // 5.
         self.send(rd.take_persisted_messages());
         // 6.
         let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            let mut hs = store.hard_state();
-            hs.set_commit(commit);
-            let mut w = store.write();
-            w.set_hard_state(&hs);
-            w.without_sync();
-            store.commit(w).map_err(|e| e.to_string())?;
-        }
         self.send(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();

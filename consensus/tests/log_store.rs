@@ -698,3 +698,22 @@ fn raft_catches_a_new_member_up_by_snapshot() {
     assert_eq!(n2.store().last_index(), n1.store().last_index());
     assert_eq!(n2.store().term(snap_index), n1.store().term(snap_index));
 }
+
+/// A commit index written without a sync and lost in a crash: on restart the state machine's
+/// applied index is ahead of it; `repair_commit` raises it (raft-rs would refuse to start with
+/// `applied > commit`), never past the log, and never lowers it.
+#[test]
+fn repair_commit_raises_a_lost_commit_index_to_the_applied_index() {
+    let store = RaftLogStore::open(Arc::new(MemoryEngine::new())).unwrap();
+    store.initialize(voters(&[1])).unwrap();
+    let mut w = store.write();
+    w.append(&entries(1, 5, |_| 1));
+    w.set_hard_state(&hard_state(1, 1, 2));
+    store.commit(w).unwrap();
+    assert_eq!(store.repair_commit(2), Ok(false), "nothing to repair");
+    assert_eq!(store.repair_commit(1), Ok(false), "never lowered");
+    assert_eq!(store.repair_commit(4), Ok(true));
+    assert_eq!(store.hard_state().commit, 4);
+    assert!(matches!(store.repair_commit(9), Err(LogStoreError::Corruption(_))), "past the log");
+    assert_eq!(store.hard_state().commit, 4);
+}
