@@ -2,8 +2,10 @@
 # boundkv's consistency suite in one command: installs what it needs (tests/setup-jepsen.sh),
 # builds boundkv and boundkv-jepsen (release), then runs boundkv-jepsen with the arguments given,
 # or, with none, the standard matrix: every workload under each safe nemesis and a mix, then the
-# faults not yet expected to be safe, then the mutant. Prints a table; exits 1 if any run that is
-# expected to be valid was not (or the mutant went unnoticed). Needs root (network namespaces).
+# faults not yet expected to be safe, then the network faults again through the peer proxy
+# (--network proxy: what a machine without root gets), then the mutant. Prints a table; exits 1
+# if any run that is expected to be valid was not (or the mutant went unnoticed). Installing the
+# packages and network namespaces need root; without namespaces every run uses the proxy.
 #
 #   tests/jepsen.sh
 #   tests/jepsen.sh --workload append --nemesis partition,clock-skew --time-limit 120
@@ -32,7 +34,9 @@ run() { # expectation workload nemesis seed [extra...]
     anomalies=$(grep '^anomalies:' <<<"$out" | sed 's/anomalies: *//')
     dir=$(grep '^run:' <<<"$out" | sed 's/run: *//')
     [ -z "$verdict" ] && verdict="ERROR($status)"
-    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$w" "${n:-none}" "$s" "$expect" "$ops" "$verdict" "$anomalies" | tee -a "$table"
+    local label=${n:-none}
+    [[ " $* " == *" --network proxy "* ]] && label="$label (proxy)"
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$w" "$label" "$s" "$expect" "$ops" "$verdict" "$anomalies" | tee -a "$table"
     if [ "$expect" = valid ] && [ "$verdict" != VALID ]; then failed=1; fi
     if [ "$expect" = invalid ] && [ "$verdict" != INVALID ]; then failed=1; fi
     return 0
@@ -46,6 +50,9 @@ for s in $SEEDS; do
         done
         for n in clock-lie leap-step; do
             run "not yet safe" "$w" "$n" "$s"
+        done
+        for n in partition slow-net partition,slow-net,kill; do
+            run valid "$w" "$n" "$s" --network proxy
         done
     done
     BOUNDKV_ALLOW_UNSAFE=1 run invalid causal clock-skew "$s" --unsafe-skip-commit-wait

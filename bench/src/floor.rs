@@ -12,10 +12,10 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The measured pieces of the floor (medians).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Floor {
     /// Loopback TCP round trip, µs.
     pub rtt_us: f64,

@@ -75,6 +75,9 @@ pub struct NodeSetup {
     pub host: Option<String>,
     /// Fixed ports (client, peer, metrics) instead of free ones on 127.0.0.1.
     pub ports: Option<(u16, u16, u16)>,
+    /// The peer address the other nodes dial (`--advertise-peer`), when it is not the one the
+    /// node listens on: the consistency suite's partition proxy stands there.
+    pub advertise_peer: Option<String>,
     /// A command prefix the node runs under (e.g. `ip netns exec NS`).
     pub prefix: Vec<String>,
     /// Extra environment for this node.
@@ -136,8 +139,10 @@ pub struct TestNode {
     pub id: u64,
     /// Client address.
     pub client: String,
-    /// Peer address.
+    /// Peer address: the one the other nodes dial (see [`NodeSetup::advertise_peer`]).
     pub peer: String,
+    /// The peer address the node listens on (the same as `peer` unless a proxy stands between).
+    pub peer_listen: String,
     /// Metrics address.
     pub metrics: String,
     /// Its data directory.
@@ -164,10 +169,12 @@ impl TestCluster {
         let setup = options.setup.as_ref().map(|f| f(id)).unwrap_or_default();
         let host = setup.host.unwrap_or_else(|| "127.0.0.1".into());
         let (c, p, m) = setup.ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let peer_listen = format!("{host}:{p}");
         TestNode {
             id,
             client: format!("{host}:{c}"),
-            peer: format!("{host}:{p}"),
+            peer: setup.advertise_peer.unwrap_or_else(|| peer_listen.clone()),
+            peer_listen,
             metrics: format!("{host}:{m}"),
             dir: base.join(format!("node-{id}")),
             child: None,
@@ -251,7 +258,7 @@ impl TestCluster {
             "--listen-client".into(),
             node.client.clone(),
             "--listen-peer".into(),
-            node.peer.clone(),
+            node.peer_listen.clone(),
             "--metrics".into(),
             node.metrics.clone(),
             "--cluster-name".into(),
@@ -259,6 +266,9 @@ impl TestCluster {
         ];
         if node.founding {
             args.extend(["--initial-cluster".into(), initial]);
+        }
+        if node.peer != node.peer_listen {
+            args.extend(["--advertise-peer".into(), node.peer.clone()]);
         }
         args.extend(options.serve_args.iter().cloned());
         let mut cmd = match setup.prefix.split_first() {

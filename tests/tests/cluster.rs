@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boundkv_client::{Client, Error, WireError};
-use boundkv_tests::{ClusterOptions, TestCluster};
+use boundkv_tests::jepsen::proxy::PeerProxy;
+use boundkv_tests::{ClusterOptions, NodeSetup, SetupFn, TestCluster, free_port};
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -345,5 +347,76 @@ async fn t70_add_and_remove_members() -> Result {
     assert!(members.iter().all(|m| m.id != 1), "{members:?}");
     client.put("after", "removal").await?;
     assert_eq!(reader.get("after").await?.as_deref(), Some(&b"removal"[..]));
+    Ok(())
+}
+
+/// The consistency suite's peer proxy (its network where namespaces cannot be made) really cuts
+/// links, and only the ones it is told to:
+/// - three nodes whose Raft traffic passes the proxy (each advertises the proxy's port);
+/// - the leader is cut off from both followers: they elect a new leader among themselves and
+///   take writes, and the proxy counts the frames it dropped;
+/// - healed, the old leader catches up and serves every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t80_the_peer_proxy_partitions_the_leader_away() -> Result {
+    let ids = [1, 2, 3];
+    let proxy = Arc::new(PeerProxy::start(&ids)?);
+    let p = proxy.clone();
+    let setup: SetupFn = Arc::new(move |id| NodeSetup {
+        ports: p.listen_address(id).map(|l| (free_port(), l.port(), free_port())),
+        advertise_peer: p.advertised_address(id).map(|a| a.to_string()),
+        ..NodeSetup::default()
+    });
+    let cluster =
+        TestCluster::start(ClusterOptions { setup: Some(setup), ..ClusterOptions::default() })?;
+    assert_ne!(
+        cluster.node(1).peer,
+        cluster.node(1).peer_listen,
+        "node 1 is reached through the proxy"
+    );
+    let client = cluster.client().await?;
+    let mut acked = write_keys(&client, "before/", 10).await?;
+    let old = cluster.leader().await?;
+    let others: Vec<u64> = ids.into_iter().filter(|&i| i != old).collect();
+    proxy.partition(&others.iter().map(|&o| (old, o)).collect());
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = 'found: loop {
+        for &id in &others {
+            if let Ok(Ok(s)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.status_of(cluster.node(id).client.as_str()),
+            )
+            .await
+                && s.role == boundkv_client::Role::Leader
+                && s.lease_valid
+            {
+                break 'found id;
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no new leader behind the partition\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(new, old);
+    acked.extend(write_keys(&client, "during/", 10).await?);
+    let (_, dropped) = proxy.counts();
+    assert!(dropped > 0, "the proxy dropped the cut links' frames");
+
+    proxy.heal();
+    let reader = cluster.client_reading_from(old).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check_all(&reader, &acked).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("not caught up yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }

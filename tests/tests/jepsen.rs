@@ -4,12 +4,13 @@
 //! recorded history; the mutant run shows the checkers catch what commit wait prevents.
 //!
 //! The runs take turns (one cluster at a time on these 2-core machines). They need root and
-//! `tests/setup-jepsen.sh`'s packages (the README's test command installs them).
+//! `tests/setup-jepsen.sh`'s packages (the README's test command installs them); one run uses
+//! the peer proxy instead of namespaces, as on a machine without root.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use boundkv_tests::jepsen::{self, RunOptions, RunSummary};
+use boundkv_tests::jepsen::{self, NetworkMode, RunOptions, RunSummary};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -20,6 +21,17 @@ fn store() -> std::path::PathBuf {
 }
 
 fn run(workload: &str, nemeses: &[&str], seconds: u64, seed: u64, mutant: bool) -> RunSummary {
+    run_on(NetworkMode::Auto, workload, nemeses, seconds, seed, mutant)
+}
+
+fn run_on(
+    network: NetworkMode,
+    workload: &str,
+    nemeses: &[&str],
+    seconds: u64,
+    seed: u64,
+    mutant: bool,
+) -> RunSummary {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let opts = RunOptions {
         workload: workload.into(),
@@ -29,6 +41,7 @@ fn run(workload: &str, nemeses: &[&str], seconds: u64, seed: u64, mutant: bool) 
         seed,
         store: store(),
         unsafe_skip_commit_wait: mutant,
+        network,
         progress: false,
         ..RunOptions::default()
     };
@@ -73,6 +86,20 @@ fn append_under_partitions_pauses_and_clock_skew() {
 #[test]
 fn causal_under_kills_clock_skew_and_status_flips() {
     assert_valid(&run("causal", &["kill", "clock-skew", "clock-status"], 25, 13, false));
+}
+
+/// The suite's network where namespaces cannot be made: Raft traffic through the runner's
+/// proxy on 127.0.0.1, which drops the frames of cut links and delays every frame under
+/// `slow-net`. The run must be valid, and its partitions must really have dropped frames.
+#[test]
+fn register_through_the_peer_proxy_under_partitions_and_slow_net() {
+    let s = run_on(NetworkMode::Proxy, "register", &["partition", "slow-net"], 20, 21, false);
+    assert_valid(&s);
+    let faults = s.results["faults"].as_array().cloned().unwrap_or_default();
+    if faults.iter().any(|f| f["name"] == "partition") {
+        let dropped = s.results["proxy_frames"]["dropped"].as_u64().unwrap_or(0);
+        assert!(dropped > 0, "the partitions dropped nothing: {}", s.dir.display());
+    }
 }
 
 /// The mutant: nodes acknowledge commits without commit wait, under in-bound clock skew. The

@@ -31,7 +31,7 @@ use boundkv_bench::plot::{Chart, Series};
 use boundkv_client::{Client, ClientOptions, ReadPreference};
 use boundkv_tests::{ClusterOptions, TestCluster};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 struct Args {
@@ -50,9 +50,12 @@ struct Args {
     /// Fewer points (1 and 16 clients, bounds 0 and 1 ms): for a smoke run.
     #[arg(long)]
     quick: bool,
+    /// Measure nothing: rewrite report.md and the plots from OUT/results.json.
+    #[arg(long)]
+    render: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Results {
     date: String,
     duration_s: f64,
@@ -99,6 +102,15 @@ async fn measure(
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
+    if args.render {
+        let path = args.out.join("results.json");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        write_report(&args.out, &results)?;
+        println!("report: {}", args.out.join("report.md").display());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let d = args.duration;
     let client_counts: &[usize] = if args.quick { &[1, 16] } else { &[1, 16, 64] };
@@ -265,6 +277,11 @@ fn find<'a>(
     })
 }
 
+/// "1 client", "16 clients".
+fn clients(n: usize) -> String {
+    if n == 1 { "1 client".into() } else { format!("{n} clients") }
+}
+
 fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
 }
@@ -289,26 +306,40 @@ fn write_report(out: &Path, r: &Results) -> anyhow::Result<()> {
         .map(|x| x.clients)
         .max()
         .unwrap_or(1);
-    let b64 = find(r, "boundkv", "put", max_clients, Some(0));
-    let e64 = find(r, "etcd", "put", max_clients, None);
-    let b1 = find(r, "boundkv", "put", 1, Some(0));
-    let e1 = find(r, "etcd", "put", 1, None);
+    let mut put_clients: Vec<usize> = r
+        .runs
+        .iter()
+        .filter(|x| x.system == "etcd" && x.workload == "put")
+        .map(|x| x.clients)
+        .collect();
+    put_clients.sort();
+    put_clients.dedup();
     let _ = writeln!(md, "| ratio | value |\n|---|---:|");
-    let _ = writeln!(
-        md,
-        "| boundkv / etcd write throughput, {max_clients} clients | {} |",
-        ratio(b64.map(|x| x.ops_per_sec), e64.map(|x| x.ops_per_sec))
-    );
-    let _ = writeln!(
-        md,
-        "| boundkv / etcd p50 write latency, 1 client | {} |",
-        ratio(b1.map(|x| x.p50_us as f64), e1.map(|x| x.p50_us as f64))
-    );
+    // Throughput first at the most clients (the headline), then latency at 1 client.
+    for &c in put_clients.iter().rev() {
+        let (b, e) = (find(r, "boundkv", "put", c, Some(0)), find(r, "etcd", "put", c, None));
+        let _ = writeln!(
+            md,
+            "| boundkv / etcd write throughput, {} | {} |",
+            clients(c),
+            ratio(b.map(|x| x.ops_per_sec), e.map(|x| x.ops_per_sec))
+        );
+    }
+    for &c in &put_clients {
+        let (b, e) = (find(r, "boundkv", "put", c, Some(0)), find(r, "etcd", "put", c, None));
+        let _ = writeln!(
+            md,
+            "| boundkv / etcd p50 write latency, {} | {} |",
+            clients(c),
+            ratio(b.map(|x| x.p50_us as f64), e.map(|x| x.p50_us as f64))
+        );
+    }
     for c in [1usize, max_clients] {
         let (bg, eg) = (find(r, "boundkv", "get", c, Some(0)), find(r, "etcd", "get", c, None));
         let _ = writeln!(
             md,
-            "| boundkv / etcd linearizable-read throughput, {c} clients | {} |",
+            "| boundkv / etcd linearizable-read throughput, {} | {} |",
+            clients(c),
             ratio(bg.map(|x| x.ops_per_sec), eg.map(|x| x.ops_per_sec))
         );
     }

@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub client_listen: SocketAddr,
     /// Where to listen for peers.
     pub peer_listen: SocketAddr,
+    /// The peer address the other nodes dial to reach this one, sent to them in every `Hello`
+    /// (`None`: this node's entry in `initial_cluster`, else the bound `peer_listen`). Differs from
+    /// `peer_listen` behind NAT, a proxy, or a name.
+    pub advertise_peer: Option<String>,
     /// The founding members, for a brand-new cluster (empty: join an existing one, or restart).
     pub initial_cluster: Vec<Member>,
     /// The data directory.
@@ -92,6 +96,7 @@ impl ServerConfig {
             cluster: "boundkv".into(),
             client_listen,
             peer_listen,
+            advertise_peer: None,
             initial_cluster: Vec::new(),
             data_dir: data_dir.into(),
             metrics_listen: None,
@@ -118,6 +123,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("cluster", &self.cluster)
             .field("client_listen", &self.client_listen)
             .field("peer_listen", &self.peer_listen)
+            .field("advertise_peer", &self.advertise_peer)
             .field("initial_cluster", &self.initial_cluster)
             .field("data_dir", &self.data_dir)
             .field("metrics_listen", &self.metrics_listen)

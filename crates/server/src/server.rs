@@ -19,9 +19,12 @@ use crate::metrics::{Metrics, serve_metrics};
 use crate::peer::{PeerOptions, PeerTransport, serve_peers};
 use crate::service::Service;
 
-/// The peer address this node gives others: its own entry in the initial cluster, else the
-/// bound peer address.
+/// The peer address this node gives others: the one it was told to advertise, else its own
+/// entry in the initial cluster, else the bound peer address.
 fn advertised_peer(config: &ServerConfig, bound: SocketAddr) -> String {
+    if let Some(address) = &config.advertise_peer {
+        return address.clone();
+    }
     config
         .initial_cluster
         .iter()
@@ -296,5 +299,30 @@ impl Server {
             t.abort();
         }
         tracing::info!(node = id, "stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use boundkv_clockbound::SystemClock;
+
+    use super::*;
+    use crate::parse_members;
+
+    #[test]
+    fn the_advertised_peer_address_is_the_flag_then_the_initial_cluster_then_the_bound_one() {
+        let bound: SocketAddr = "127.0.0.1:7101".parse().unwrap();
+        let clock = Arc::new(SystemClock::new(Duration::from_millis(1)));
+        let mut config =
+            ServerConfig::new(2, "127.0.0.1:7001".parse().unwrap(), bound, "/nonexistent", clock);
+        assert_eq!(advertised_peer(&config, bound), "127.0.0.1:7101");
+        config.initial_cluster =
+            parse_members("1=a:1/a:2,2=b.example:7102/b.example:7002").unwrap();
+        assert_eq!(advertised_peer(&config, bound), "b.example:7102");
+        config.advertise_peer = Some("proxy:9102".into());
+        assert_eq!(advertised_peer(&config, bound), "proxy:9102");
     }
 }

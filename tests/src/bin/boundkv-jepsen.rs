@@ -4,12 +4,13 @@
 //! boundkv-jepsen --workload append --nemesis partition,kill,clock-skew --time-limit 60 --seed 7
 //! ```
 //!
-//! It starts a cluster of real `boundkv serve` processes (each in its own network namespace, with
-//! its own ClockBound segment and libfaketime clock), runs the workload with the nemesis on a
+//! It starts a cluster of real `boundkv serve` processes (each in its own network namespace, or
+//! without root behind the runner's peer proxy on 127.0.0.1; each with its own ClockBound segment
+//! and libfaketime clock), runs the workload with the nemesis on a
 //! schedule, heals everything, lets the cluster recover, performs final reads, stops the cluster,
 //! checks the history and prints the verdict. Exit status 0 only when the history is valid; 1
-//! when it is not; 2 when the run could not be made. Needs root for network namespaces and
-//! Debian's libfaketime, nftables and iproute2: `tests/setup-jepsen.sh` installs them. The
+//! when it is not; 2 when the run could not be made. Network namespaces need root; clock faults
+//! need Debian's libfaketime, nftables and iproute2: `tests/setup-jepsen.sh` installs them. The
 //! `boundkv` binary must be built (`cargo build --release -p boundkv-cli`); this program builds
 //! nothing itself.
 
@@ -24,8 +25,8 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(name = "boundkv-jepsen", version)]
 #[command(long_about = "boundkv's Jepsen-style consistency test.\n\n\
-    Starts a cluster of real `boundkv serve` processes (network namespaces, per-node ClockBound \
-    segments and libfaketime clocks), runs a workload from concurrent clients while a nemesis \
+    Starts a cluster of real `boundkv serve` processes (network namespaces, or the runner's peer \
+    proxy on 127.0.0.1 without root; per-node ClockBound segments and libfaketime clocks), runs a workload from concurrent clients while a nemesis \
     injects faults, records every operation, heals, performs final reads, and checks the history.\n\n\
     Each run writes a directory under --store: history.jsonl, results.json, latency.svg, index.md, \
     and the nodes' data and logs.\n\n\
@@ -58,7 +59,9 @@ struct Args {
     /// Where run directories go.
     #[arg(long, default_value = "jepsen-store")]
     store: PathBuf,
-    /// How nodes are networked: auto (namespaces if available), netns, or loopback (no partitions).
+    /// How nodes are networked: netns (a network namespace per node, partitions by nftables;
+    /// needs root), proxy (127.0.0.1, Raft traffic through the runner's proxy, which drops or
+    /// delays it), auto (netns if it can be made, else proxy), or loopback (direct; no partitions).
     #[arg(long, default_value = "auto")]
     network: String,
     /// Quiet time between faults, seconds.
@@ -90,9 +93,10 @@ fn main() -> ExitCode {
     let network = match args.network.as_str() {
         "auto" => NetworkMode::Auto,
         "netns" => NetworkMode::Netns,
+        "proxy" => NetworkMode::Proxy,
         "loopback" => NetworkMode::Loopback,
         other => {
-            eprintln!("error: --network {other}: use auto, netns or loopback");
+            eprintln!("error: --network {other}: use auto, netns, proxy or loopback");
             return ExitCode::from(2);
         }
     };

@@ -1,11 +1,13 @@
 //! boundkv's Jepsen-style consistency suite: real `boundkv serve` processes, each in its own
-//! network namespace with its own ClockBound segment and libfaketime clock, driven by concurrent
+//! network namespace (or, without root, behind the runner's peer proxy) with its own ClockBound
+//! segment and libfaketime clock, driven by concurrent
 //! clients whose every operation is recorded, while a nemesis injects faults; then the history is
 //! checked.
 //!
 //! A run:
 //!
-//! 1. makes the run directory, the network (see [`net`]) and the clocks (see [`clock`]);
+//! 1. makes the run directory, the network (see [`net`], or [`proxy`] where namespaces cannot
+//!    be made) and the clocks (see [`clock`]);
 //! 2. starts the cluster and waits for a leader;
 //! 3. runs the workload (see [`workload`]) from `clients` processes at `rate` operations per
 //!    second for `time_limit`, with the nemesis (see [`nemesis`]) injecting faults on a schedule;
@@ -26,6 +28,7 @@
 pub mod clock;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod recorder;
 pub mod report;
 pub mod verdict;
@@ -43,18 +46,73 @@ use crate::{ClusterOptions, NodeSetup, TestCluster};
 use clock::Clocks;
 use nemesis::{Nemesis, UNSAFE_NEMESES, needs_clocks};
 use net::Netns;
+use proxy::PeerProxy;
 use recorder::Recorder;
 use workload::{Process, Shared};
 
 /// How nodes are networked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetworkMode {
-    /// Network namespaces when available, else loopback (and no partitions).
+    /// Network namespaces when available, else the peer proxy.
     Auto,
     /// Network namespaces, or fail.
     Netns,
-    /// 127.0.0.1 only (no partitions).
+    /// 127.0.0.1, Raft traffic through the runner's proxy (see [`proxy`]).
+    Proxy,
+    /// 127.0.0.1, nodes dial each other directly (no partitions, no added latency).
     Loopback,
+}
+
+/// The network of a run, and how it cuts and slows links.
+pub enum Network {
+    /// A namespace per node, partitions by nftables (see [`net`]).
+    Namespaces(Netns),
+    /// 127.0.0.1 through the peer proxy (see [`proxy`]).
+    Proxy(PeerProxy),
+}
+
+impl Network {
+    /// Cuts the links between every pair in `blocked`, replacing any earlier partition.
+    pub fn partition(
+        &self,
+        blocked: &std::collections::BTreeSet<(u64, u64)>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(n) => n.partition(blocked),
+            Network::Proxy(p) => {
+                p.partition(blocked);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes every partition and added delay.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        match self {
+            Network::Namespaces(n) => n.heal(),
+            Network::Proxy(p) => {
+                p.heal();
+                p.set_delay(Duration::ZERO);
+                Ok(())
+            }
+        }
+    }
+
+    /// The proxy, when Raft traffic passes one (added latency needs it).
+    pub fn proxy(&self) -> Option<&PeerProxy> {
+        match self {
+            Network::Proxy(p) => Some(p),
+            Network::Namespaces(_) => None,
+        }
+    }
+
+    /// What it is, for reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Network::Namespaces(_) => "network namespaces (nftables partitions)",
+            Network::Proxy(_) => "127.0.0.1 through the runner's peer proxy",
+        }
+    }
 }
 
 /// What to run.
@@ -154,19 +212,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
 
     // The network.
     let want_partitions = opts.nemeses.iter().any(|n| n == "partition");
-    let net = match opts.network {
+    let want_delay = opts.nemeses.iter().any(|n| n == "slow-net");
+    let namespaces = || -> anyhow::Result<Network> {
+        Ok(Network::Namespaces(Netns::create(std::process::id() ^ (opts.seed as u32), &ids)?))
+    };
+    let net: Option<Arc<Network>> = match opts.network {
         NetworkMode::Loopback => None,
         NetworkMode::Netns | NetworkMode::Auto if Netns::available() => {
-            Some(Arc::new(Netns::create(std::process::id() ^ (opts.seed as u32), &ids)?))
+            Some(Arc::new(namespaces()?))
         }
         NetworkMode::Netns => bail!(
-            "network namespaces are not available (run as root, with iproute2 and nftables: tests/setup-jepsen.sh)"
+            "network namespaces are not available (run as root, with iproute2 and nftables: tests/setup-jepsen.sh), or use --network proxy"
         ),
-        NetworkMode::Auto => None,
+        NetworkMode::Proxy | NetworkMode::Auto => {
+            Some(Arc::new(Network::Proxy(PeerProxy::start(&ids)?)))
+        }
     };
     if want_partitions && net.is_none() {
+        bail!("the partition nemesis needs --network auto, netns or proxy, not loopback");
+    }
+    if want_delay && net.as_ref().and_then(|n| n.proxy()).is_none() {
         bail!(
-            "the partition nemesis needs network namespaces (run as root, with iproute2 and nftables installed: tests/setup-jepsen.sh)"
+            "the slow-net nemesis adds latency in the peer proxy (this kernel has no netem): use --network proxy"
         );
     }
     // The clocks.
@@ -182,12 +249,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     // The cluster.
     let setup_net = net.clone();
     let setup_clocks = clocks.clone();
-    let setup: crate::SetupFn = Arc::new(move |id| NodeSetup {
-        host: setup_net.as_ref().map(|n| n.node_ip(id)),
-        ports: setup_net.as_ref().map(|_| (7000, 7100, 9000)),
-        prefix: setup_net.as_ref().map(|n| n.prefix(id)).unwrap_or_default(),
-        env: setup_clocks.as_ref().map(|c| c.env(id)).unwrap_or_default(),
-        clock: setup_clocks.as_ref().map(|c| c.source(id)),
+    let setup: crate::SetupFn = Arc::new(move |id| {
+        let mut setup = NodeSetup {
+            env: setup_clocks.as_ref().map(|c| c.env(id)).unwrap_or_default(),
+            clock: setup_clocks.as_ref().map(|c| c.source(id)),
+            ..NodeSetup::default()
+        };
+        match setup_net.as_deref() {
+            Some(Network::Namespaces(n)) => {
+                setup.host = Some(n.node_ip(id));
+                setup.ports = Some((7000, 7100, 9000));
+                setup.prefix = n.prefix(id);
+            }
+            Some(Network::Proxy(p)) => {
+                if let (Some(advertised), Some(listen)) =
+                    (p.advertised_address(id), p.listen_address(id))
+                {
+                    setup.ports = Some((crate::free_port(), listen.port(), crate::free_port()));
+                    setup.advertise_peer = Some(advertised.to_string());
+                }
+            }
+            None => {}
+        }
+        setup
     });
     let mut serve_args: Vec<String> = Vec::new();
     let mut env = Vec::new();
@@ -259,6 +343,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
             c.stop(id);
         }
     }
+    let network_used = net.as_ref().map(|n| n.describe()).unwrap_or("127.0.0.1, direct");
+    let proxy_counts = net.as_ref().and_then(|n| n.proxy()).map(|p| p.counts());
     drop(cluster);
     drop(clocks);
     drop(net);
@@ -290,26 +376,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "rate": opts.rate,
         "seed": opts.seed,
         "time_limit_s": opts.time_limit.as_secs_f64(),
-        "network": if net_used(&dir) { "network namespaces" } else { "loopback" },
+        "network": network_used,
         "clock": if Clocks::faketime_available() { "per-node ClockBound segments + libfaketime" } else { "system clock, ±1 ms assumed" },
         "counts": {"invoked": counts.invoked, "ok": counts.ok, "fail": counts.fail, "info": counts.info},
         "checkers": checked.results,
         "faults": timeline,
+        "proxy_frames": proxy_counts.map(|(forwarded, dropped)| json!({"forwarded": forwarded, "dropped": dropped})),
         "elapsed_s": elapsed.as_secs_f64(),
     });
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     write_index(&dir, &opts, &results)?;
     Ok(RunSummary { dir, valid: checked.valid, counts, anomalies: checked.anomalies, results })
-}
-
-fn net_used(dir: &std::path::Path) -> bool {
-    // The node logs show the address each node served on.
-    std::fs::read_dir(dir.join("nodes"))
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .and_then(|e| std::fs::read_to_string(e.path().join("node-1").join("node.log")).ok())
-        .is_some_and(|log| log.contains("10.77."))
 }
 
 /// Starts the client processes; each runs until `deadline`.
@@ -521,7 +598,7 @@ fn write_index(
                 f["start"].as_f64().unwrap_or(0.0),
                 f["end"].as_f64().map(|e| format!("{e:.1} s")).unwrap_or_default(),
                 f["name"].as_str().unwrap_or(""),
-                f["detail"].as_str().unwrap_or(""),
+                f["detail"].as_str().unwrap_or("").replace('|', "\\|"),
                 f["error"].as_str().map(|e| format!(" (error: {e})")).unwrap_or_default()
             );
         }

@@ -3,7 +3,8 @@
 //!
 //! | name | fault | expected |
 //! |---|---|---|
-//! | `partition` | nftables drops between nodes: random halves, one node alone, the leader alone, or a majority ring | safe |
+//! | `partition` | drops between nodes (nftables in the namespaces, or the peer proxy): random halves, one node alone, the leader alone, or a majority ring | safe |
+//! | `slow-net` | every Raft frame held 5–100 ms by the peer proxy (needs `--network proxy`; the kernel has no `netem`) | safe, slower |
 //! | `kill` | SIGKILL a node (half the time the leader), restart it on its data | safe |
 //! | `pause` | SIGSTOP the leader for 3 s (three leases), then SIGCONT | safe |
 //! | `member` | remove a follower from the membership, wipe it, start it empty and add it back | safe |
@@ -31,13 +32,14 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::Network;
 use super::clock::Clocks;
-use super::net::Netns;
 use crate::TestCluster;
 
 /// Every nemesis name.
 pub const NEMESES: &[&str] = &[
     "partition",
+    "slow-net",
     "kill",
     "pause",
     "member",
@@ -76,7 +78,7 @@ pub struct Fault {
 /// What the nemesis acts on.
 pub struct Nemesis {
     pub(crate) cluster: Arc<Mutex<TestCluster>>,
-    pub(crate) net: Option<Arc<Netns>>,
+    pub(crate) net: Option<Arc<Network>>,
     pub(crate) clocks: Option<Arc<Clocks>>,
     pub(crate) admin: Client,
     pub(crate) rng: StdRng,
@@ -89,7 +91,7 @@ impl Nemesis {
     /// A nemesis over the run's parts.
     pub fn new(
         cluster: Arc<Mutex<TestCluster>>,
-        net: Option<Arc<Netns>>,
+        net: Option<Arc<Network>>,
         clocks: Option<Arc<Clocks>>,
         admin: Client,
         seed: u64,
@@ -205,16 +207,26 @@ impl Nemesis {
         let ids = self.ids();
         match name {
             "partition" => {
-                let net = self
-                    .net
-                    .clone()
-                    .ok_or_else(|| anyhow!("partitions need network namespaces (run as root)"))?;
+                let net = self.net.clone().ok_or_else(|| {
+                    anyhow!("partitions need namespaces or the proxy, not loopback")
+                })?;
                 let leader = self.leader().await;
                 let (detail, blocked) = partition_plan(&ids, leader, &mut self.rng);
                 net.partition(&blocked)?;
                 tokio::time::sleep(hold).await;
                 net.heal()?;
                 Ok(detail)
+            }
+            "slow-net" => {
+                let proxy =
+                    self.net.as_ref().and_then(|n| n.proxy()).ok_or_else(|| {
+                        anyhow!("slow-net needs the peer proxy (--network proxy)")
+                    })?;
+                let delay = Duration::from_millis(self.rng.random_range(5..=100));
+                proxy.set_delay(delay);
+                tokio::time::sleep(hold).await;
+                proxy.set_delay(Duration::ZERO);
+                Ok(format!("every Raft frame held {delay:?}"))
             }
             "kill" => {
                 let target = if self.rng.random_bool(0.5) { self.leader().await } else { None }

@@ -45,6 +45,11 @@ pub(crate) struct Serve {
     /// Where to listen for Raft traffic from the other nodes [default: 127.0.0.1:7101].
     #[arg(long, env = "BOUNDKV_LISTEN_PEER", value_name = "ADDR")]
     listen_peer: Option<SocketAddr>,
+    /// The peer address the other nodes should dial to reach this node, when it is not
+    /// --listen-peer (behind NAT, a proxy, or a host name) [default: this node's entry in
+    /// --initial-cluster, else --listen-peer].
+    #[arg(long, env = "BOUNDKV_ADVERTISE_PEER", value_name = "HOST:PORT")]
+    advertise_peer: Option<String>,
     /// The founding members of a NEW cluster, the same list on every founding node:
     /// `ID=PEER_ADDR/CLIENT_ADDR,...`, e.g.
     /// `1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002`. Ignored once the node
@@ -96,6 +101,8 @@ struct FileConfig {
     listen_client: Option<SocketAddr>,
     #[serde(alias = "listen_peer")]
     listen_peer: Option<SocketAddr>,
+    #[serde(alias = "advertise_peer")]
+    advertise_peer: Option<String>,
     #[serde(alias = "initial_cluster")]
     initial_cluster: Option<String>,
     #[serde(alias = "cluster_name")]
@@ -178,6 +185,7 @@ impl Serve {
         if let Some(list) = self.initial_cluster.as_ref().or(file.initial_cluster.as_ref()) {
             config.initial_cluster = parse_members(list)?;
         }
+        config.advertise_peer = self.advertise_peer.clone().or(file.advertise_peer);
         if let Some(name) = self.cluster_name.clone().or(file.cluster_name) {
             config.cluster = name;
         }
