@@ -444,6 +444,17 @@ impl<E: Engine> Mvcc<E> {
         Ok(())
     }
 
+    /// Raises the in-memory GC horizon to `horizon`, which the caller has just written durably
+    /// under [`meta::GC_HORIZON`] in a batch of its own ([`Mvcc::apply_all`]'s metadata): a
+    /// replicated state machine raises the horizon in the same batch as its applied index.
+    ///
+    /// # To ensure correctness
+    /// The horizon must be in the engine before this is called, and
+    /// [`Mvcc::collect_garbage`] may only run afterwards.
+    pub fn horizon_written(&self, horizon: u64) {
+        self.horizon.fetch_max(horizon, Ordering::AcqRel);
+    }
+
     /// Deletes what the current horizon makes unreachable (see [`Mvcc::gc`]).
     pub fn collect_garbage(&self) -> Result<GcStats> {
         let horizon = self.gc_horizon();
@@ -453,33 +464,43 @@ impl<E: Engine> Mvcc<E> {
         // The key being walked, and whether its version visible at the horizon was reached.
         let mut current: Option<Vec<u8>> = None;
         let mut reached_visible = false;
+        // A key's visible tombstone is deleted only after every older version of it, in the
+        // same batch or a later one: if the work stops between batches (a crash), the tombstone
+        // still hides what is left below it, and no deleted value comes back.
+        let mut tombstone: Option<Vec<u8>> = None;
         for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![META])))
         {
             let (raw, value) = entry?;
             let (key, ts) = decode_version_key(&raw)?;
             if current.as_ref() != Some(&key) {
+                if let Some(t) = tombstone.take() {
+                    batch.delete(t);
+                }
                 current = Some(key);
                 reached_visible = false;
             }
-            let delete = if ts > horizon {
-                false
+            if ts > horizon {
+                stats.versions_kept += 1;
             } else if !reached_visible {
                 // The newest version at or below the horizon: reads at the horizon see it, so it
                 // stays unless it is a tombstone (then reads see nothing either way).
                 reached_visible = true;
-                value.first() == Some(&TOMBSTONE)
+                if value.first() == Some(&TOMBSTONE) {
+                    tombstone = Some(raw);
+                    stats.versions_deleted += 1;
+                } else {
+                    stats.versions_kept += 1;
+                }
             } else {
-                true
-            };
-            if delete {
                 batch.delete(raw);
                 stats.versions_deleted += 1;
-            } else {
-                stats.versions_kept += 1;
             }
             if batch.len() >= BATCH {
                 self.engine.write(std::mem::take(&mut batch))?;
             }
+        }
+        if let Some(t) = tombstone.take() {
+            batch.delete(t);
         }
         for entry in self.engine.scan((Bound::Included(vec![TXN]), Bound::Excluded(vec![END]))) {
             let (raw, value) = entry?;
@@ -680,6 +701,73 @@ mod tests {
         assert_eq!(m.get(b"a", 50).unwrap(), None);
         assert_eq!(m.max_version_ts(), 50);
         assert_eq!(m.commit_ts_of(b"t30").unwrap(), Some(30));
+    }
+
+    /// Garbage collection stopped between two of its batches (a crash, a full disk) never
+    /// brings a deleted value back: a key's visible tombstone goes only after every version
+    /// below it.
+    #[test]
+    fn gc_interrupted_between_batches_never_brings_a_deleted_value_back() {
+        use std::sync::atomic::AtomicUsize;
+        struct StopsWriting {
+            inner: MemoryEngine,
+            writes_left: AtomicUsize,
+        }
+        impl Engine for StopsWriting {
+            fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+                self.inner.get(key)
+            }
+            fn scan(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> crate::ScanIter<'_> {
+                self.inner.scan(range)
+            }
+            fn write(&self, batch: WriteBatch) -> Result<()> {
+                let left = self.writes_left.load(Ordering::SeqCst);
+                if left == 0 {
+                    return Err(Error::Io("stopped [injected]".into()));
+                }
+                self.writes_left.store(left - 1, Ordering::SeqCst);
+                self.inner.write(batch)
+            }
+            fn flush(&self) -> Result<()> {
+                self.inner.flush()
+            }
+            fn status(&self) -> Result<crate::Status> {
+                self.inner.status()
+            }
+        }
+        let engine =
+            Arc::new(StopsWriting { inner: MemoryEngine::new(), writes_left: usize::MAX.into() });
+        let m = Mvcc::new(engine.clone()).unwrap();
+        // More versions of one key than one GC batch holds, under a tombstone.
+        let versions = 1500u64;
+        for ts in 1..=versions {
+            let v = format!("v{ts}");
+            m.apply(&Commit {
+                ts,
+                txn_id: Vec::new(),
+                writes: vec![VersionedWrite { key: b"k".to_vec(), value: Some(v.into_bytes()) }],
+                applied_index: None,
+            })
+            .unwrap();
+        }
+        m.apply(&Commit {
+            ts: versions + 1,
+            txn_id: Vec::new(),
+            writes: vec![VersionedWrite { key: b"k".to_vec(), value: None }],
+            applied_index: None,
+        })
+        .unwrap();
+        // The horizon's write, then one batch of deletions, then the disk stops.
+        engine.writes_left.store(2, Ordering::SeqCst);
+        assert!(m.gc(versions + 10).is_err(), "the injected stop surfaces");
+        assert_eq!(m.gc_horizon(), versions + 10);
+        assert_eq!(m.get(b"k", versions + 10).unwrap(), None, "k stays deleted");
+        assert_eq!(m.scan((Bound::Unbounded, Bound::Unbounded), versions + 10).unwrap().count(), 0);
+        // Resumed, the collection finishes.
+        engine.writes_left.store(usize::MAX, Ordering::SeqCst);
+        let stats = m.collect_garbage().unwrap();
+        assert_eq!(stats.versions_kept, 0);
+        assert_eq!(m.get(b"k", versions + 10).unwrap(), None);
     }
 
     #[test]

@@ -420,3 +420,51 @@ async fn t80_the_peer_proxy_partitions_the_leader_away() -> Result {
     }
     Ok(())
 }
+
+/// Garbage collection across processes (`--gc-retention 300ms --gc-interval 50ms`):
+/// - versions of one key are written; the leader raises the GC horizon through the log;
+/// - every node, asked for a snapshot at the first version's timestamp, answers
+///   `BelowGcHorizon`; every node serves the newest value; `/metrics` shows the horizon's age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_old_versions_are_collected_on_every_node() -> Result {
+    let mut options = ClusterOptions::default();
+    options
+        .serve_args
+        .extend(["--gc-retention", "300ms", "--gc-interval", "50ms"].map(String::from));
+    let cluster = TestCluster::start(options)?;
+    let client = cluster.client().await?;
+    let first = client.put("k", "v0").await?.ts;
+    for i in 1..5 {
+        client.put("k", format!("v{i}")).await?;
+    }
+    for node in &cluster.nodes {
+        let reader = cluster.client_reading_from(node.id).await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match reader.read_at(first).await {
+                Err(Error::Server(WireError::BelowGcHorizon { .. })) => break,
+                other => {
+                    anyhow::ensure!(
+                        Instant::now() < deadline,
+                        "node {} still serves below the horizon: {:?}",
+                        node.id,
+                        other.map(|s| s.ts())
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        assert_eq!(reader.get("k").await?.as_deref(), Some(&b"v4"[..]), "node {}", node.id);
+        let mut s = TcpStream::connect(&node.metrics)?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        let age: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("boundkv_gc_horizon_age_seconds "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no gc_horizon_age_seconds in /metrics"))?;
+        assert!(age > 0.0, "node {}: the horizon's age {age}", node.id);
+    }
+    Ok(())
+}

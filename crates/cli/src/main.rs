@@ -97,7 +97,7 @@ enum Command {
         TOML file, then defaults. SIGTERM or Ctrl-C shuts down gracefully: requests in flight \
         finish, the data is flushed."
     )]
-    Serve(cmd::serve::Serve),
+    Serve(Box<cmd::serve::Serve>),
     /// Set KEY to VALUE in a transaction of its own; prints the commit timestamp and commit wait.
     Put(cmd::kv::Put),
     /// Print the value of KEY (exit status 1 if there is none).

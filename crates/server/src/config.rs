@@ -74,6 +74,11 @@ pub struct ServerConfig {
     pub commit_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// How far back reads may go before old versions are collected (`None`: keep every
+    /// version). Default 1 h.
+    pub gc_retention: Option<Duration>,
+    /// How often the leader raises the GC horizon. Default 60 s.
+    pub gc_interval: Duration,
     /// The largest request frame accepted from a client (at most `boundkv_wire::MAX_FRAME_LEN`).
     pub max_request_frame: usize,
     /// Requests in flight per client connection before the server stops reading more.
@@ -109,6 +114,8 @@ impl ServerConfig {
             follower_wait: Duration::from_secs(2),
             commit_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            gc_retention: Some(Duration::from_secs(3600)),
+            gc_interval: Duration::from_secs(60),
             max_request_frame: boundkv_wire::MAX_FRAME_LEN,
             max_in_flight_per_connection: 1024,
             unsafe_skip_commit_wait: false,
@@ -124,6 +131,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("client_listen", &self.client_listen)
             .field("peer_listen", &self.peer_listen)
             .field("advertise_peer", &self.advertise_peer)
+            .field("gc_retention", &self.gc_retention)
             .field("initial_cluster", &self.initial_cluster)
             .field("data_dir", &self.data_dir)
             .field("metrics_listen", &self.metrics_listen)

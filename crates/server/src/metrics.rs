@@ -13,6 +13,7 @@
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
 //! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
+//! | `boundkv_gc_horizon_age_seconds` | gauge | how far the GC horizon trails `now().earliest`: how far back reads may go (about `--gc-retention`; 0 before the first horizon) |
 //! | `boundkv_bad_frames_total` | counter | client frames that did not decode or were too large |
 //! | `boundkv_peer_messages_sent_total{peer}`, `boundkv_peer_messages_dropped_total{peer}`, `boundkv_peer_connected{peer}` | gauges | the Raft transport, per peer |
 //! | `boundkv_storage_bytes` | gauge | the database's size on disk |
@@ -35,7 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use boundkv_clockbound::ClockStatus;
+use boundkv_clockbound::{ClockStatus, Timestamp};
 use boundkv_consensus::node::Role;
 use boundkv_storage::{Engine, SledEngine};
 use boundkv_txn::CommitInfo;
@@ -67,6 +68,7 @@ pub struct Metrics {
     is_leader: Gauge,
     lease_valid: Gauge,
     closed_lag: FloatGauge,
+    gc_horizon_age: FloatGauge,
     peer_sent: Family<Labels1, Gauge>,
     peer_dropped: Family<Labels1, Gauge>,
     peer_connected: Family<Labels1, Gauge>,
@@ -151,6 +153,12 @@ impl Metrics {
             "How far the closed timestamp trails the clock's latest",
             closed_lag.clone(),
         );
+        let gc_horizon_age = FloatGauge::default();
+        registry.register(
+            "gc_horizon_age_seconds",
+            "How far the GC horizon trails the clock's earliest (0: no horizon yet)",
+            gc_horizon_age.clone(),
+        );
         let peer_sent = Family::<Labels1, Gauge>::default();
         registry.register("peer_messages_sent", "Raft messages sent, per peer", peer_sent.clone());
         let peer_dropped = Family::<Labels1, Gauge>::default();
@@ -185,6 +193,7 @@ impl Metrics {
             is_leader,
             lease_valid,
             closed_lag,
+            gc_horizon_age,
             peer_sent,
             peer_dropped,
             peer_connected,
@@ -232,6 +241,13 @@ impl Metrics {
             self.clock_bound.set(r.bound().as_secs_f64());
             let lag = r.latest().saturating_duration_since(replica.closed_ts());
             self.closed_lag.set(lag.as_secs_f64().min(1e9));
+            let horizon = replica.gc_horizon();
+            let age = if horizon == Timestamp::ZERO {
+                Duration::ZERO
+            } else {
+                r.earliest().saturating_duration_since(horizon)
+            };
+            self.gc_horizon_age.set(age.as_secs_f64());
         }
         self.clock_usable.set(i64::from(replica.policy().check(now).is_ok()));
         for (peer, s) in peers.stats().peers {

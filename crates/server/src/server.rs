@@ -146,6 +146,8 @@ impl Server {
             close_interval: config.close_interval,
             follower_wait: config.follower_wait,
             commit_timeout: config.commit_timeout,
+            gc_retention: config.gc_retention,
+            gc_interval: config.gc_interval,
             founding: (!config.initial_cluster.is_empty()).then(|| config.initial_cluster.clone()),
             ..ReplicaOptions::default()
         };

@@ -445,3 +445,68 @@ where
         }
     }
 }
+
+/// The versions of `key` in node `id`'s engine (every timestamp, collected or not).
+fn versions_of(c: &Cluster, id: u64, key: &str) -> usize {
+    c.engines[&id]
+        .scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded))
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.first() == Some(&0x01) && k[1..].starts_with(key.as_bytes()))
+        .count()
+}
+
+/// - GC on: 300 ms of retention, the horizon raised every 50 ms;
+/// - ten versions of one key, then a tombstone on another over its two versions;
+/// - the horizon rises through the log on every replica; each deletes what no read at or
+///   above it can see: one version of the first key is left, none of the second;
+/// - reads below the horizon are refused (`BelowGcHorizon`) at the leader and at followers;
+///   reads above it see the newest value, and the deleted key stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_the_gc_horizon_is_replicated_and_every_replica_collects() {
+    let c = Cluster::start_with(3, MS, |o| {
+        o.gc_retention = Some(Duration::from_millis(300));
+        o.gc_interval = Duration::from_millis(50);
+    });
+    c.leader(WITHIN).await;
+    let mut first = None;
+    for i in 0..10 {
+        let v = format!("v{i}");
+        let info = c.write(&[("k", Some(v.as_str()))], WITHIN).await;
+        first.get_or_insert(info.ts);
+    }
+    c.write(&[("gone", Some("a"))], WITHIN).await;
+    c.write(&[("gone", Some("b"))], WITHIN).await;
+    let last = c.write(&[("gone", None)], WITHIN).await.ts;
+    let deadline = std::time::Instant::now() + WITHIN;
+    for id in c.ids() {
+        while !(c.node(id).gc_horizon() > last
+            && versions_of(&c, id, "k") == 1
+            && versions_of(&c, id, "gone") == 0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id}: horizon {} (last commit {last}), {} versions of k, {} of gone",
+                c.node(id).gc_horizon(),
+                versions_of(&c, id, "k"),
+                versions_of(&c, id, "gone")
+            );
+            tokio::time::sleep(10 * MS).await;
+        }
+    }
+    let first = first.unwrap();
+    for id in c.ids() {
+        let node = c.node(id);
+        assert!(
+            matches!(
+                node.begin_read_only(ReadAt::Exact(first)).await,
+                Err(Error::BelowGcHorizon { .. })
+            ),
+            "node {id} refuses a read below the horizon"
+        );
+        assert!(matches!(node.get(first, b"k").await, Err(Error::BelowGcHorizon { .. })));
+        let (_, value) = c.read_latest(id, "k").await.expect("a read at latest");
+        assert_eq!(value.as_deref(), Some(&b"v9"[..]), "node {id}");
+        assert_eq!(c.read_latest(id, "gone").await.expect("a read").1, None, "node {id}");
+    }
+    c.shutdown();
+}

@@ -82,6 +82,14 @@ pub(crate) struct Serve {
     /// [default: 2s].
     #[arg(long, env = "BOUNDKV_FOLLOWER_WAIT", value_parser = humantime::parse_duration, value_name = "DURATION")]
     follower_wait: Option<Duration>,
+    /// How far back reads may go: versions older than this that no newer read can see are
+    /// deleted on every node, and reads below the horizon are refused. `0` keeps every version
+    /// [default: 1h]. Set the same on every node (the leader's counts).
+    #[arg(long, env = "BOUNDKV_GC_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    gc_retention: Option<Duration>,
+    /// How often the leader raises the GC horizon [default: 1m].
+    #[arg(long, env = "BOUNDKV_GC_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    gc_interval: Option<Duration>,
     /// A TOML file with any of these settings (flags and environment take precedence).
     #[arg(long, env = "BOUNDKV_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -117,6 +125,10 @@ struct FileConfig {
     close_interval: Option<String>,
     #[serde(alias = "follower_wait")]
     follower_wait: Option<String>,
+    #[serde(alias = "gc_retention")]
+    gc_retention: Option<String>,
+    #[serde(alias = "gc_interval")]
+    gc_interval: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -210,6 +222,15 @@ impl Serve {
         if let Some(w) = self.follower_wait.or(file_duration("follower-wait", &file.follower_wait)?)
         {
             config.follower_wait = w;
+        }
+        if let Some(r) = self.gc_retention.or(file_duration("gc-retention", &file.gc_retention)?) {
+            config.gc_retention = (!r.is_zero()).then_some(r);
+        }
+        if let Some(i) = self.gc_interval.or(file_duration("gc-interval", &file.gc_interval)?) {
+            if i.is_zero() {
+                bail!("--gc-interval must be above 0 (use --gc-retention 0 to keep every version)");
+            }
+            config.gc_interval = i;
         }
         if self.unsafe_skip_commit_wait {
             if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {

@@ -10,6 +10,12 @@
 //! - `Close(ts)`: the leader's promise that no commit will ever get a timestamp at or below
 //!   `ts` except those in earlier entries (a *closed timestamp*, Spanner's MinNextTS). Once a
 //!   replica has applied it, it can serve reads at or below `ts` without asking anyone.
+//! - `Gc(h)`: the GC horizon rises to `h`: reads below `h` are refused from then on, and every
+//!   replica deletes, in the background, the versions no read at or above `h` can see. The
+//!   leader proposes it every `gc_interval` with `h = min(now().earliest - gc_retention, c)`, `c`
+//!   the closed timestamp it has applied, so every commit after it in the log lies above `h`.
+//!   The horizon is replicated state (`boundkv_storage::mvcc::meta::GC_HORIZON`, written with the
+//!   applied index, carried by snapshots), so every replica refuses the same reads.
 //!
 //! Changing these encodings changes the log format: entries already written would no longer
 //! decode. Add variants at the end only, and never change an existing one.
@@ -27,6 +33,8 @@ pub enum Command {
     Commit(CommitRecord),
     /// No commit at or below this timestamp will follow.
     Close(Timestamp),
+    /// Raise the GC horizon to this timestamp.
+    Gc(Timestamp),
 }
 
 impl Command {
@@ -106,6 +114,11 @@ mod tests {
         assert_eq!(Command::decode(&c.encode()), Ok(c));
         let close = Command::Close(Timestamp::from_nanos(9));
         assert_eq!(Command::decode(&close.encode()), Ok(close));
+        let gc = Command::Gc(Timestamp::from_nanos(5));
+        assert_eq!(Command::decode(&gc.encode()), Ok(gc));
+        // The log format: variants keep their indexes (Commit 0, Close 1, Gc 2).
+        assert_eq!(Command::Close(Timestamp::from_nanos(1)).encode()[0], 1);
+        assert_eq!(Command::Gc(Timestamp::from_nanos(1)).encode()[0], 2);
         assert!(Command::decode(&[0xff, 0x01]).is_err());
     }
 }

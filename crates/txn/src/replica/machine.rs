@@ -1,8 +1,8 @@
 //! [`MvccStateMachine`]: the replicated state machine, applying the log's [`Command`]s to MVCC.
 //!
 //! Everything one `apply` call writes goes into **one** engine batch: the versions of every
-//! commit in the run, their transaction records, the applied index, the closed timestamp and
-//! the highest timestamp seen. After a crash the state, the applied index and the closed
+//! commit in the run, their transaction records, the applied index, the closed timestamp, the
+//! GC horizon and the highest timestamp seen. After a crash the state, the applied index and the closed
 //! timestamp therefore always agree, and re-applying the entries after the applied index
 //! rewrites the same versions (deterministic, idempotent).
 //!
@@ -22,7 +22,7 @@ use boundkv_consensus::log_store::SnapshotSource;
 use boundkv_consensus::node::{Committed, StateMachine, StateMachineError};
 use boundkv_consensus::raft;
 use boundkv_storage::mvcc::check_sizes;
-use boundkv_storage::mvcc::meta::APPLIED_INDEX;
+use boundkv_storage::mvcc::meta::{APPLIED_INDEX, GC_HORIZON};
 use boundkv_storage::{Commit, Engine, Mvcc, WriteBatch};
 
 use super::command::{Command, LOCAL_META, Member, SnapshotData, meta};
@@ -44,6 +44,8 @@ pub enum ApplyOutput {
     },
     /// A closed timestamp, recorded.
     Closed,
+    /// A GC horizon, recorded (collection follows in the background).
+    GcHorizon,
     /// An entry that cannot be applied, the same on every replica (it does not decode, or a key
     /// or value exceeds the limits): nothing was written.
     Rejected(String),
@@ -53,6 +55,7 @@ pub enum ApplyOutput {
 pub struct ReplicaShared {
     applied: AtomicU64,
     closed: watch::Sender<Timestamp>,
+    gc_horizon: watch::Sender<Timestamp>,
     max_log_ts: AtomicU64,
     members: RwLock<BTreeMap<u64, Member>>,
 }
@@ -62,6 +65,7 @@ impl ReplicaShared {
         let shared = Arc::new(ReplicaShared {
             applied: AtomicU64::new(0),
             closed: watch::Sender::new(Timestamp::ZERO),
+            gc_horizon: watch::Sender::new(Timestamp::ZERO),
             max_log_ts: AtomicU64::new(0),
             members: RwLock::new(BTreeMap::new()),
         });
@@ -77,6 +81,7 @@ impl ReplicaShared {
         self.max_log_ts.store(u64_meta(meta::MAX_LOG_TS)?, Ordering::Release);
         let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
         self.closed.send_replace(closed);
+        self.gc_horizon.send_replace(Timestamp::from_nanos(mvcc.gc_horizon()));
         let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS).map_err(fatal)? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map_err(|e| StateMachineError(format!("the stored members: {e}")))?,
@@ -100,6 +105,16 @@ impl ReplicaShared {
     /// A receiver of closed-timestamp changes.
     pub fn watch_closed(&self) -> watch::Receiver<Timestamp> {
         self.closed.subscribe()
+    }
+
+    /// The GC horizon applied: reads below it are refused.
+    pub fn gc_horizon(&self) -> Timestamp {
+        *self.gc_horizon.borrow()
+    }
+
+    /// A receiver of GC-horizon changes (the replica's collector waits on it).
+    pub fn watch_gc_horizon(&self) -> watch::Receiver<Timestamp> {
+        self.gc_horizon.subscribe()
     }
 
     /// The highest timestamp of any command applied.
@@ -163,6 +178,8 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
         let mut seen: HashSet<[u8; 16]> = HashSet::new();
         let mut closed = self.shared.closed();
         let mut max_ts = self.shared.max_log_ts();
+        let old_horizon = Timestamp::from_nanos(self.mvcc.gc_horizon());
+        let mut horizon = old_horizon;
         let Some(last) = entries.last() else {
             return Ok(outputs);
         };
@@ -185,6 +202,10 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                     max_ts = max_ts.max(ts);
                     outputs.push(ApplyOutput::Closed);
                 }
+                Command::Gc(h) => {
+                    horizon = horizon.max(h);
+                    outputs.push(ApplyOutput::GcHorizon);
+                }
                 Command::Commit(record) => {
                     max_ts = max_ts.max(record.ts);
                     let id = record.txn_id.0;
@@ -205,18 +226,34 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                         outputs.push(ApplyOutput::Rejected(bad.to_string()));
                         continue;
                     }
+                    // Never the case for a leader's commit (the horizon stays at or below a
+                    // closed timestamp it applied), but decided from the log alone either way.
+                    if record.ts < horizon {
+                        outputs.push(ApplyOutput::Rejected(format!(
+                            "commit at {} is below the GC horizon {horizon}",
+                            record.ts
+                        )));
+                        continue;
+                    }
                     seen.insert(id);
                     outputs.push(ApplyOutput::Applied { ts: record.ts });
                     commits.push(record.to_commit(None, true));
                 }
             }
         }
-        let meta_updates = [
+        let mut meta_updates = vec![
             (APPLIED_INDEX, last.index.to_be_bytes().to_vec()),
             (meta::CLOSED_TS, closed.as_nanos().to_be_bytes().to_vec()),
             (meta::MAX_LOG_TS, max_ts.as_nanos().to_be_bytes().to_vec()),
         ];
+        if horizon > old_horizon {
+            meta_updates.push((GC_HORIZON, horizon.as_nanos().to_be_bytes().to_vec()));
+        }
         self.mvcc.apply_all(&commits, &meta_updates).map_err(fatal)?;
+        if horizon > old_horizon {
+            self.mvcc.horizon_written(horizon.as_nanos());
+            self.shared.gc_horizon.send_replace(horizon);
+        }
         self.shared.applied.store(last.index, Ordering::Release);
         self.shared.max_log_ts.fetch_max(max_ts.as_nanos(), Ordering::AcqRel);
         self.shared.closed.send_if_modified(|c| {

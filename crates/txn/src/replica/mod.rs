@@ -76,6 +76,26 @@
 //! it to catch up, then promotes it through a joint configuration that it leaves explicitly;
 //! [`Replica::remove_member`] removes a voter the same way. The addresses are replicated state
 //! (in the same metadata as the data), so snapshots carry them to new members.
+//!
+//! # Garbage collection
+//!
+//! Old versions go through the log, so that every replica refuses the same reads. Every
+//! `gc_interval` (60 s) the active leader proposes `Gc(h)`, `h = min(now().earliest -
+//! gc_retention, the closed timestamp it applied, its oldest read in use)`; with the default
+//! hour of retention:
+//!
+//! ```text
+//! 12:00:00  leader applies Close(c = 12:00:00.020), proposes Gc(h = 11:00:00)
+//!           every replica applies it: GC_HORIZON = 11:00:00, in the batch with the applied index
+//!           from now on, reads at ts < 11:00:00 answer BelowGcHorizon (here and on every replica)
+//!           in the background each replica deletes, per key, every version below the newest one
+//!           at or below 11:00:00 (and that one too if it is a tombstone)
+//! ```
+//!
+//! Because `h` is at or below a closed timestamp already applied, every commit later in the log
+//! lies above it. A read that passed the horizon check when it began checks again after reading:
+//! collection starts only once the horizon has risen, so if the horizon is still at or below
+//! the read's timestamp, nothing it could see was deleted meanwhile.
 
 mod command;
 mod machine;
@@ -146,6 +166,13 @@ pub struct ReplicaOptions {
     /// How long `add_member` waits for a new learner to catch up before promoting it. Default
     /// 60 s.
     pub catch_up_timeout: Duration,
+    /// How far back reads may go: the leader raises the GC horizon to about `now - retention`
+    /// every `gc_interval`, and every replica deletes the versions no read above it can see.
+    /// `None` keeps every version. Default 1 h. Set the same on every member (the leader's
+    /// counts).
+    pub gc_retention: Option<Duration>,
+    /// How often the leader raises the GC horizon. Default 60 s.
+    pub gc_interval: Duration,
     /// For a brand-new group: the founding members (every founding member is started with the
     /// same list). `None` for a member that joins an existing group, or restarts.
     pub founding: Option<Vec<Member>>,
@@ -166,6 +193,8 @@ impl Default for ReplicaOptions {
             follower_wait: Duration::from_secs(2),
             commit_timeout: Duration::from_secs(10),
             catch_up_timeout: Duration::from_secs(60),
+            gc_retention: Some(Duration::from_secs(3600)),
+            gc_interval: Duration::from_secs(60),
             founding: None,
             unsafe_ignore_lease: false,
         }
@@ -391,6 +420,11 @@ impl<E: Engine> Replica<E> {
             Arc::downgrade(&replica),
             replica.stopping.subscribe(),
         ));
+        tokio::spawn(Self::raise_gc_horizon(
+            Arc::downgrade(&replica),
+            replica.stopping.subscribe(),
+        ));
+        tokio::spawn(Self::collect_garbage(Arc::downgrade(&replica), replica.stopping.subscribe()));
         Ok(replica)
     }
 
@@ -630,7 +664,16 @@ impl<E: Engine> Replica<E> {
         self.txn.limits().check_key(key)?;
         self.txn_failed()?;
         self.wait_until_safe(ts).await?;
-        Ok(self.mvcc.get(key, ts.as_nanos())?.map(Bytes::from))
+        let value = self.mvcc.get(key, ts.as_nanos())?.map(Bytes::from);
+        // Collection only starts once the horizon has risen: if it is still at or below `ts`,
+        // nothing this read could see was deleted while it ran.
+        self.check_horizon(ts)?;
+        Ok(value)
+    }
+
+    /// The GC horizon: reads below it are refused.
+    pub fn gc_horizon(&self) -> Timestamp {
+        Timestamp::from_nanos(self.mvcc.gc_horizon())
     }
 
     /// The live pairs in `range` at `ts` (safe as for [`Replica::get`]), at most `limit`.
@@ -650,11 +693,14 @@ impl<E: Engine> Replica<E> {
             Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.mvcc
+        let rows = self
+            .mvcc
             .scan((conv(&range.0), conv(&range.1)), ts.as_nanos())?
             .take(limit.unwrap_or(usize::MAX))
             .map(|r| r.map(|(k, v)| (Bytes::from(k), Bytes::from(v))).map_err(Error::from))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.check_horizon(ts)?; // as in `get`
+        Ok(rows)
     }
 
     /// Commits a decided transaction (leader only; see the module docs). Safe to call again with
@@ -911,6 +957,87 @@ impl<E: Engine> Replica<E> {
             replica.node.propose_then(Command::Close(ts).encode(), move |_| {
                 done.store(false, Ordering::Release);
             });
+        }
+    }
+}
+
+impl<E: Engine + 'static> Replica<E> {
+    /// While this node is an active leader: every `gc_interval`, proposes `Gc(h)` with
+    /// `h = min(now().earliest - gc_retention, the closed timestamp applied, the oldest read in
+    /// use here)`, when that is above the current horizon. The closed timestamp keeps every later
+    /// commit above `h` (see the `command` module).
+    async fn raise_gc_horizon(this: std::sync::Weak<Self>, mut stopping: watch::Receiver<bool>) {
+        let Some((interval, Some(retention))) =
+            this.upgrade().map(|r| (r.options.gc_interval, r.options.gc_retention))
+        else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopping.changed() => return,
+            }
+            let Some(replica) = this.upgrade() else { return };
+            if !replica.lease_valid() {
+                continue;
+            }
+            let Some(reading) = replica.usable_now() else { continue };
+            let mut horizon =
+                reading.earliest().saturating_sub(retention).min(replica.shared.closed());
+            if let Some(oldest) = replica.txn.oldest_active_read() {
+                horizon = horizon.min(oldest);
+            }
+            if horizon <= replica.shared.gc_horizon() {
+                continue;
+            }
+            let id = replica.id;
+            replica.node.propose_then(Command::Gc(horizon).encode(), move |outcome| {
+                if let Err(e) = outcome {
+                    tracing::debug!(node = id, %horizon, error = %e, "GC horizon not raised");
+                }
+            });
+        }
+    }
+
+    /// On every replica: whenever the applied GC horizon rises (and once at start), deletes what
+    /// it makes unreachable, off the Raft thread. Deletions decided at a horizon stay right on
+    /// any later state of the same log (a snapshot installed meanwhile has a horizon at least as
+    /// high), so this needs no lock against applying or installing.
+    async fn collect_garbage(this: std::sync::Weak<Self>, mut stopping: watch::Receiver<bool>) {
+        let Some(mut horizons) = this.upgrade().map(|r| r.shared.watch_gc_horizon()) else {
+            return;
+        };
+        horizons.mark_changed(); // a collection a crash interrupted is finished at start
+        loop {
+            tokio::select! {
+                changed = horizons.changed() => if changed.is_err() { return },
+                _ = stopping.changed() => return,
+            }
+            let horizon = *horizons.borrow_and_update();
+            if horizon == Timestamp::ZERO {
+                continue;
+            }
+            let Some(replica) = this.upgrade() else { return };
+            let (id, mvcc) = (replica.id, replica.mvcc.clone());
+            drop(replica);
+            match tokio::task::spawn_blocking(move || mvcc.collect_garbage()).await {
+                Ok(Ok(stats)) => tracing::info!(
+                    node = id,
+                    %horizon,
+                    versions_deleted = stats.versions_deleted,
+                    versions_kept = stats.versions_kept,
+                    txn_records_deleted = stats.txn_records_deleted,
+                    "garbage collected"
+                ),
+                // The next horizon tries again; reads stay exact meanwhile (old versions only
+                // linger).
+                Ok(Err(e)) => {
+                    tracing::error!(node = id, %horizon, error = %e, "garbage collection failed")
+                }
+                Err(e) => tracing::error!(node = id, error = %e, "garbage collection panicked"),
+            }
         }
     }
 }
