@@ -158,6 +158,20 @@ pub struct GcStats {
     pub versions_kept: u64,
     /// Transaction records deleted (those older than the horizon).
     pub txn_records_deleted: u64,
+    /// Whether the collection stopped early: the state was being replaced (a snapshot
+    /// install) or collection was halted. What it deleted is right; run it again to finish.
+    pub interrupted: bool,
+}
+
+/// When garbage collection may write (see [`Mvcc::collect_garbage`]).
+#[derive(Debug, Default)]
+struct GcGate {
+    /// Bumped whenever the state is replaced underneath.
+    epoch: u64,
+    /// Between [`Mvcc::import_batch`] and [`Mvcc::reload`]: the state is being replaced.
+    installing: bool,
+    /// [`Mvcc::halt_gc`] was called: no collection writes again.
+    halted: bool,
 }
 
 /// MVCC over an engine. Cheap to share: wrap it in an `Arc`.
@@ -167,6 +181,9 @@ pub struct Mvcc<E: Engine> {
     max_version: AtomicU64,
     /// Serializes [`Mvcc::apply`] so the monotonic metadata it writes lands in order.
     apply_lock: Mutex<()>,
+    /// Held while garbage collection writes a batch, and while the state starts or ends being
+    /// replaced.
+    gc_gate: Mutex<GcGate>,
 }
 
 impl<E: Engine> Mvcc<E> {
@@ -185,6 +202,7 @@ impl<E: Engine> Mvcc<E> {
             horizon: AtomicU64::new(horizon),
             max_version: AtomicU64::new(max_version),
             apply_lock: Mutex::new(()),
+            gc_gate: Mutex::new(GcGate::default()),
         })
     }
 
@@ -338,6 +356,10 @@ impl<E: Engine> Mvcc<E> {
     /// its own (a Raft log reset to the snapshot the pairs came from, in the same atomic write).
     /// Checks every key; nothing is written here.
     ///
+    /// From this call until [`Mvcc::reload`], garbage collection writes nothing (a collection
+    /// running meanwhile stops, and is to be run again), and the GC horizon is already the
+    /// snapshot's, so no read below it starts against the state being replaced.
+    ///
     /// # To ensure correctness
     /// Nothing else may write to this MVCC state between building the batch and writing it, and
     /// the caller must call [`Mvcc::reload`] once it is written.
@@ -346,6 +368,15 @@ impl<E: Engine> Mvcc<E> {
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
         local: &[&str],
     ) -> Result<WriteBatch> {
+        {
+            let mut gate = self.gc_gate.lock().unwrap_or_else(|e| e.into_inner());
+            gate.epoch += 1;
+            gate.installing = true;
+        }
+        let horizon_key = meta_key(meta::GC_HORIZON);
+        if let Some((_, v)) = pairs.iter().find(|(k, _)| *k == horizon_key) {
+            self.horizon.fetch_max(decode_u64(v, meta::GC_HORIZON)?, Ordering::AcqRel);
+        }
         let keep: Vec<Vec<u8>> = local.iter().map(|n| meta_key(n)).collect();
         let mut batch = WriteBatch::new();
         for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![END])))
@@ -378,6 +409,11 @@ impl<E: Engine> Mvcc<E> {
     pub fn reload(&self) -> Result<()> {
         let horizon = self.get_meta_u64(meta::GC_HORIZON)?.unwrap_or(0);
         self.horizon.store(horizon, Ordering::Release);
+        {
+            let mut gate = self.gc_gate.lock().unwrap_or_else(|e| e.into_inner());
+            gate.epoch += 1;
+            gate.installing = false;
+        }
         let mut max = 0;
         for entry in self.engine.scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![META])))
         {
@@ -455,10 +491,47 @@ impl<E: Engine> Mvcc<E> {
         self.horizon.fetch_max(horizon, Ordering::AcqRel);
     }
 
-    /// Deletes what the current horizon makes unreachable (see [`Mvcc::gc`]).
+    /// Stops garbage collection for good: a collection running stops before its next write,
+    /// and later ones write nothing (for shutting down).
+    pub fn halt_gc(&self) {
+        self.gc_gate.lock().unwrap_or_else(|e| e.into_inner()).halted = true;
+    }
+
+    /// Writes one batch of garbage collection, unless the state was replaced (or is being
+    /// replaced) since the collection began at `epoch`, or collection was halted: then
+    /// `false`, and nothing is written. Deletions decided on one state would be wrong on its
+    /// replacement.
+    fn write_gc_batch(&self, epoch: u64, batch: WriteBatch) -> Result<bool> {
+        let gate = self.gc_gate.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.halted || gate.installing || gate.epoch != epoch {
+            return Ok(false);
+        }
+        self.engine.write(batch)?;
+        Ok(true)
+    }
+
+    /// Deletes what the current horizon makes unreachable (see [`Mvcc::gc`]), in batches. It
+    /// stops early ([`GcStats::interrupted`]) if the state is replaced meanwhile
+    /// ([`Mvcc::import_batch`]) or collection is halted.
     pub fn collect_garbage(&self) -> Result<GcStats> {
         let horizon = self.gc_horizon();
         let mut stats = GcStats { horizon, ..GcStats::default() };
+        let epoch = {
+            let gate = self.gc_gate.lock().unwrap_or_else(|e| e.into_inner());
+            if gate.halted || gate.installing {
+                stats.interrupted = true;
+                return Ok(stats);
+            }
+            gate.epoch
+        };
+        macro_rules! write_or_stop {
+            ($batch:expr) => {
+                if !self.write_gc_batch(epoch, $batch)? {
+                    stats.interrupted = true;
+                    return Ok(stats);
+                }
+            };
+        }
         const BATCH: usize = 1024;
         let mut batch = WriteBatch::new();
         // The key being walked, and whether its version visible at the horizon was reached.
@@ -496,7 +569,7 @@ impl<E: Engine> Mvcc<E> {
                 stats.versions_deleted += 1;
             }
             if batch.len() >= BATCH {
-                self.engine.write(std::mem::take(&mut batch))?;
+                write_or_stop!(std::mem::take(&mut batch));
             }
         }
         if let Some(t) = tombstone.take() {
@@ -509,11 +582,11 @@ impl<E: Engine> Mvcc<E> {
                 stats.txn_records_deleted += 1;
             }
             if batch.len() >= BATCH {
-                self.engine.write(std::mem::take(&mut batch))?;
+                write_or_stop!(std::mem::take(&mut batch));
             }
         }
         if !batch.is_empty() {
-            self.engine.write(batch)?;
+            write_or_stop!(batch);
         }
         self.engine.flush()?;
         Ok(stats)
@@ -768,6 +841,33 @@ mod tests {
         let stats = m.collect_garbage().unwrap();
         assert_eq!(stats.versions_kept, 0);
         assert_eq!(m.get(b"k", versions + 10).unwrap(), None);
+    }
+
+    /// While the state is being replaced (between `import_batch` and `reload`), garbage
+    /// collection writes nothing: deletions decided on the old state could be wrong on the new
+    /// one. The snapshot's horizon holds from `import_batch` on.
+    #[test]
+    fn gc_writes_nothing_while_a_snapshot_is_installed() {
+        let leader = example();
+        leader.advance_gc_horizon(35).unwrap();
+        let pairs = leader.export(&[]).unwrap();
+        let m = example();
+        let versions = |m: &Mvcc<MemoryEngine>| {
+            m.engine().scan((Bound::Included(vec![VERSION]), Bound::Excluded(vec![META]))).count()
+        };
+        let before = versions(&m);
+        let batch = m.import_batch(pairs, &[]).unwrap();
+        assert_eq!(m.gc_horizon(), 35, "the snapshot's horizon holds before its batch is written");
+        let stats = m.collect_garbage().unwrap();
+        assert!(stats.interrupted && stats.versions_deleted == 0, "{stats:?}");
+        assert_eq!(versions(&m), before, "nothing deleted during the install");
+        m.engine().write(batch).unwrap();
+        m.reload().unwrap();
+        let stats = m.collect_garbage().unwrap();
+        assert!(!stats.interrupted);
+        assert_eq!(stats.versions_deleted, 1, "Version(a, 10), once installed");
+        m.halt_gc();
+        assert!(m.collect_garbage().unwrap().interrupted, "halted for good");
     }
 
     #[test]

@@ -102,6 +102,37 @@ fn register_through_the_peer_proxy_under_partitions_and_slow_net() {
     }
 }
 
+/// Garbage collection under faults: a 8 s retention (GC interval 1 s), so versions are collected
+/// while members are removed, wiped and re-added (caught up by snapshot) and nodes are killed.
+/// The history must stay valid, and the nodes must really have collected.
+#[test]
+fn append_with_fast_gc_under_membership_changes_and_kills() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = RunOptions {
+        workload: "append".into(),
+        nemeses: vec!["member".into(), "kill".into()],
+        time_limit: Duration::from_secs(25),
+        rate: 60.0,
+        seed: 16,
+        store: store(),
+        gc_retention: Some(Duration::from_secs(8)),
+        progress: false,
+        ..RunOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    assert_valid(&s);
+    let collected = std::fs::read_dir(s.dir.join("nodes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|cluster| std::fs::read_dir(cluster.path()).into_iter().flatten().flatten())
+        .filter_map(|node| std::fs::read_to_string(node.path().join("node.log")).ok())
+        .map(|log| log.matches("garbage collected").count())
+        .sum::<usize>();
+    assert!(collected > 0, "no node collected garbage: {}", s.dir.display());
+}
+
 /// The mutant: nodes acknowledge commits without commit wait, under in-bound clock skew. The
 /// `causal` checker (and the timestamp-order checker) must catch the stale follower reads.
 #[test]

@@ -132,6 +132,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("peer_listen", &self.peer_listen)
             .field("advertise_peer", &self.advertise_peer)
             .field("gc_retention", &self.gc_retention)
+            .field("gc_interval", &self.gc_interval)
             .field("initial_cluster", &self.initial_cluster)
             .field("data_dir", &self.data_dir)
             .field("metrics_listen", &self.metrics_listen)

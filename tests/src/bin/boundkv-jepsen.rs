@@ -70,6 +70,10 @@ struct Args {
     /// How long each fault lasts, seconds.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
+    /// Start the nodes with this GC retention in seconds (and a 1 s GC interval), so old
+    /// versions are collected while the faults run [default: the server's, 1 h].
+    #[arg(long, value_name = "SECONDS")]
+    gc_retention: Option<f64>,
     /// Never show a progress bar (it shows only on a terminal anyway).
     #[arg(long)]
     progress_off: bool,
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         seed: args.seed,
         store: args.store,
         unsafe_skip_commit_wait: args.unsafe_skip_commit_wait,
+        gc_retention: args.gc_retention.map(Duration::from_secs_f64),
         network,
         quiet: Duration::from_secs_f64(args.quiet),
         hold: Duration::from_secs_f64(args.hold),

@@ -136,6 +136,10 @@ pub struct RunOptions {
     pub store: PathBuf,
     /// Run the nodes with `--unsafe-skip-commit-wait` (a mutant the checkers must catch).
     pub unsafe_skip_commit_wait: bool,
+    /// Run the nodes with this GC retention and a 1 s GC interval, so old versions are
+    /// collected (and snapshots installed) while the faults run. `None`: the server's default
+    /// (1 h, which a short run never reaches).
+    pub gc_retention: Option<Duration>,
     /// How nodes are networked.
     pub network: NetworkMode,
     /// Quiet time between faults.
@@ -160,6 +164,7 @@ impl Default for RunOptions {
             seed: 1,
             store: PathBuf::from("jepsen-store"),
             unsafe_skip_commit_wait: false,
+            gc_retention: None,
             network: NetworkMode::Auto,
             quiet: Duration::from_secs(3),
             hold: Duration::from_secs(5),
@@ -279,6 +284,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         serve_args.push("--unsafe-skip-commit-wait".into());
         env.push(("BOUNDKV_ALLOW_UNSAFE".to_string(), "1".to_string()));
     }
+    if let Some(r) = opts.gc_retention {
+        serve_args.extend([
+            "--gc-retention".into(),
+            format!("{}ms", r.as_millis()),
+            "--gc-interval".into(),
+            "1s".into(),
+        ]);
+    }
     let mut cluster = TestCluster::start(ClusterOptions {
         nodes: opts.nodes,
         clock: "system:1ms".into(),
@@ -371,6 +384,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "nemeses": opts.nemeses,
         "not_yet_expected_safe": unsafe_faults,
         "mutant": opts.unsafe_skip_commit_wait.then_some("--unsafe-skip-commit-wait"),
+        "gc_retention_s": opts.gc_retention.map(|r| r.as_secs_f64()),
         "nodes": opts.nodes,
         "clients": opts.clients,
         "rate": opts.rate,

@@ -212,9 +212,15 @@ async fn connection(inbound: TcpStream, to: u64, target: SocketAddr, state: Arc<
     }
     // The writer: frames with the instant they may go, in order.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(DELAY_QUEUE);
+    let held = state.clone();
     let writer = async move {
         while let Some((at, frame)) = rx.recv().await {
             tokio::time::sleep_until(at).await;
+            // A partition that began while the frame was held cuts it too.
+            if from != 0 && held.is_blocked(from, to) {
+                held.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if to_node.write_all(&frame).await.is_err() {
                 return;
             }

@@ -209,10 +209,16 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                 Command::Commit(record) => {
                     max_ts = max_ts.max(record.ts);
                     let id = record.txn_id.0;
+                    // A record below the horizon is ignored: each replica's collector deletes those
+                    // in its own time, so whether one is still there differs between replicas,
+                    // and the decision must come from the log alone.
                     let earlier = if seen.contains(&id) {
                         commits.iter().find(|c| c.txn_id == id).map(|c| c.ts)
                     } else {
-                        self.mvcc.commit_ts_of(&id).map_err(fatal)?
+                        self.mvcc
+                            .commit_ts_of(&id)
+                            .map_err(fatal)?
+                            .filter(|&ts| ts >= horizon.as_nanos())
                     };
                     if let Some(ts) = earlier {
                         outputs.push(ApplyOutput::Duplicate { ts: Timestamp::from_nanos(ts) });
@@ -358,5 +364,61 @@ impl<E: Engine> SnapshotSource for MvccSnapshotSource<E> {
             .map_err(|e| e.to_string())?;
         tracing::info!(applied_index, bytes = data.len(), "built a snapshot");
         Ok((applied_index, data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use boundkv_consensus::node::{Committed, StateMachine};
+    use boundkv_storage::{MemoryEngine, Mvcc};
+
+    use super::*;
+    use crate::record::{CommitRecord, TxnId, Write};
+
+    fn commit(id: u8, ts: u64, value: &str) -> Vec<u8> {
+        Command::Commit(CommitRecord {
+            txn_id: TxnId([id; 16]),
+            ts: Timestamp::from_nanos(ts),
+            writes: vec![Write { key: "k".into(), value: Some(value.to_string().into()) }],
+        })
+        .encode()
+    }
+
+    fn apply(sm: &mut MvccStateMachine<MemoryEngine>, index: u64, data: &[u8]) -> ApplyOutput {
+        sm.apply(&[Committed { index, term: 1, data }]).unwrap().remove(0)
+    }
+
+    /// Whether a resent commit is a duplicate is decided from the log alone: a transaction
+    /// record below the GC horizon counts for nothing, whether this replica's collector has
+    /// deleted it yet or not. Two replicas, one collected and one not, decide alike.
+    #[test]
+    fn a_resent_commit_below_the_horizon_is_decided_alike_collected_or_not() {
+        let mut outputs = Vec::new();
+        for collect in [false, true] {
+            let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+            let (mut sm, _) = MvccStateMachine::new(mvcc.clone(), Vec::new()).unwrap();
+            assert_eq!(
+                apply(&mut sm, 2, &commit(7, 10, "first")),
+                ApplyOutput::Applied { ts: Timestamp::from_nanos(10) }
+            );
+            assert_eq!(
+                apply(&mut sm, 3, &Command::Gc(Timestamp::from_nanos(20)).encode()),
+                ApplyOutput::GcHorizon
+            );
+            assert_eq!(mvcc.gc_horizon(), 20, "the horizon is raised with the entry");
+            if collect {
+                mvcc.collect_garbage().unwrap();
+                assert_eq!(mvcc.commit_ts_of(&[7; 16]).unwrap(), None, "the record is gone");
+            } else {
+                assert_eq!(mvcc.commit_ts_of(&[7; 16]).unwrap(), Some(10), "the record stays");
+            }
+            // The same transaction id again, at a new timestamp above the horizon.
+            let out = apply(&mut sm, 4, &commit(7, 30, "again"));
+            outputs.push((out, mvcc.get(b"k", 40).unwrap()));
+        }
+        assert_eq!(outputs[0], outputs[1], "collected or not, the replicas agree");
+        assert_eq!(outputs[0].0, ApplyOutput::Applied { ts: Timestamp::from_nanos(30) });
     }
 }

@@ -81,8 +81,9 @@
 //!
 //! Old versions go through the log, so that every replica refuses the same reads. Every
 //! `gc_interval` (60 s) the active leader proposes `Gc(h)`, `h = min(now().earliest -
-//! gc_retention, the closed timestamp it applied, its oldest read in use)`; with the default
-//! hour of retention:
+//! gc_retention, the closed timestamp it applied)` (and below any read registered with its
+//! transaction manager; replica reads are not registered, so a read that outlives the
+//! retention gets `BelowGcHorizon`); with the default hour of retention:
 //!
 //! ```text
 //! 12:00:00  leader applies Close(c = 12:00:00.020), proposes Gc(h = 11:00:00)
@@ -96,6 +97,11 @@
 //! lies above it. A read that passed the horizon check when it began checks again after reading:
 //! collection starts only once the horizon has risen, so if the horizon is still at or below
 //! the read's timestamp, nothing it could see was deleted meanwhile.
+//!
+//! Transaction records below the horizon count for nothing when deduplicating a resent commit
+//! (each replica's collector deletes them in its own time, so their presence is not the same
+//! everywhere). A snapshot install stops a collection running meanwhile (see
+//! `Mvcc::import_batch`); the install's horizon notification starts it again.
 
 mod command;
 mod machine;
@@ -717,7 +723,10 @@ impl<E: Engine> Replica<E> {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(running) = in_flight.get(&id) {
                 Found::Running(running.clone())
-            } else if let Some(ts) = self.mvcc.commit_ts_of(&id.0)? {
+            } else if let Some(ts) =
+                self.mvcc.commit_ts_of(&id.0)?.filter(|&ts| ts >= self.mvcc.gc_horizon())
+            {
+                // (A record below the horizon counts for nothing, as in the state machine.)
                 Found::Applied(ts)
             } else {
                 let this = self.clone();
@@ -875,6 +884,7 @@ impl<E: Engine> Replica<E> {
     /// Stops the background tasks and the Raft node, after persisting the clock's exact floor.
     pub fn shutdown(&self) {
         self.stopping.send_replace(true);
+        self.mvcc.halt_gc();
         self.node.shutdown();
         if let Err(e) = self.txn.oracle().persist_floor() {
             tracing::warn!(node = self.id, error = %e, "could not persist the exact timestamp floor");
@@ -1010,27 +1020,36 @@ impl<E: Engine + 'static> Replica<E> {
             return;
         };
         horizons.mark_changed(); // a collection a crash interrupted is finished at start
+        // The horizon the last whole collection ran at: nothing to do again below it.
+        let mut collected = Timestamp::ZERO;
         loop {
             tokio::select! {
                 changed = horizons.changed() => if changed.is_err() { return },
                 _ = stopping.changed() => return,
             }
             let horizon = *horizons.borrow_and_update();
-            if horizon == Timestamp::ZERO {
+            if horizon == Timestamp::ZERO || horizon <= collected {
                 continue;
             }
             let Some(replica) = this.upgrade() else { return };
             let (id, mvcc) = (replica.id, replica.mvcc.clone());
             drop(replica);
             match tokio::task::spawn_blocking(move || mvcc.collect_garbage()).await {
-                Ok(Ok(stats)) => tracing::info!(
+                Ok(Ok(stats)) if stats.interrupted => {
+                    // A snapshot replaced the state meanwhile; its install notifies again.
+                    tracing::debug!(node = id, %horizon, "garbage collection interrupted")
+                }
+                Ok(Ok(stats)) => {
+                    collected = horizon;
+                    tracing::info!(
                     node = id,
                     %horizon,
                     versions_deleted = stats.versions_deleted,
                     versions_kept = stats.versions_kept,
                     txn_records_deleted = stats.txn_records_deleted,
                     "garbage collected"
-                ),
+                    )
+                }
                 // The next horizon tries again; reads stay exact meanwhile (old versions only
                 // linger).
                 Ok(Err(e)) => {
