@@ -54,6 +54,23 @@ async fn check_all(client: &Client, acked: &BTreeMap<String, String>) -> Result 
     Ok(())
 }
 
+/// Waits (at most 30 s) until node `id` serves every acknowledged write: a node that was cut off
+/// or down catches up.
+async fn caught_up(cluster: &TestCluster, id: u64, acked: &BTreeMap<String, String>) -> Result {
+    let reader = cluster.client_reading_from(id).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check_all(&reader, acked).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("node {id} not caught up yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// - three nodes; a client writes through the cluster (the leader);
 /// - a second client whose reads go to a follower reads at `latest` and sees the write, every
 ///   time, right after each acknowledgement.
@@ -92,19 +109,7 @@ async fn t20_kill_the_leader_keep_writing_restart_it_and_catch_up() -> Result {
     let new = cluster.leader().await?;
     assert_ne!(new, old, "a new leader took over");
     cluster.restart(old)?;
-    let reader = cluster.client_reading_from(old).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check_all(&reader, &acked).await {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("not caught up yet: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    caught_up(&cluster, old, &acked).await
 }
 
 /// - writes are acknowledged; then every node is killed at once (SIGKILL) and restarted: every
@@ -406,19 +411,7 @@ async fn t80_the_peer_proxy_partitions_the_leader_away() -> Result {
     assert!(dropped > 0, "the proxy dropped the cut links' frames");
 
     proxy.heal();
-    let reader = cluster.client_reading_from(old).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match check_all(&reader, &acked).await {
-            Ok(()) => break,
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!("not caught up yet: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    caught_up(&cluster, old, &acked).await
 }
 
 /// Garbage collection across processes (`--gc-retention 300ms --gc-interval 50ms`):

@@ -315,33 +315,27 @@ fn write_report(out: &Path, r: &Results) -> anyhow::Result<()> {
     put_clients.sort();
     put_clients.dedup();
     let _ = writeln!(md, "| ratio | value |\n|---|---:|");
-    // Throughput first at the most clients (the headline), then latency at 1 client.
-    for &c in put_clients.iter().rev() {
-        let (b, e) = (find(r, "boundkv", "put", c, Some(0)), find(r, "etcd", "put", c, None));
-        let _ = writeln!(
-            md,
-            "| boundkv / etcd write throughput, {} | {} |",
-            clients(c),
-            ratio(b.map(|x| x.ops_per_sec), e.map(|x| x.ops_per_sec))
-        );
-    }
-    for &c in &put_clients {
-        let (b, e) = (find(r, "boundkv", "put", c, Some(0)), find(r, "etcd", "put", c, None));
-        let _ = writeln!(
-            md,
-            "| boundkv / etcd p50 write latency, {} | {} |",
-            clients(c),
-            ratio(b.map(|x| x.p50_us as f64), e.map(|x| x.p50_us as f64))
-        );
-    }
-    for c in [1usize, max_clients] {
-        let (bg, eg) = (find(r, "boundkv", "get", c, Some(0)), find(r, "etcd", "get", c, None));
-        let _ = writeln!(
-            md,
-            "| boundkv / etcd linearizable-read throughput, {} | {} |",
-            clients(c),
-            ratio(bg.map(|x| x.ops_per_sec), eg.map(|x| x.ops_per_sec))
-        );
+    // Write throughput (most clients first: the headline), write latency, read
+    // throughput: boundkv over etcd at each client count both were measured at.
+    type Metric = fn(&LoadResult) -> f64;
+    let throughput: Metric = |x| x.ops_per_sec;
+    let p50: Metric = |x| x.p50_us as f64;
+    let rows: [(&str, &str, Vec<usize>, Metric); 3] = [
+        ("write throughput", "put", put_clients.iter().rev().copied().collect(), throughput),
+        ("p50 write latency", "put", put_clients.clone(), p50),
+        ("linearizable-read throughput", "get", vec![1, max_clients], throughput),
+    ];
+    for (what, workload, counts, metric) in rows {
+        for c in counts {
+            let (b, e) =
+                (find(r, "boundkv", workload, c, Some(0)), find(r, "etcd", workload, c, None));
+            let _ = writeln!(
+                md,
+                "| boundkv / etcd {what}, {} | {} |",
+                clients(c),
+                ratio(b.map(metric), e.map(metric))
+            );
+        }
     }
     if let Some(e) = &r.embedded
         && let Some(list) = e.as_array()

@@ -107,11 +107,6 @@ impl ReplicaShared {
         self.closed.subscribe()
     }
 
-    /// The GC horizon applied: reads below it are refused.
-    pub fn gc_horizon(&self) -> Timestamp {
-        *self.gc_horizon.borrow()
-    }
-
     /// A receiver of GC-horizon changes (the replica's collector waits on it).
     pub fn watch_gc_horizon(&self) -> watch::Receiver<Timestamp> {
         self.gc_horizon.subscribe()
@@ -126,6 +121,19 @@ impl ReplicaShared {
     pub fn members(&self) -> BTreeMap<u64, Member> {
         self.members.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// The timestamp `txn_id` committed at, by its transaction record, if that record is at or
+/// above `horizon`. A record below the horizon counts for nothing: each replica's collector
+/// deletes those in its own time, so whether one is still there differs between replicas, and
+/// whether a resent commit is a duplicate must be decided from the log alone. The state machine
+/// and the leader both decide by this.
+pub(crate) fn recorded_commit_ts<E: Engine>(
+    mvcc: &Mvcc<E>,
+    txn_id: &[u8],
+    horizon: Timestamp,
+) -> boundkv_storage::Result<Option<u64>> {
+    Ok(mvcc.commit_ts_of(txn_id)?.filter(|&ts| ts >= horizon.as_nanos()))
 }
 
 fn fatal(e: impl std::fmt::Display) -> StateMachineError {
@@ -209,16 +217,10 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                 Command::Commit(record) => {
                     max_ts = max_ts.max(record.ts);
                     let id = record.txn_id.0;
-                    // A record below the horizon is ignored: each replica's collector deletes those
-                    // in its own time, so whether one is still there differs between replicas,
-                    // and the decision must come from the log alone.
                     let earlier = if seen.contains(&id) {
                         commits.iter().find(|c| c.txn_id == id).map(|c| c.ts)
                     } else {
-                        self.mvcc
-                            .commit_ts_of(&id)
-                            .map_err(fatal)?
-                            .filter(|&ts| ts >= horizon.as_nanos())
+                        recorded_commit_ts(&self.mvcc, &id, horizon).map_err(fatal)?
                     };
                     if let Some(ts) = earlier {
                         outputs.push(ApplyOutput::Duplicate { ts: Timestamp::from_nanos(ts) });

@@ -631,7 +631,7 @@ impl<E: Engine> Replica<E> {
     }
 
     fn check_horizon(&self, ts: Timestamp) -> Result<()> {
-        let horizon = Timestamp::from_nanos(self.mvcc.gc_horizon());
+        let horizon = self.gc_horizon();
         if ts < horizon {
             return Err(Error::BelowGcHorizon { ts, horizon });
         }
@@ -724,9 +724,8 @@ impl<E: Engine> Replica<E> {
             if let Some(running) = in_flight.get(&id) {
                 Found::Running(running.clone())
             } else if let Some(ts) =
-                self.mvcc.commit_ts_of(&id.0)?.filter(|&ts| ts >= self.mvcc.gc_horizon())
+                machine::recorded_commit_ts(&self.mvcc, &id.0, self.gc_horizon())?
             {
-                // (A record below the horizon counts for nothing, as in the state machine.)
                 Found::Applied(ts)
             } else {
                 let this = self.clone();
@@ -999,7 +998,7 @@ impl<E: Engine + 'static> Replica<E> {
             if let Some(oldest) = replica.txn.oldest_active_read() {
                 horizon = horizon.min(oldest);
             }
-            if horizon <= replica.shared.gc_horizon() {
+            if horizon <= replica.gc_horizon() {
                 continue;
             }
             let id = replica.id;
