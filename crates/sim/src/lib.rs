@@ -1,0 +1,7 @@
+//! boundkv's deterministic simulator (see `docs/architecture/testing.md`).
+
+pub mod disk;
+pub mod net;
+pub mod time;
+pub mod trace;
+pub mod workload;
