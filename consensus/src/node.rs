@@ -62,7 +62,7 @@
 //! allows it); on restart [`RaftLogStore::repair_commit`] raises it to the applied index if it
 //! was lost, which is what raft-rs needs to start (`applied <= commit`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
@@ -70,12 +70,14 @@ use std::time::{Duration, Instant};
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{ReadOnlyOption, StateRole};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{oneshot, watch};
 
 use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
 use boundkv_storage::{Engine, WriteBatch};
 
-use crate::log_store::{RaftLogStore, SnapshotSource};
+use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{Deliverer, Reporter, Transport};
 
 /// Settings of a [`Node`].
@@ -103,6 +105,10 @@ pub struct NodeConfig {
     pub read_timeout: Duration,
     /// Keep this many applied entries before compacting the log below them. Default 10,000.
     pub keep_entries: u64,
+    /// Seeds the randomized election timeout. `None` (the default) seeds it from the OS; a
+    /// simulation passes a seed so that a run repeats exactly. (raft-rs draws the timeout from
+    /// `rand::thread_rng`, which cannot be seeded; the node overrides every draw with its own.)
+    pub seed: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -118,6 +124,7 @@ impl Default for NodeConfig {
             lease_renewal: Duration::from_millis(200),
             read_timeout: Duration::from_secs(3),
             keep_entries: 10_000,
+            seed: None,
         }
     }
 }
@@ -202,6 +209,11 @@ pub enum ProposeError {
     /// raft-rs refused a membership change (another is pending, or it is invalid).
     #[error("membership change refused: {0}")]
     Refused(String),
+    /// A snapshot replaced this member's log up to or past the proposal's entry: whether the
+    /// entry applied is part of the snapshot's state, not known here. Ask again (a resent commit
+    /// is answered from the state).
+    #[error("a snapshot covered the proposal's entry; its outcome is unknown here, ask again")]
+    Superseded,
     /// A read-index request got no answer in time.
     #[error("no answer within the timeout")]
     Timeout,
@@ -310,10 +322,30 @@ pub(crate) enum Input {
 /// A state machine's output, type-erased for the inbox.
 pub(crate) type AnyOutput = Box<dyn std::any::Any + Send>;
 
+/// Wakes a driver that does not block on the inbox (see [`Inbox::with_waker`]).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The sending side of a node's inbox.
+#[derive(Clone)]
+pub(crate) struct InboxSender {
+    tx: Sender<Input>,
+    wake: Option<Waker>,
+}
+
+impl InboxSender {
+    pub(crate) fn send(&self, input: Input) -> Result<(), std::sync::mpsc::SendError<Input>> {
+        self.tx.send(input)?;
+        if let Some(wake) = &self.wake {
+            wake();
+        }
+        Ok(())
+    }
+}
+
 /// A cheap, cloneable handle to a running node.
 pub struct NodeHandle<O> {
     id: u64,
-    inbox: Sender<Input>,
+    inbox: InboxSender,
     state: watch::Receiver<NodeState>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     _output: std::marker::PhantomData<fn() -> O>,
@@ -504,14 +536,19 @@ pub struct Node<E: Engine, SM: StateMachine> {
     clock: Arc<dyn Clock>,
     policy: ClockPolicy,
     inbox: Receiver<Input>,
+    /// An input the thread driver received while blocking, handled first in the next turn.
+    stashed: Option<Input>,
+    /// A pause a test asked for, for the driver to carry out.
+    paused: Option<Duration>,
     state: watch::Sender<NodeState>,
     next_request: u64,
-    /// Proposals awaiting their entry, by request id.
-    proposals: HashMap<u64, PendingProposal>,
+    /// Proposals awaiting their entry, by request id (ordered, so that failing them all
+    /// answers in the same order on every run).
+    proposals: BTreeMap<u64, PendingProposal>,
     /// Request ids by the index their entry was appended at.
     proposal_index: BTreeMap<u64, u64>,
     /// Read-index requests sent to raft, by context.
-    reads: HashMap<Vec<u8>, PendingRead>,
+    reads: BTreeMap<Vec<u8>, PendingRead>,
     /// Callers' read-index requests held until this leader has committed an entry in its term
     /// (raft-rs drops them silently before that).
     deferred_reads: Vec<(Instant, oneshot::Sender<Result<u64, ProposeError>>)>,
@@ -523,6 +560,43 @@ pub struct Node<E: Engine, SM: StateMachine> {
     /// The last index when this term's leadership began; caught up once applied.
     term_start_index: u64,
     failed: Option<String>,
+    stopped: bool,
+    /// The driver's time at the latest turn.
+    now: Instant,
+    /// Draws randomized election timeouts (see `pin_election_timeout`).
+    election_rng: StdRng,
+    /// The (term, role) the current election timeout was drawn for.
+    election_key: Option<(u64, StateRole)>,
+    election_timeout: usize,
+}
+
+/// Why a node could not start, or stopped: fatal (its storage or its state machine can no
+/// longer be trusted, or raft-rs refused its state).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The Raft log store failed.
+    #[error(transparent)]
+    Store(#[from] LogStoreError),
+    /// The state machine failed.
+    #[error(transparent)]
+    StateMachine(#[from] StateMachineError),
+    /// raft-rs refused the configuration or the stored state.
+    #[error("raft: {0}")]
+    Raft(raft::Error),
+    /// A committed entry raft-rs produced does not decode.
+    #[error("a committed membership change does not decode: {0}")]
+    Decode(String),
+    /// The state machine broke its contract (one output per entry).
+    #[error("the state machine returned {outputs} outputs for {entries} entries")]
+    OutputCount {
+        /// Outputs returned.
+        outputs: usize,
+        /// Entries handed over.
+        entries: usize,
+    },
+    /// The node's thread could not be started.
+    #[error("cannot start the Raft thread: {0}")]
+    Thread(String),
 }
 
 /// What starts a node.
@@ -548,7 +622,7 @@ pub struct NodeParts<E: Engine, SM: StateMachine> {
 impl<E: Engine, SM: StateMachine> Node<E, SM> {
     /// Starts a member on its own thread. Its inbox exists before the thread starts, so a
     /// transport may deliver to it at once (see [`Node::start_with_inbox`]).
-    pub fn start(parts: NodeParts<E, SM>) -> Result<NodeHandle<SM::Output>, String> {
+    pub fn start(parts: NodeParts<E, SM>) -> Result<NodeHandle<SM::Output>, NodeError> {
         Self::start_with_inbox(parts, Inbox::new())
     }
 
@@ -557,7 +631,21 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     pub fn start_with_inbox(
         parts: NodeParts<E, SM>,
         inbox: Inbox,
-    ) -> Result<NodeHandle<SM::Output>, String> {
+    ) -> Result<NodeHandle<SM::Output>, NodeError> {
+        let (node, handle) = Self::new(parts, inbox, Instant::now())?;
+        node.spawn(&handle)?;
+        Ok(handle)
+    }
+
+    /// Builds a member without running it: the caller drives it, either with
+    /// [`Node::spawn`] (a thread of its own, as a server does) or turn by turn with
+    /// [`Node::turn`] (as the simulator does, on its virtual time). `now` is the time of the
+    /// driver's clock at start.
+    pub fn new(
+        parts: NodeParts<E, SM>,
+        inbox: Inbox,
+        now: Instant,
+    ) -> Result<(Self, NodeHandle<SM::Output>), NodeError> {
         let NodeParts { config, store, mut state_machine, transport, clock, policy, bootstrap } =
             parts;
         let sm = &mut state_machine;
@@ -566,11 +654,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         {
             let mut cs = ConfState::default();
             cs.set_voters(voters);
-            let founding = sm.bootstrap(&cs).map_err(|e| e.to_string())?;
-            store.bootstrap(cs, founding).map_err(|e| e.to_string())?;
-            sm.staged_written().map_err(|e| e.to_string())?;
+            let founding = sm.bootstrap(&cs)?;
+            store.bootstrap(cs, founding)?;
+            sm.staged_written()?;
         }
-        store.repair_commit(sm.applied_index()).map_err(|e| e.to_string())?;
+        store.repair_commit(sm.applied_index())?;
         store.set_snapshot_source(sm.snapshot_source());
         let raft_config = Config {
             id: config.id,
@@ -584,9 +672,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             read_only_option: ReadOnlyOption::Safe,
             ..Config::default()
         };
-        raft_config.validate().map_err(|e| e.to_string())?;
+        raft_config.validate().map_err(NodeError::Raft)?;
         let raw = RawNode::new(&raft_config, store, &crate::logger::raft_logger(config.id))
-            .map_err(|e| e.to_string())?;
+            .map_err(NodeError::Raft)?;
         let Inbox { tx, rx } = inbox;
         let (state_tx, state_rx) = watch::channel(NodeState {
             id: config.id,
@@ -602,10 +690,14 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             failed: None,
         });
         let id = config.id;
-        let now = Instant::now();
+        let election_rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            None => StdRng::from_os_rng(),
+        };
         let mut node = Node {
             next_tick: now + config.tick,
             next_lease_renewal: now,
+            now,
             config,
             raw,
             sm: state_machine,
@@ -614,73 +706,155 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock,
             policy,
             inbox: rx,
+            stashed: None,
+            paused: None,
             state: state_tx,
             next_request: 1,
-            proposals: HashMap::new(),
+            proposals: BTreeMap::new(),
             proposal_index: BTreeMap::new(),
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             deferred_reads: Vec::new(),
             read_waiters: BTreeMap::new(),
             leader: None,
             term_start_index: 0,
             failed: None,
+            stopped: false,
+            election_rng,
+            election_key: None,
+            election_timeout: 0,
         };
+        node.pin_election_timeout();
         node.publish();
-        let thread = std::thread::Builder::new()
-            .name(format!("raft-{id}"))
-            .spawn(move || node.run())
-            .map_err(|e| e.to_string())?;
-        Ok(NodeHandle {
+        let handle = NodeHandle {
             id,
             inbox: tx,
             state: state_rx,
-            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+            thread: Arc::new(std::sync::Mutex::new(None)),
             _output: std::marker::PhantomData,
-        })
+        };
+        Ok((node, handle))
     }
 
+    /// Runs the node on a thread of its own, on real time, until it stops; `handle` (the one
+    /// [`Node::new`] returned, or a clone) then waits for the thread on shutdown.
+    pub fn spawn(mut self, handle: &NodeHandle<SM::Output>) -> Result<(), NodeError> {
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{}", self.config.id))
+            .spawn(move || self.run())
+            .map_err(|e| NodeError::Thread(e.to_string()))?;
+        *handle.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// The thread's loop: block on the inbox until the next deadline, then take a turn.
     fn run(&mut self) {
         loop {
-            let wait = self.next_tick.saturating_duration_since(Instant::now());
-            let first = match self.inbox.recv_timeout(wait) {
-                Ok(input) => Some(input),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            // Drain whatever else is queued so that it all lands in one Ready (one fsync).
-            let mut inputs: Vec<Input> = first.into_iter().collect();
-            inputs.extend(self.inbox.try_iter().take(4096));
-            for input in inputs {
-                if matches!(input, Input::Shutdown) {
-                    self.stop(ProposeError::Stopped);
-                    return;
-                }
-                self.handle_input(input);
+            let wait = self.next_deadline().saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(input) => self.stashed = Some(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.stop(ProposeError::Stopped),
             }
-            let now = Instant::now();
-            if now >= self.next_tick {
-                self.raw.tick();
-                self.next_tick = now + self.config.tick;
-                self.expire(now);
-            }
-            if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
-                for (deadline, tx) in std::mem::take(&mut self.deferred_reads) {
-                    self.request_read(Some(tx), deadline);
-                }
-                if now >= self.next_lease_renewal {
-                    self.request_read(None, now + self.config.read_timeout);
-                    self.next_lease_renewal = now + self.config.lease_renewal;
-                }
-            }
-            if let Err(e) = self.handle_ready() {
-                tracing::error!(node = self.config.id, error = %e, "Raft node stopped after a fatal error");
-                self.failed = Some(e);
-                self.publish();
-                self.stop(ProposeError::Stopped);
+            if !self.turn(Instant::now()) {
                 return;
             }
-            self.publish();
+            if let Some(d) = self.take_pause() {
+                std::thread::sleep(d);
+            }
         }
+    }
+
+    /// When the node next has time-driven work (a tick, a lease renewal): a driver that has no
+    /// input for it waits until then.
+    pub fn next_deadline(&self) -> Instant {
+        if self.raw.raft.state == StateRole::Leader {
+            self.next_tick.min(self.next_lease_renewal.max(self.now))
+        } else {
+            self.next_tick
+        }
+    }
+
+    /// A pause a test asked for ([`NodeHandle::pause_for_test`]), which the driver carries out
+    /// by not taking turns for that long.
+    pub fn take_pause(&mut self) -> Option<Duration> {
+        self.paused.take()
+    }
+
+    /// Whether the node has stopped (shut down, or failed).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// One turn of the node at time `now` (the driver's clock, never behind an earlier turn's):
+    ///
+    /// 1. handle every input already queued (peer messages, proposals, reads, reports), so that
+    ///    they all land in one Ready and share one fsync;
+    /// 2. tick if a tick is due, fail reads that waited too long;
+    /// 3. as a leader that has committed in its term: send held reads and renew the lease if due;
+    /// 4. handle the Ready ([`Node::handle_ready`]);
+    /// 5. publish the node's state.
+    ///
+    /// Returns `false` once the node has stopped (shutdown, or a fatal error, recorded in the
+    /// published state); a stopped node ignores further turns.
+    pub fn turn(&mut self, now: Instant) -> bool {
+        if self.stopped {
+            return false;
+        }
+        self.now = self.now.max(now);
+        let now = self.now;
+        // 1.
+        let mut inputs: Vec<Input> = self.stashed.take().into_iter().collect();
+        inputs.extend(self.inbox.try_iter().take(4096));
+        for input in inputs {
+            if matches!(input, Input::Shutdown) {
+                self.stop(ProposeError::Stopped);
+                return false;
+            }
+            self.handle_input(input);
+            self.pin_election_timeout();
+        }
+        // 2.
+        if now >= self.next_tick {
+            self.raw.tick();
+            self.pin_election_timeout();
+            self.next_tick = now + self.config.tick;
+            self.expire(now);
+        }
+        // 3.
+        if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
+            for (deadline, tx) in std::mem::take(&mut self.deferred_reads) {
+                self.request_read(Some(tx), deadline);
+            }
+            if now >= self.next_lease_renewal {
+                self.request_read(None, now + self.config.read_timeout);
+                self.next_lease_renewal = now + self.config.lease_renewal;
+            }
+        }
+        // 4.
+        if let Err(e) = self.handle_ready() {
+            tracing::error!(node = self.config.id, error = %e, "Raft node stopped after a fatal error");
+            self.failed = Some(e.to_string());
+            self.publish();
+            self.stop(ProposeError::Stopped);
+            return false;
+        }
+        // 5.
+        self.publish();
+        true
+    }
+
+    /// raft-rs draws each new randomized election timeout from `rand::thread_rng`, which no
+    /// one can seed. The node overrides it with a draw of its own (from [`NodeConfig::seed`])
+    /// whenever the term or the role changed, the only times raft-rs draws, and pins it after
+    /// every call into raft, so that a seeded node behaves the same on every run.
+    fn pin_election_timeout(&mut self) {
+        let key = (self.raw.raft.term, self.raw.raft.state);
+        if self.election_key != Some(key) {
+            self.election_key = Some(key);
+            let min = self.config.election_ticks;
+            self.election_timeout = self.election_rng.random_range(min..2 * min);
+        }
+        self.raw.raft.set_randomized_election_timeout(self.election_timeout);
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -695,7 +869,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 self.propose_conf_change(change, Responder::Conf(respond))
             }
             Input::ReadIndex { respond } => {
-                let deadline = Instant::now() + self.config.read_timeout;
+                let deadline = self.now + self.config.read_timeout;
                 if self.raw.raft.state == StateRole::Leader
                     && !self.raw.raft.commit_to_current_term()
                 {
@@ -716,7 +890,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 }
             }
             Input::TransferLeader(to) => self.raw.transfer_leader(to),
-            Input::Pause(d) => std::thread::sleep(d),
+            Input::Pause(d) => self.paused = Some(d),
             Input::Shutdown => {}
         }
     }
@@ -828,11 +1002,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     fn stop(&mut self, why: ProposeError) {
-        for (_, p) in self.proposals.drain() {
+        self.stopped = true;
+        for (_, p) in std::mem::take(&mut self.proposals) {
             p.respond.fail(why.clone());
         }
         self.proposal_index.clear();
-        for (_, mut r) in self.reads.drain() {
+        for (_, mut r) in std::mem::take(&mut self.reads) {
             for w in r.waiters.drain(..) {
                 let _ = w.send(Err(why.clone()));
             }
@@ -870,7 +1045,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     ///    then. (Writing it cost a sled write buffer, and so a `sync_file_range`, per round.)
     /// 7. Handle read states (lease renewals and callers' reads), answer reads whose index is
     ///    applied, compact the log.
-    fn handle_ready(&mut self) -> Result<(), String> {
+    fn handle_ready(&mut self) -> Result<(), NodeError> {
         if !self.raw.has_ready() {
             self.answer_reads();
             return Ok(());
@@ -891,8 +1066,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let mut w = store.write();
         if restoring {
             let meta = snapshot.get_metadata();
-            let data =
-                self.sm.restore(meta.index, snapshot.get_data()).map_err(|e| e.to_string())?;
+            let data = self.sm.restore(meta.index, snapshot.get_data())?;
             w.apply_snapshot(meta);
             w.include(data);
         }
@@ -907,9 +1081,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             w.without_sync();
         }
         // 4.
-        store.commit(w).map_err(|e| e.to_string())?;
+        store.commit(w)?;
         if restoring {
-            self.sm.staged_written().map_err(|e| e.to_string())?;
+            self.sm.staged_written()?;
             let meta = snapshot.get_metadata();
             tracing::info!(
                 node = self.config.id,
@@ -917,6 +1091,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 term = meta.term,
                 "installed a snapshot"
             );
+            self.supersede_proposals(meta.index);
         }
         let read_states = rd.take_read_states();
         // 5.
@@ -951,7 +1126,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 .unwrap_or(Timestamp::MAX);
             self.term_start_index = self.raw.raft.raft_log.last_index();
             self.leader = Some(LeaderState { term, ready_at, caught_up: false, lease_until: None });
-            self.next_lease_renewal = Instant::now();
+            self.next_lease_renewal = self.now;
             tracing::info!(
                 node = self.config.id,
                 term,
@@ -964,7 +1139,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
             // Reads confirmed by this term's quorum can no longer be answered by us.
             let hint = self.leader_hint();
-            for (_, mut r) in self.reads.drain() {
+            for (_, mut r) in std::mem::take(&mut self.reads) {
                 for w in r.waiters.drain(..) {
                     let _ = w.send(Err(ProposeError::NotLeader { leader: hint }));
                 }
@@ -1022,7 +1197,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 
     /// Applies committed entries: runs of normal entries go to the state machine together;
     /// membership changes are applied to raft and recorded one by one.
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         let mut run: Vec<Entry> = Vec::new();
         for e in entries {
             match e.get_entry_type() {
@@ -1036,7 +1211,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.apply_normal(run)
     }
 
-    fn apply_normal(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    fn apply_normal(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -1044,13 +1219,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .iter()
             .map(|e| Committed { index: e.index, term: e.term, data: e.get_data() })
             .collect();
-        let outputs = self.sm.apply(&committed).map_err(|e| e.to_string())?;
+        let outputs = self.sm.apply(&committed)?;
         if outputs.len() != entries.len() {
-            return Err(format!(
-                "the state machine returned {} outputs for {} entries",
-                outputs.len(),
-                entries.len()
-            ));
+            return Err(NodeError::OutputCount { outputs: outputs.len(), entries: entries.len() });
         }
         for (e, out) in entries.iter().zip(outputs) {
             match self.take_proposal(e) {
@@ -1064,24 +1235,25 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, e: Entry) -> Result<(), String> {
+    fn apply_conf_change(&mut self, e: Entry) -> Result<(), NodeError> {
+        let decode = |err: protobuf::ProtobufError| NodeError::Decode(err.to_string());
         let change = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
             let mut cc = ConfChangeV2::default();
-            cc.merge_from_bytes(e.get_data()).map_err(|err| err.to_string())?;
+            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
             cc
         } else {
             let mut cc = ConfChange::default();
-            cc.merge_from_bytes(e.get_data()).map_err(|err| err.to_string())?;
+            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
             raft_proto::ConfChangeI::into_v2(cc)
         };
-        let cs = self.raw.apply_conf_change(&change).map_err(|err| err.to_string())?;
-        let recorded = self.sm.membership(e.index, &change, &cs).map_err(|err| err.to_string())?;
+        let cs = self.raw.apply_conf_change(&change).map_err(NodeError::Raft)?;
+        let recorded = self.sm.membership(e.index, &change, &cs)?;
         let store = self.raw.store().clone();
         let mut w = store.write();
         w.set_conf_state(&cs);
         w.include(recorded);
-        store.commit(w).map_err(|err| err.to_string())?;
-        self.sm.staged_written().map_err(|err| err.to_string())?;
+        store.commit(w)?;
+        self.sm.staged_written()?;
         tracing::info!(
             node = self.config.id,
             index = e.index,
@@ -1100,6 +1272,26 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         Ok(())
     }
 
+    /// A snapshot installed at `index` replaced the log up to there: the entries of proposals
+    /// at or below it will never be applied here one by one, so `take_proposal` would never
+    /// resolve them. Whether each applied is in the snapshot's state; their callers hear
+    /// [`ProposeError::Superseded`] and ask again.
+    fn supersede_proposals(&mut self, index: u64) {
+        let covered: Vec<u64> = self.proposal_index.range(..=index).map(|(i, _)| *i).collect();
+        for i in covered {
+            if let Some(id) = self.proposal_index.remove(&i)
+                && let Some(p) = self.proposals.remove(&id)
+            {
+                tracing::debug!(
+                    node = self.config.id,
+                    index = i,
+                    "proposal superseded by a snapshot"
+                );
+                p.respond.fail(ProposeError::Superseded);
+            }
+        }
+    }
+
     /// The proposal an applied entry resolves, if it was ours: the same index, term and request
     /// id. A proposal at this index whose entry is different was lost; it fails as `Dropped`.
     fn take_proposal(&mut self, e: &Entry) -> Option<Responder> {
@@ -1116,13 +1308,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     /// Compacts the log below `applied - keep_entries`, in steps of `keep_entries`.
-    fn maybe_compact(&mut self) -> Result<(), String> {
+    fn maybe_compact(&mut self) -> Result<(), NodeError> {
         let applied = self.sm.applied_index();
         let store = self.raw.store();
-        let first = raft::Storage::first_index(store).map_err(|e| e.to_string())?;
+        let first = raft::Storage::first_index(store).map_err(NodeError::Raft)?;
         if applied > first + 2 * self.config.keep_entries {
             let to = applied - self.config.keep_entries;
-            store.compact(to).map_err(|e| e.to_string())?;
+            store.compact(to)?;
             tracing::debug!(node = self.config.id, to, "compacted the log");
         }
         Ok(())
@@ -1168,15 +1360,22 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 /// A node's inbox, made before the node so that a transport can be handed its [`Reporter`]
 /// and a way to deliver messages ([`Inbox::deliverer`]) before the node starts.
 pub struct Inbox {
-    tx: Sender<Input>,
+    tx: InboxSender,
     rx: Receiver<Input>,
 }
 
 impl Inbox {
-    /// A new, empty inbox.
+    /// A new, empty inbox, for a node that runs on a thread of its own.
     pub fn new() -> Self {
         let (tx, rx) = channel();
-        Inbox { tx, rx }
+        Inbox { tx: InboxSender { tx, wake: None }, rx }
+    }
+
+    /// A new, empty inbox whose every delivery also calls `wake`: for a driver that takes the
+    /// node's turns itself ([`Node::turn`]) and must learn that there is input.
+    pub fn with_waker(wake: Waker) -> Self {
+        let (tx, rx) = channel();
+        Inbox { tx: InboxSender { tx, wake: Some(wake) }, rx }
     }
 
     /// An inbox whose receiving end the caller keeps (for tests that stand in for a node); the
@@ -1185,7 +1384,7 @@ impl Inbox {
     pub(crate) fn split() -> (Inbox, Receiver<Input>) {
         let (tx, rx) = channel();
         let (_, dummy) = channel();
-        (Inbox { tx, rx: dummy }, rx)
+        (Inbox { tx: InboxSender { tx, wake: None }, rx: dummy }, rx)
     }
 
     /// The reporter a transport reports back through.

@@ -8,12 +8,11 @@
 //! until it hears, so every `MsgSnap` must be reported, one way or the other).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use raft::prelude::{Message, MessageType};
 
-use crate::node::Input;
+use crate::node::{InboxSender, Input};
 
 /// Delivers Raft messages to peers.
 pub trait Transport: Send + Sync + 'static {
@@ -30,7 +29,7 @@ pub trait Transport: Send + Sync + 'static {
 /// never blocks.
 #[derive(Clone)]
 pub struct Deliverer {
-    pub(crate) inbox: Sender<Input>,
+    pub(crate) inbox: InboxSender,
 }
 
 impl Deliverer {
@@ -43,7 +42,7 @@ impl Deliverer {
 /// A node's way back from its transport.
 #[derive(Clone)]
 pub struct Reporter {
-    pub(crate) inbox: Sender<Input>,
+    pub(crate) inbox: InboxSender,
 }
 
 impl Reporter {

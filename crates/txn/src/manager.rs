@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use boundkv_clockbound::{ClockReading, Timestamp, TimestampOracle, WaitError};
 use boundkv_storage::{Engine, GcStats, Mvcc};

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -228,9 +230,21 @@ impl<E: Engine> InFlight<E> {
         self.durable = None;
         let durable_after = self.chosen.elapsed();
         if let Err(e) = outcome {
-            // Not applied (or the node is failing): nothing became visible. Release the timestamp.
+            // Not applied, or the node is failing, or the outcome is unknown. A fatal error is
+            // recorded *before* the timestamp is released: a reader the release wakes finds the
+            // node failed, never a value whose sync failed (the applier may have applied it to
+            // storage before its flush failed).
+            let e = self.manager.fail(e);
+            if matches!(e, Error::OutcomeUnknown(_)) {
+                // It may have applied (a snapshot covered its entry, say): it stays pending
+                // through its commit wait, as an applied commit would.
+                let ts = self.pending.as_ref().expect("pending until visible").ts();
+                if !self.manager.skip_commit_wait() {
+                    self.manager.commit_wait_until_done(ts).await;
+                }
+            }
             self.pending.take();
-            return Err(self.manager.fail(e));
+            return Err(e);
         }
         let ts = self.pending.as_ref().expect("pending until visible").ts();
         // Commit wait: the clock must show ts has passed before anyone sees the writes. It has

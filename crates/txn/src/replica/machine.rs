@@ -10,7 +10,7 @@
 //! gates follower reads, the highest timestamp a new leader must exceed, the members and their
 //! addresses) is mirrored in [`ReplicaShared`], updated only after the batch is written.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -183,7 +183,8 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
     fn apply(&mut self, entries: &[Committed<'_>]) -> Result<Vec<ApplyOutput>, StateMachineError> {
         let mut outputs = Vec::with_capacity(entries.len());
         let mut commits: Vec<Commit> = Vec::new();
-        let mut seen: HashSet<[u8; 16]> = HashSet::new();
+        // Transaction ids committed earlier in this batch, with their timestamps.
+        let mut seen: BTreeMap<[u8; 16], u64> = BTreeMap::new();
         let mut closed = self.shared.closed();
         let mut max_ts = self.shared.max_log_ts();
         let old_horizon = Timestamp::from_nanos(self.mvcc.gc_horizon());
@@ -217,10 +218,12 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                 Command::Commit(record) => {
                     max_ts = max_ts.max(record.ts);
                     let id = record.txn_id.0;
-                    let earlier = if seen.contains(&id) {
-                        commits.iter().find(|c| c.txn_id == id).map(|c| c.ts)
-                    } else {
-                        recorded_commit_ts(&self.mvcc, &id, horizon).map_err(fatal)?
+                    // The same rule whether the earlier commit is in this batch or an earlier
+                    // one: a record below the horizon counts for nothing. (Batching differs
+                    // between replicas; the decision must not.)
+                    let earlier = match seen.get(&id) {
+                        Some(&ts) => Some(ts).filter(|&ts| ts >= horizon.as_nanos()),
+                        None => recorded_commit_ts(&self.mvcc, &id, horizon).map_err(fatal)?,
                     };
                     if let Some(ts) = earlier {
                         outputs.push(ApplyOutput::Duplicate { ts: Timestamp::from_nanos(ts) });
@@ -243,7 +246,7 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                         )));
                         continue;
                     }
-                    seen.insert(id);
+                    seen.insert(id, record.ts.as_nanos());
                     outputs.push(ApplyOutput::Applied { ts: record.ts });
                     commits.push(record.to_commit(None, true));
                 }
@@ -422,5 +425,61 @@ mod tests {
         }
         assert_eq!(outputs[0], outputs[1], "collected or not, the replicas agree");
         assert_eq!(outputs[0].0, ApplyOutput::Applied { ts: Timestamp::from_nanos(30) });
+    }
+
+    fn commit_of(id: u8, ts: u64, key: &str, value: &str) -> Vec<u8> {
+        Command::Commit(CommitRecord {
+            txn_id: TxnId([id; 16]),
+            ts: Timestamp::from_nanos(ts),
+            writes: vec![Write {
+                key: key.to_string().into(),
+                value: Some(value.to_string().into()),
+            }],
+        })
+        .encode()
+    }
+
+    /// t90 (issue 11, bug 2): the outcome of applying a log is a function of the log alone,
+    /// not of how a replica's Raft loop happened to batch its entries. The log resends
+    /// transaction ids across GC horizons (the earlier record counts for nothing once below
+    /// the horizon) and within them (a true duplicate); it is applied in every one of the
+    /// 2^(n-1) ways of cutting it into consecutive batches, and every way must give the same
+    /// outputs and the same stored state.
+    #[test]
+    fn t90_one_log_in_every_batching_gives_one_state() {
+        let log: Vec<Vec<u8>> = vec![
+            commit_of(7, 10, "k", "first"),
+            Command::Close(Timestamp::from_nanos(15)).encode(),
+            Command::Gc(Timestamp::from_nanos(20)).encode(),
+            commit_of(7, 30, "k", "again"), // X again, its record at 10 is below 20: applies
+            commit_of(8, 40, "j", "one"),
+            commit_of(7, 50, "k", "dup"), // X at 30 is above the horizon: a duplicate
+            Command::Gc(Timestamp::from_nanos(45)).encode(),
+            commit_of(8, 60, "j", "two"), // Y's record at 40 is below 45: applies
+        ];
+        let n = log.len();
+        let mut reference = None;
+        for cuts in 0u32..(1 << (n - 1)) {
+            let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+            let (mut sm, _) = MvccStateMachine::new(mvcc.clone(), Vec::new()).unwrap();
+            let mut outputs = Vec::new();
+            let mut batch: Vec<Committed<'_>> = Vec::new();
+            for (i, data) in log.iter().enumerate() {
+                batch.push(Committed { index: i as u64 + 2, term: 1, data });
+                if i == n - 1 || cuts & (1 << i) != 0 {
+                    outputs.extend(sm.apply(&batch).unwrap());
+                    batch.clear();
+                }
+            }
+            let state = (outputs, mvcc.export(LOCAL_META).unwrap());
+            match &reference {
+                None => reference = Some(state),
+                Some(r) => assert_eq!(&state, r, "batching {cuts:#b} diverges"),
+            }
+        }
+        let (outputs, _) = reference.unwrap();
+        assert_eq!(outputs[3], ApplyOutput::Applied { ts: Timestamp::from_nanos(30) });
+        assert_eq!(outputs[5], ApplyOutput::Duplicate { ts: Timestamp::from_nanos(30) });
+        assert_eq!(outputs[7], ApplyOutput::Applied { ts: Timestamp::from_nanos(60) });
     }
 }

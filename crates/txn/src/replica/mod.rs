@@ -106,11 +106,13 @@
 mod command;
 mod machine;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -140,6 +142,10 @@ use crate::txn::{CommitInfo, CommitRequest};
 
 pub use command::{Command, LOCAL_META, Member, SnapshotData, meta};
 pub use machine::{ApplyOutput, MvccStateMachine, ReplicaShared};
+
+/// The Raft member under a replica over engine `E`, for a caller that drives it
+/// ([`Replica::start_driven`]).
+pub type RaftNode<E> = Node<E, MvccStateMachine<E>>;
 
 /// Which snapshot a read-only transaction reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +188,10 @@ pub struct ReplicaOptions {
     /// For a brand-new group: the founding members (every founding member is started with the
     /// same list). `None` for a member that joins an existing group, or restarts.
     pub founding: Option<Vec<Member>>,
+    /// Collect garbage on the runtime's own thread instead of tokio's blocking pool. For the
+    /// simulator, whose one thread must see every piece of work start and end; a server keeps
+    /// the default (`false`), so that a long collection never holds up the runtime.
+    pub collect_garbage_inline: bool,
     /// **Test only; breaks external consistency.** Issue timestamps and serve leader reads
     /// without a valid lease and without waiting out earlier leaders' leases. The lease tests'
     /// mutation twin turns it on to show that they catch the stale reads it allows.
@@ -202,6 +212,7 @@ impl Default for ReplicaOptions {
             gc_retention: Some(Duration::from_secs(3600)),
             gc_interval: Duration::from_secs(60),
             founding: None,
+            collect_garbage_inline: false,
             unsafe_ignore_lease: false,
         }
     }
@@ -231,17 +242,14 @@ enum Leadership {
 struct LeaderGate {
     id: u64,
     ignore_lease: bool,
-    node: OnceLock<watch::Receiver<NodeState>>,
+    node: watch::Receiver<NodeState>,
     activated_term: Arc<AtomicU64>,
     shared: Arc<ReplicaShared>,
 }
 
 impl LeaderGate {
     fn leadership(&self, reading: Option<&ClockReading>) -> Leadership {
-        let Some(rx) = self.node.get() else {
-            return Leadership::Follower { leader: None };
-        };
-        let state = rx.borrow();
+        let state = self.node.borrow();
         let Some(ls) = state.leader_state else {
             return Leadership::Follower { leader: state.leader };
         };
@@ -295,17 +303,13 @@ impl TimestampGate for LeaderGate {
 
 /// The applier of a replicated node: proposes the record and resolves once it is applied here.
 struct RaftApplier {
-    node: OnceLock<NodeHandle<ApplyOutput>>,
+    node: NodeHandle<ApplyOutput>,
 }
 
 impl Applier for RaftApplier {
     fn apply(&self, record: CommitRecord) -> ApplyHandle {
         let (tx, rx) = oneshot::channel();
-        let Some(node) = self.node.get() else {
-            let _ = tx.send(Err(Error::Unavailable("the Raft node is starting".into())));
-            return rx;
-        };
-        node.propose_then(Command::Commit(record).encode(), move |outcome| {
+        self.node.propose_then(Command::Commit(record).encode(), move |outcome| {
             let result = match outcome {
                 Ok(ApplyOutput::Applied { .. }) => Ok(()),
                 Ok(ApplyOutput::Duplicate { ts }) => Err(Error::OutcomeUnknown(format!(
@@ -346,7 +350,7 @@ pub struct Replica<E: Engine> {
     shared: Arc<ReplicaShared>,
     gate: Arc<LeaderGate>,
     clock: Arc<dyn Clock>,
-    in_flight: Mutex<HashMap<TxnId, SharedCommit>>,
+    in_flight: Mutex<BTreeMap<TxnId, SharedCommit>>,
     stopping: watch::Sender<bool>,
 }
 
@@ -354,7 +358,7 @@ impl<E: Engine> Replica<E> {
     /// Starts a replica on `engine` (which holds both the MVCC data and the Raft log), sending
     /// through `transport`, on the inbox a transport's receiving side may already deliver to.
     /// Must be called inside a tokio runtime: the leader's background work (closing timestamps,
-    /// starting terms) runs on it.
+    /// starting terms) runs on it. The Raft node runs on a thread of its own.
     pub fn start(
         options: ReplicaOptions,
         engine: Arc<E>,
@@ -362,6 +366,29 @@ impl<E: Engine> Replica<E> {
         transport: Arc<dyn Transport>,
         inbox: Inbox,
     ) -> Result<Arc<Self>> {
+        let (replica, node) = Self::start_driven(
+            options,
+            engine,
+            clock,
+            transport,
+            inbox,
+            Instant::now().into_std(),
+        )?;
+        node.spawn(&replica.node).map_err(|e| Error::Fatal(e.to_string()))?;
+        Ok(replica)
+    }
+
+    /// As [`Replica::start`], but the caller drives the Raft node: it gets the node back and
+    /// takes its turns ([`Node::turn`]) on its own clock, starting at `now`. The simulator does
+    /// this, on virtual time; a server calls [`Replica::start`]. The code is the same either way.
+    pub fn start_driven(
+        options: ReplicaOptions,
+        engine: Arc<E>,
+        clock: Arc<dyn Clock>,
+        transport: Arc<dyn Transport>,
+        inbox: Inbox,
+        now: std::time::Instant,
+    ) -> Result<(Arc<Self>, RaftNode<E>)> {
         let id = options.node.id;
         let mvcc = Arc::new(Mvcc::new(engine.clone())?);
         let oracle = TimestampOracle::open(
@@ -378,21 +405,11 @@ impl<E: Engine> Replica<E> {
                 "UNSAFE: leases are ignored; external consistency does not hold"
             );
         }
-        let gate = Arc::new(LeaderGate {
-            id,
-            ignore_lease: options.unsafe_ignore_lease,
-            node: OnceLock::new(),
-            activated_term: Arc::new(AtomicU64::new(0)),
-            shared: shared.clone(),
-        });
-        let applier = Arc::new(RaftApplier { node: OnceLock::new() });
-        let mut txn_options = options.txn.clone();
-        txn_options.gate = Some(gate.clone());
-        let txn = TxnManager::new(mvcc.clone(), Arc::new(oracle), applier.clone(), txn_options);
         let store = RaftLogStore::open(engine).map_err(|e| Error::Fatal(e.to_string()))?;
         let bootstrap =
             options.founding.as_ref().map(|members| members.iter().map(|m| m.id).collect());
-        let node = Node::start_with_inbox(
+        // The node first; everything that talks to it gets a handle.
+        let (node, handle) = Node::new(
             NodeParts {
                 config: options.node.clone(),
                 store,
@@ -403,22 +420,32 @@ impl<E: Engine> Replica<E> {
                 bootstrap,
             },
             inbox,
+            now,
         )
-        .map_err(Error::Fatal)?;
-        let state = node.watch();
-        let _ = gate.node.set(state.clone());
-        let _ = applier.node.set(node.clone());
+        .map_err(|e| Error::Fatal(e.to_string()))?;
+        let state = handle.watch();
+        let gate = Arc::new(LeaderGate {
+            id,
+            ignore_lease: options.unsafe_ignore_lease,
+            node: state.clone(),
+            activated_term: Arc::new(AtomicU64::new(0)),
+            shared: shared.clone(),
+        });
+        let applier = Arc::new(RaftApplier { node: handle.clone() });
+        let mut txn_options = options.txn.clone();
+        txn_options.gate = Some(gate.clone());
+        let txn = TxnManager::new(mvcc.clone(), Arc::new(oracle), applier, txn_options);
         let replica = Arc::new(Replica {
             id,
             options,
             mvcc,
             txn,
-            node,
+            node: handle,
             state,
             shared,
             gate,
             clock,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
             stopping: watch::Sender::new(false),
         });
         tokio::spawn(Self::start_terms(Arc::downgrade(&replica), replica.stopping.subscribe()));
@@ -431,7 +458,7 @@ impl<E: Engine> Replica<E> {
             replica.stopping.subscribe(),
         ));
         tokio::spawn(Self::collect_garbage(Arc::downgrade(&replica), replica.stopping.subscribe()));
-        Ok(replica)
+        Ok((replica, node))
     }
 
     /// This member's id.
@@ -924,6 +951,7 @@ impl<E: Engine> Replica<E> {
             }
             drop(replica);
             tokio::select! {
+                biased;
                 r = state.changed() => if r.is_err() { return },
                 _ = stopping.changed() => return,
             }
@@ -951,6 +979,7 @@ impl<E: Engine> Replica<E> {
         let in_flight = Arc::new(AtomicBool::new(false));
         loop {
             tokio::select! {
+                biased;
                 _ = ticker.tick() => {}
                 _ = stopping.changed() => return,
             }
@@ -985,6 +1014,7 @@ impl<E: Engine + 'static> Replica<E> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = ticker.tick() => {}
                 _ = stopping.changed() => return,
             }
@@ -1023,6 +1053,7 @@ impl<E: Engine + 'static> Replica<E> {
         let mut collected = Timestamp::ZERO;
         loop {
             tokio::select! {
+                biased;
                 changed = horizons.changed() => if changed.is_err() { return },
                 _ = stopping.changed() => return,
             }
@@ -1031,9 +1062,15 @@ impl<E: Engine + 'static> Replica<E> {
                 continue;
             }
             let Some(replica) = this.upgrade() else { return };
-            let (id, mvcc) = (replica.id, replica.mvcc.clone());
+            let (id, mvcc, inline) =
+                (replica.id, replica.mvcc.clone(), replica.options.collect_garbage_inline);
             drop(replica);
-            match tokio::task::spawn_blocking(move || mvcc.collect_garbage()).await {
+            let outcome = if inline {
+                Ok(mvcc.collect_garbage())
+            } else {
+                tokio::task::spawn_blocking(move || mvcc.collect_garbage()).await
+            };
+            match outcome {
                 Ok(Ok(stats)) if stats.interrupted => {
                     // A snapshot replaced the state meanwhile; its install notifies again.
                     tracing::debug!(node = id, %horizon, "garbage collection interrupted")
