@@ -61,7 +61,7 @@ pub use oracle::{
 };
 pub use policy::{ClockPolicy, Unusable};
 pub use segment::{ClockBoundClock, ClockBoundOptions, SegmentWriter};
-pub use sim::SimClock;
+pub use sim::{ExternalTime, SimClock};
 pub use source::{CLOCK_ENV, ClockSource, ParseClockSourceError, VMCLOCK_ENV};
 pub use sys::monotonic_coarse_timespec;
 pub use system::SystemClock;

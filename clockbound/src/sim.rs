@@ -2,9 +2,10 @@
 //!
 //! A simulated clock separates the two things a real one conflates:
 //!
-//! - **true time**, which the test controls: either *manual* (it stands still until the test calls
-//!   [`SimClock::advance`]) or *real* (it follows this machine's monotonic clock from a starting
-//!   point);
+//! - **true time**, which the test controls: *manual* (it stands still until the test calls
+//!   [`SimClock::advance`]), *real* (it follows this machine's monotonic clock from a starting
+//!   point) or *external* (it follows an [`ExternalTime`] that a simulation owns, such as a
+//!   deterministic simulator's virtual clock);
 //! - **the local clock's error**: an offset from true time, a drift in ppm that accumulates with
 //!   true time, forward or backward steps, an advertised bound, a status, or an injected error.
 //!
@@ -28,6 +29,25 @@
 //! clock.set_status(ClockStatus::Disrupted);
 //! assert_eq!(clock.now().unwrap().status, ClockStatus::Disrupted);
 //! ```
+//!
+//! # External true time
+//!
+//! A deterministic simulator runs a whole cluster on one thread with virtual time, and every
+//! replica's clock must follow *that* time: a real-time clock would leak this machine's
+//! scheduling into the run, and a manual one would need someone to call `advance`. So
+//! [`SimClock::external`] takes the simulation's notion of time as an [`ExternalTime`]: true time
+//! is `start + source.elapsed()`, and every wait on the clock ([`Timebase::sleep`]) is the
+//! source's own sleep, so a commit wait of 3 ms is 3 ms of *simulated* time. The clock's error
+//! model (offset, drift, steps, bound, status, failure) is the same as for the other kinds; each
+//! replica gets its own through [`SimClock::sibling`].
+//!
+//! For example, with the source at 2 s elapsed, `start` = 100 s and an offset of +1 ms, true time
+//! is 102 s and the local clock reads 102.001 s. If the simulation then moves on by 500 ms, true
+//! time is 102.5 s; with a drift of 100 ppm set at 102 s, the local clock now reads
+//! 102.5 s + 1 ms + 50 µs.
+//!
+//! Blocking waits ([`Timebase::sleep_blocking`]) panic on an external clock: a simulation has one
+//! thread, and blocking it would stop the very time being waited for.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +58,20 @@ use std::time::{Duration, Instant};
 use crate::clock::{BoxFuture, Clock, RealTimebase, Timebase};
 use crate::error::ClockError;
 use crate::time::{ClockReading, ClockStatus, TimeInterval, Timestamp};
+
+/// True time as a simulation defines it: the source of an external [`SimClock`].
+///
+/// # To ensure correctness
+/// - `elapsed()` never decreases, and is the same for every caller at the same moment of the
+///   simulation (every replica's clock reads it as its true time).
+/// - `sleep(d)` completes only once `elapsed()` has grown by at least `d` since the call; it must
+///   not block the calling thread (a simulation runs on one).
+pub trait ExternalTime: Send + Sync + 'static {
+    /// Time elapsed since the simulation's origin; never decreases.
+    fn elapsed(&self) -> Duration;
+    /// A future that completes once `elapsed()` has grown by at least `d`.
+    fn sleep(&self, d: Duration) -> BoxFuture;
+}
 
 /// A simulated clock. Cheap to clone; clones share state.
 #[derive(Clone)]
@@ -50,12 +84,14 @@ struct SimInner {
     advanced: Condvar,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum TrueTime {
     /// Stands still until advanced.
     Manual(Timestamp),
     /// `start` plus the real monotonic time elapsed since `origin`.
     Real { start: Timestamp, origin: Instant },
+    /// `start` plus the time the simulation's `source` says has elapsed.
+    External { start: Timestamp, source: Arc<dyn ExternalTime> },
 }
 
 struct SimState {
@@ -78,6 +114,7 @@ impl SimState {
         match self.truth {
             TrueTime::Manual(t) => t,
             TrueTime::Real { start, origin } => start.saturating_add(origin.elapsed()),
+            TrueTime::External { start, ref source } => start.saturating_add(source.elapsed()),
         }
     }
 
@@ -105,24 +142,34 @@ impl SimClock {
         Self::with_truth(TrueTime::Real { start, origin: Instant::now() })
     }
 
+    /// A clock whose true time is `start` plus what `source` says has elapsed: the clock of a
+    /// deterministic simulation, whose waits are `source`'s sleeps. Bound 0, status
+    /// `Synchronized`, no offset, no drift.
+    pub fn external(start: Timestamp, source: Arc<dyn ExternalTime>) -> Self {
+        Self::with_truth(TrueTime::External { start, source })
+    }
+
     /// A clock of its own (offset, drift, bound, status all independent, starting at zero error)
     /// on the *same true time* as this one: two replicas whose clocks err differently. Only for
-    /// real-time clocks.
+    /// real-time and external clocks.
     ///
     /// # Panics
     /// On a manual clock, whose true time lives in its own state.
     pub fn sibling(&self) -> SimClock {
-        let truth = self.state().truth;
+        let truth = self.state().truth.clone();
         assert!(
-            matches!(truth, TrueTime::Real { .. }),
-            "SimClock::sibling needs a real-time clock"
+            !matches!(truth, TrueTime::Manual(_)),
+            "SimClock::sibling needs a real-time or external clock"
         );
         Self::with_truth(truth)
     }
 
     fn with_truth(truth: TrueTime) -> Self {
+        // Drift is zero until `set_drift_ppm`, which re-anchors, so any anchor will do.
         let anchor = match truth {
-            TrueTime::Manual(t) | TrueTime::Real { start: t, .. } => t,
+            TrueTime::Manual(t)
+            | TrueTime::Real { start: t, .. }
+            | TrueTime::External { start: t, .. } => t,
         };
         SimClock {
             inner: Arc::new(SimInner {
@@ -202,13 +249,16 @@ impl SimClock {
     /// Moves a manual clock's true time forward by `d` and wakes every wait on it.
     ///
     /// # Panics
-    /// On a real-time clock, whose true time cannot be moved.
+    /// On a real-time or external clock, whose true time cannot be moved.
     pub fn advance(&self, d: Duration) {
         let wakers = {
             let mut s = self.state();
             match &mut s.truth {
                 TrueTime::Manual(t) => *t = t.saturating_add(d),
                 TrueTime::Real { .. } => panic!("SimClock::advance on a real-time clock"),
+                TrueTime::External { .. } => panic!(
+                    "SimClock::advance on an external clock: its true time is the simulation's"
+                ),
             }
             std::mem::take(&mut s.wakers)
         };
@@ -229,6 +279,14 @@ impl SimClock {
 
     fn is_manual(&self) -> bool {
         matches!(self.state().truth, TrueTime::Manual(_))
+    }
+
+    /// The external source, if this is an external clock.
+    fn external_source(&self) -> Option<Arc<dyn ExternalTime>> {
+        match &self.state().truth {
+            TrueTime::External { source, .. } => Some(Arc::clone(source)),
+            _ => None,
+        }
     }
 }
 
@@ -263,13 +321,23 @@ impl Clock for SimClock {
 impl Timebase for SimClock {
     fn elapsed(&self) -> Duration {
         let s = self.state();
-        match s.truth {
+        match &s.truth {
             TrueTime::Manual(t) => Duration::from_nanos(t.as_nanos()),
             TrueTime::Real { origin, .. } => origin.elapsed(),
+            TrueTime::External { source, .. } => source.elapsed(),
         }
     }
 
+    /// # Panics
+    /// On an external clock: a simulation has one thread, and blocking it would stop the very
+    /// time being waited for.
     fn sleep_blocking(&self, d: Duration) {
+        if self.external_source().is_some() {
+            panic!(
+                "SimClock::sleep_blocking on an external clock: nothing may block a simulation's \
+                 only thread (use the async sleep)"
+            );
+        }
         if !self.is_manual() {
             return RealTimebase.sleep_blocking(d);
         }
@@ -287,6 +355,10 @@ impl Timebase for SimClock {
     }
 
     fn sleep(&self, d: Duration) -> BoxFuture {
+        if let Some(source) = self.external_source() {
+            // The lock is released before the source's sleep is created or polled.
+            return source.sleep(d);
+        }
         if !self.is_manual() {
             return RealTimebase.sleep(d);
         }
@@ -323,6 +395,7 @@ impl Future for ManualSleep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::ClockPolicy;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -410,6 +483,108 @@ mod tests {
         assert!(tb.saturating_duration_since(ta) < Duration::from_millis(50));
         assert_eq!(b.now().unwrap().bound(), Duration::ZERO);
         assert_eq!(a.local_error_nanos() - b.local_error_nanos(), 8_000_000);
+    }
+
+    /// A stand-in for a simulator's virtual time: an atomic count of nanoseconds that only the
+    /// test (or a sleep, which jumps straight to its deadline) moves.
+    #[derive(Default)]
+    struct FakeTime {
+        nanos: std::sync::atomic::AtomicU64,
+    }
+
+    impl FakeTime {
+        fn advance(&self, d: Duration) {
+            self.nanos.fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl ExternalTime for FakeTime {
+        fn elapsed(&self) -> Duration {
+            Duration::from_nanos(self.nanos.load(std::sync::atomic::Ordering::SeqCst))
+        }
+
+        fn sleep(&self, d: Duration) -> BoxFuture {
+            // An idle simulation jumps to the next deadline: the sleep moves time and is done.
+            self.advance(d);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn external_clocks_follow_their_source() {
+        let time = Arc::new(FakeTime::default());
+        time.advance(Duration::from_secs(2));
+        let c = SimClock::external(Timestamp::from_nanos(100 * SEC), time.clone());
+        assert_eq!(c.true_now(), Timestamp::from_nanos(102 * SEC));
+        assert_eq!(c.timebase().elapsed(), Duration::from_secs(2));
+
+        // The worked example of the module docs.
+        c.set_offset_nanos(1_000_000);
+        assert_eq!(c.now().unwrap().interval.midpoint().as_nanos(), 102 * SEC + 1_000_000);
+        c.set_drift_ppm(100.0);
+        time.advance(Duration::from_millis(500));
+        assert_eq!(c.true_now(), Timestamp::from_nanos(102 * SEC + SEC / 2));
+        assert_eq!(c.local_error_nanos(), 1_000_000 + 50_000);
+
+        // The other setters work unchanged.
+        c.set_bound(Duration::from_millis(2)).set_status(ClockStatus::FreeRunning);
+        c.step_nanos(-1_050_000);
+        let r = c.now().unwrap();
+        assert_eq!(r.interval.midpoint(), c.true_now());
+        assert_eq!(r.bound(), Duration::from_millis(2));
+        assert_eq!(r.status, ClockStatus::FreeRunning);
+        c.set_failure(Some(ClockError::Simulated("daemon gone".into())));
+        assert!(c.now().is_err());
+    }
+
+    #[test]
+    fn external_sleeps_and_commit_waits_run_on_the_source() {
+        let time = Arc::new(FakeTime::default());
+        let c = SimClock::external(Timestamp::from_nanos(SEC), time.clone());
+        block_on(c.timebase().sleep(Duration::from_millis(7)));
+        assert_eq!(time.elapsed(), Duration::from_millis(7));
+        assert_eq!(c.true_now(), Timestamp::from_nanos(SEC + 7_000_000));
+
+        // A commit wait on a 5 ms bound takes simulated time only.
+        c.set_bound(Duration::from_millis(5));
+        let target = c.now().unwrap().latest();
+        let waited =
+            block_on(crate::wait::wait_until_after(&c, target, &ClockPolicy::default())).unwrap();
+        assert!(waited.reading.earliest() > target);
+        assert!(waited.waited >= Duration::from_millis(10), "{waited:?}");
+        assert!(time.elapsed() >= Duration::from_millis(17));
+    }
+
+    #[test]
+    fn external_siblings_share_true_time_but_not_their_errors() {
+        let time = Arc::new(FakeTime::default());
+        let a = SimClock::external(Timestamp::from_nanos(SEC), time.clone());
+        let b = a.sibling();
+        a.set_offset_nanos(4_000_000).set_bound(Duration::from_millis(5));
+        b.set_offset_nanos(-4_000_000);
+        time.advance(Duration::from_secs(1));
+        assert_eq!(a.true_now(), b.true_now());
+        assert_eq!(b.true_now(), Timestamp::from_nanos(2 * SEC));
+        assert_eq!(b.now().unwrap().bound(), Duration::ZERO);
+        assert_eq!(a.local_error_nanos() - b.local_error_nanos(), 8_000_000);
+    }
+
+    #[test]
+    #[should_panic(expected = "nothing may block a simulation's only thread")]
+    fn external_clocks_refuse_to_block() {
+        let c = SimClock::external(Timestamp::from_nanos(SEC), Arc::new(FakeTime::default()));
+        c.timebase().sleep_blocking(Duration::from_millis(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "SimClock::advance on an external clock")]
+    fn external_clocks_cannot_be_advanced() {
+        let c = SimClock::external(Timestamp::from_nanos(SEC), Arc::new(FakeTime::default()));
+        c.advance(Duration::from_millis(1));
     }
 
     #[test]

@@ -5,3 +5,8 @@ pub mod net;
 pub mod time;
 pub mod trace;
 pub mod workload;
+
+pub use disk::{DiskStats, SimDisk};
+pub use net::{NetFaults, NetStats, SimNet};
+pub use time::SimTime;
+pub use trace::Trace;
