@@ -767,7 +767,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     /// When the node next has time-driven work (a tick, a lease renewal): a driver that has no
     /// input for it waits until then.
     pub fn next_deadline(&self) -> Instant {
-        if self.raw.raft.state == StateRole::Leader {
+        // A leader renews its lease only once it has committed in its term (raft-rs drops
+        // read-index requests before that), so the renewal is no deadline until then.
+        if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
             self.next_tick.min(self.next_lease_renewal.max(self.now))
         } else {
             self.next_tick

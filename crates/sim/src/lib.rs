@@ -1,7 +1,10 @@
 //! boundkv's deterministic simulator (see `docs/architecture/testing.md`).
 
+pub mod cluster;
 pub mod disk;
+pub mod nemesis;
 pub mod net;
+pub mod run;
 pub mod time;
 pub mod trace;
 pub mod workload;

@@ -1,0 +1,434 @@
+//! [`SimulatedCluster`]: the real replicas of a boundkv group, on simulated disks, a simulated
+//! network and simulated clocks, in one thread.
+//!
+//! Every node is the production code: a [`Replica`] over a [`SimDisk`], its Raft member built
+//! by [`Replica::start_driven`] and driven here, turn by turn, by a small task on virtual time
+//! instead of by a thread on real time. What differs from a server is only what the node is
+//! plugged into:
+//!
+//! | production (`boundkv serve`) | simulation |
+//! |---|---|
+//! | a thread blocking on the Raft inbox (`Node::spawn`) | a task awaiting the inbox's waker or the node's next deadline, then calling `Node::turn` |
+//! | TCP peer links | [`SimNet`]: seeded delay, loss, duplication, partitions |
+//! | sled, `fdatasync` | [`SimDisk`]: unsynced writes lost on a crash, failing syncs, a full disk |
+//! | ClockBound, `CLOCK_REALTIME` | a [`SimClock`] per node on the simulation's true time, with its own error |
+//! | tokio's multi-thread runtime | one current-thread runtime with paused time |
+//!
+//! A crash is a power loss: the node's disk keeps what was synced plus a random prefix of what
+//! was not ([`SimDisk::crash`]), its tasks are stopped, its network incarnation ends, and a
+//! restart builds a new replica on what the disk kept. A pause stops the node's turns (its
+//! inbox fills up, as a stopped process's socket buffers would) and hides it from clients.
+//!
+//! ```text
+//!  seed ──► nemesis schedule ──► partitions, crashes, pauses, disk and clock faults
+//!       └─► clients ──► Replica API ──► history ──► checkers
+//!  node i:  driver task ──turn(now)──► Node ──► SimNet ──► node j's inbox (waker ─► its driver)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Notify, watch};
+
+use boundkv_clockbound::{ClockPolicy, SimClock, Timestamp};
+use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
+use boundkv_txn::{Error, TxnOptions};
+
+use crate::disk::SimDisk;
+use crate::net::SimNet;
+use crate::time::SimTime;
+use crate::trace::Trace;
+use crate::workload::SimCluster;
+
+/// How a simulated cluster is set up (the seed draws some of it).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// How many replicas.
+    pub nodes: u64,
+    /// Every clock's advertised bound at the start.
+    pub bound: Duration,
+    /// The lease.
+    pub lease: Duration,
+    /// Raft's tick.
+    pub tick: Duration,
+    /// Applied entries kept before the log is compacted (small values make snapshots common).
+    pub keep_entries: u64,
+    /// GC retention (short values make the horizon pass resent commits).
+    pub gc_retention: Duration,
+    /// How often the leader raises the GC horizon.
+    pub gc_interval: Duration,
+    /// How often the leader closes a timestamp.
+    pub close_interval: Duration,
+    /// **Mutation:** acknowledge commits without commit wait.
+    pub unsafe_skip_commit_wait: bool,
+    /// **Mutation:** issue timestamps without a lease.
+    pub unsafe_ignore_lease: bool,
+}
+
+impl ClusterConfig {
+    /// A configuration drawn from `rng`: the ranges cover the defaults and the corners.
+    pub fn draw(rng: &mut StdRng) -> ClusterConfig {
+        let tick = Duration::from_millis(rng.random_range(10..=50));
+        ClusterConfig {
+            nodes: if rng.random_bool(0.25) { 5 } else { 3 },
+            bound: Duration::from_micros(*pick(rng, &[0, 50, 500, 2_000, 20_000])),
+            lease: tick * 20 + Duration::from_millis(rng.random_range(0..=500)),
+            tick,
+            keep_entries: *pick(rng, &[20, 100, 1_000, 10_000]),
+            gc_retention: Duration::from_millis(*pick(rng, &[200, 1_000, 5_000, 3_600_000])),
+            gc_interval: Duration::from_millis(*pick(rng, &[100, 500, 2_000])),
+            close_interval: Duration::from_millis(*pick(rng, &[5, 25, 100])),
+            unsafe_skip_commit_wait: false,
+            unsafe_ignore_lease: false,
+        }
+    }
+
+    fn replica_options(&self, id: u64, seed: u64) -> ReplicaOptions {
+        let election_ticks = 20;
+        ReplicaOptions {
+            node: NodeConfig {
+                id,
+                tick: self.tick,
+                election_ticks,
+                heartbeat_ticks: 2,
+                lease: self.lease,
+                lease_renewal: self.lease / 5,
+                read_timeout: self.tick * (election_ticks as u32) * 3,
+                keep_entries: self.keep_entries,
+                seed: Some(seed),
+                ..NodeConfig::default()
+            },
+            txn: TxnOptions {
+                unsafe_skip_commit_wait: self.unsafe_skip_commit_wait,
+                ..TxnOptions::default()
+            },
+            policy: ClockPolicy::default(),
+            close_interval: self.close_interval,
+            follower_wait: Duration::from_secs(2),
+            commit_timeout: Duration::from_secs(4),
+            catch_up_timeout: Duration::from_secs(10),
+            gc_retention: Some(self.gc_retention),
+            gc_interval: self.gc_interval,
+            founding: Some((1..=self.nodes).map(member).collect()),
+            collect_garbage_inline: true,
+            unsafe_ignore_lease: self.unsafe_ignore_lease,
+        }
+    }
+}
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    &items[rng.random_range(0..items.len())]
+}
+
+/// A founding member's (made-up) addresses.
+pub fn member(id: u64) -> Member {
+    Member {
+        id,
+        peer_address: format!("sim-peer-{id}"),
+        client_address: format!("sim-client-{id}"),
+    }
+}
+
+/// One node's slot: its disk and clock outlive its incarnations.
+struct Slot {
+    disk: Arc<SimDisk>,
+    clock: SimClock,
+    /// The running incarnation, if up.
+    replica: Option<Arc<Replica<SimDisk>>>,
+    /// Stops the running incarnation's driver.
+    kill: Option<watch::Sender<bool>>,
+    /// Set while paused: the driver takes no turns and clients cannot reach the node.
+    paused: watch::Sender<bool>,
+    incarnation: u64,
+}
+
+/// The simulated cluster (see the module docs). Cheap to share.
+pub struct SimulatedCluster {
+    config: ClusterConfig,
+    seed: u64,
+    time: SimTime,
+    /// True time at the start of the run (what every clock's `start` is).
+    epoch: Timestamp,
+    net: SimNet,
+    trace: Trace,
+    slots: Mutex<BTreeMap<u64, Slot>>,
+    rng: Mutex<StdRng>,
+}
+
+impl SimulatedCluster {
+    /// Builds and starts every node. Must run inside the simulation's runtime.
+    pub fn start(config: ClusterConfig, seed: u64, trace: Trace, time: SimTime) -> Arc<Self> {
+        // A fixed, round true time: traces print times relative to it.
+        let epoch = Timestamp::from_nanos(1_800_000_000_000_000_000);
+        let truth = SimClock::external(epoch, Arc::new(time.clone()));
+        let mut slots = BTreeMap::new();
+        for id in 1..=config.nodes {
+            let clock = truth.sibling();
+            clock.set_bound(config.bound);
+            slots.insert(
+                id,
+                Slot {
+                    disk: Arc::new(SimDisk::new()),
+                    clock,
+                    replica: None,
+                    kill: None,
+                    paused: watch::Sender::new(false),
+                    incarnation: 0,
+                },
+            );
+        }
+        let cluster = Arc::new(SimulatedCluster {
+            net: SimNet::new(seed ^ 0x6e65_7477_6f72_6b00, trace.clone()),
+            config,
+            seed,
+            time,
+            epoch,
+            trace,
+            slots: Mutex::new(slots),
+            rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x6469_736b)),
+        });
+        tokio::spawn(cluster.net.clone().run());
+        for id in cluster.node_ids() {
+            cluster.boot(id);
+        }
+        cluster
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The network.
+    pub fn net(&self) -> &SimNet {
+        &self.net
+    }
+
+    /// The trace.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// Node `id`'s clock.
+    pub fn clock(&self, id: u64) -> SimClock {
+        self.slots()[&id].clock.clone()
+    }
+
+    /// Node `id`'s disk (its current one).
+    pub fn disk(&self, id: u64) -> Arc<SimDisk> {
+        self.slots()[&id].disk.clone()
+    }
+
+    /// True time now.
+    pub fn true_now(&self) -> Timestamp {
+        self.epoch.saturating_add(self.time.elapsed())
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a new incarnation of node `id` on what its disk holds.
+    fn boot(self: &Arc<Self>, id: u64) {
+        let (disk, clock, incarnation, paused) = {
+            let mut slots = self.slots();
+            let slot = slots.get_mut(&id).expect("a node of the cluster");
+            slot.incarnation += 1;
+            (slot.disk.clone(), slot.clock.clone(), slot.incarnation, slot.paused.subscribe())
+        };
+        let wake = Arc::new(Notify::new());
+        let waker = wake.clone();
+        let inbox = Inbox::with_waker(Arc::new(move || waker.notify_one()));
+        self.net.register(id, inbox.deliverer());
+        let transport = self.net.transport(id);
+        let seed = self.seed.wrapping_add(incarnation.wrapping_mul(0x1000_0000_01b3));
+        let started = Replica::start_driven(
+            self.config.replica_options(id, seed),
+            disk,
+            Arc::new(clock),
+            transport,
+            inbox,
+            tokio::time::Instant::now().into_std(),
+        );
+        let (replica, mut node) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                self.trace.record(format!("n{id} cannot start: {e}"));
+                self.net.unregister(id);
+                return;
+            }
+        };
+        self.trace.record(format!("n{id} started (incarnation {incarnation})"));
+        let (kill_tx, mut kill) = watch::channel(false);
+        let trace = self.trace.clone();
+        let state = replica.node().watch();
+        tokio::spawn(async move {
+            let mut paused = paused;
+            let mut last = (Role::Follower, 0u64, None::<u64>);
+            loop {
+                if *kill.borrow() {
+                    break;
+                }
+                if *paused.borrow() {
+                    tokio::select! {
+                        biased;
+                        _ = kill.changed() => continue,
+                        _ = paused.changed() => continue,
+                    }
+                }
+                if !node.turn(tokio::time::Instant::now().into_std()) {
+                    let failed = state.borrow().failed.clone();
+                    trace.record(format!("n{id} Raft node stopped: {failed:?}"));
+                    break;
+                }
+                {
+                    let s = state.borrow();
+                    let now = (s.role, s.term, s.leader);
+                    if now != last {
+                        trace.record(format!(
+                            "n{id} {:?} term {} leader {:?} commit {} applied {}",
+                            s.role, s.term, s.leader, s.commit_index, s.applied_index
+                        ));
+                        last = now;
+                    }
+                }
+                if let Some(d) = node.take_pause() {
+                    tokio::time::sleep(d).await;
+                }
+                let deadline = tokio::time::Instant::from_std(node.next_deadline());
+                tokio::select! {
+                    biased;
+                    _ = kill.changed() => {}
+                    _ = paused.changed() => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+        });
+        let mut slots = self.slots();
+        let slot = slots.get_mut(&id).expect("a node of the cluster");
+        slot.replica = Some(replica);
+        slot.kill = Some(kill_tx);
+    }
+
+    /// Whether node `id` is running (up, paused or not).
+    pub fn is_up(&self, id: u64) -> bool {
+        self.slots()[&id].replica.is_some()
+    }
+
+    /// The running replica of `id`, paused or not (the nemesis and the checks use it; clients
+    /// go through [`SimCluster::replica`], which hides paused nodes).
+    pub fn running(&self, id: u64) -> Option<Arc<Replica<SimDisk>>> {
+        self.slots()[&id].replica.clone()
+    }
+
+    /// The node that leads the highest term among the running ones, if any.
+    pub fn leader(&self) -> Option<u64> {
+        self.node_ids()
+            .into_iter()
+            .filter_map(|id| self.running(id).map(|r| (id, r.state())))
+            .filter(|(_, s)| s.role == Role::Leader && s.failed.is_none())
+            .max_by_key(|(_, s)| s.term)
+            .map(|(id, _)| id)
+    }
+
+    /// Power loss at node `id`: what was not synced may be lost; the node is down until
+    /// [`SimulatedCluster::restart`].
+    pub fn crash(&self, id: u64) {
+        let (replica, kill) = {
+            let mut slots = self.slots();
+            let slot = slots.get_mut(&id).expect("a node of the cluster");
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            let survived = slot.disk.crash(&mut rng);
+            slot.disk = Arc::new(survived);
+            slot.paused.send_replace(false);
+            (slot.replica.take(), slot.kill.take())
+        };
+        self.net.unregister(id);
+        if let Some(kill) = kill {
+            kill.send_replace(true);
+        }
+        if let Some(replica) = replica {
+            // Its background tasks stop; whatever it still tries to write fails on the dead disk.
+            replica.shutdown();
+        }
+        self.trace.record(format!("n{id} CRASH"));
+    }
+
+    /// Starts node `id` again on what its disk kept (a crashed or failed node).
+    pub fn restart(self: &Arc<Self>, id: u64) {
+        if self.is_up(id) {
+            self.crash(id);
+        }
+        self.boot(id);
+    }
+
+    /// Pauses (`true`) or resumes node `id`, as SIGSTOP / SIGCONT would.
+    pub fn set_paused(&self, id: u64, paused: bool) {
+        let slots = self.slots();
+        let slot = &slots[&id];
+        if *slot.paused.borrow() != paused {
+            slot.paused.send_replace(paused);
+            drop(slots);
+            self.trace.record(format!("n{id} {}", if paused { "PAUSE" } else { "RESUME" }));
+        }
+    }
+
+    /// Whether node `id` is paused.
+    pub fn is_paused(&self, id: u64) -> bool {
+        *self.slots()[&id].paused.borrow()
+    }
+
+    /// Nodes whose Raft member stopped after a fatal error (a failed sync, a full disk).
+    pub fn failed_nodes(&self) -> Vec<u64> {
+        self.node_ids()
+            .into_iter()
+            .filter(|&id| self.running(id).is_some_and(|r| r.state().failed.is_some()))
+            .collect()
+    }
+
+    /// Stops every node (the end of a run), so that no task outlives it.
+    pub fn shutdown(&self) {
+        for id in self.node_ids() {
+            let (replica, kill) = {
+                let mut slots = self.slots();
+                let slot = slots.get_mut(&id).expect("a node of the cluster");
+                (slot.replica.take(), slot.kill.take())
+            };
+            if let Some(kill) = kill {
+                kill.send_replace(true);
+            }
+            if let Some(r) = replica {
+                r.shutdown();
+            }
+        }
+    }
+}
+
+impl SimCluster<SimDisk> for SimulatedCluster {
+    fn node_ids(&self) -> Vec<u64> {
+        (1..=self.config.nodes).collect()
+    }
+
+    fn replica(&self, id: u64) -> Option<Arc<Replica<SimDisk>>> {
+        let slots = self.slots();
+        let slot = slots.get(&id)?;
+        if *slot.paused.borrow() {
+            return None;
+        }
+        slot.replica.clone()
+    }
+
+    fn now_nanos(&self) -> u64 {
+        self.time.now_nanos()
+    }
+}
+
+/// Whether an error means the node is gone (so a client should look elsewhere).
+pub fn is_node_gone(e: &Error) -> bool {
+    matches!(e, Error::Fatal(_))
+}
