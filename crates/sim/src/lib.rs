@@ -2,6 +2,7 @@
 
 pub mod disk;
 pub mod net;
+pub mod script;
 pub mod time;
 pub mod trace;
 pub mod workload;
