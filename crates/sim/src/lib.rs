@@ -5,6 +5,7 @@ pub mod disk;
 pub mod nemesis;
 pub mod net;
 pub mod run;
+pub mod script;
 pub mod time;
 pub mod trace;
 pub mod workload;
