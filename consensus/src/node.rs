@@ -308,14 +308,27 @@ impl NodeState {
 /// Inputs of the Raft thread.
 pub(crate) enum Input {
     Raft(Box<Message>),
-    Propose { data: Vec<u8>, respond: Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send> },
-    ConfChange { change: ConfChangeV2, respond: oneshot::Sender<Result<ConfState, ProposeError>> },
-    ReadIndex { respond: oneshot::Sender<Result<u64, ProposeError>> },
+    Propose {
+        data: Vec<u8>,
+        respond: Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send>,
+    },
+    ConfChange {
+        change: ConfChangeV2,
+        respond: oneshot::Sender<Result<ConfState, ProposeError>>,
+    },
+    ReadIndex {
+        respond: oneshot::Sender<Result<u64, ProposeError>>,
+    },
     Unreachable(u64),
-    SnapshotStatus { to: u64, delivered: bool },
+    SnapshotStatus {
+        to: u64,
+        delivered: bool,
+    },
     Campaign,
     TransferLeader(u64),
     Pause(Duration),
+    /// A layer above hit a fatal error: stop as failed.
+    Fail(String),
     Shutdown,
 }
 
@@ -465,6 +478,14 @@ impl<O: Send + 'static> NodeHandle<O> {
     /// Asks the leader to hand leadership to `to`.
     pub fn transfer_leader(&self, to: u64) {
         let _ = self.inbox.send(Input::TransferLeader(to));
+    }
+
+    /// Stops the node as failed, for `why`: a layer above it found that the node's storage can
+    /// no longer be trusted (a fatal error outside Raft, such as a failed write of the clock's
+    /// high-water mark). A failed node must not take part in elections: it could win one and
+    /// then refuse every request. Proposals in flight fail with [`ProposeError::Stopped`].
+    pub fn fail(&self, why: String) {
+        let _ = self.inbox.send(Input::Fail(why));
     }
 
     /// **Tests only**: stops the Raft thread for `d`, as a paused process would be.
@@ -808,9 +829,19 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let mut inputs: Vec<Input> = self.stashed.take().into_iter().collect();
         inputs.extend(self.inbox.try_iter().take(4096));
         for input in inputs {
-            if matches!(input, Input::Shutdown) {
-                self.stop(ProposeError::Stopped);
-                return false;
+            match input {
+                Input::Shutdown => {
+                    self.stop(ProposeError::Stopped);
+                    return false;
+                }
+                Input::Fail(why) => {
+                    tracing::error!(node = self.config.id, error = %why, "Raft node stopped: a fatal error above it");
+                    self.failed = Some(why);
+                    self.publish();
+                    self.stop(ProposeError::Stopped);
+                    return false;
+                }
+                _ => {}
             }
             self.handle_input(input);
             self.pin_election_timeout();
@@ -893,7 +924,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
             Input::TransferLeader(to) => self.raw.transfer_leader(to),
             Input::Pause(d) => self.paused = Some(d),
-            Input::Shutdown => {}
+            Input::Shutdown | Input::Fail(_) => {}
         }
     }
 
@@ -1323,6 +1354,18 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     fn publish(&mut self) {
+        if let Some(failed) = &self.failed {
+            // The store may refuse every read now (a failed sync poisons it), and raft-rs
+            // unwraps its reads: publish the failure on the last good state, touching nothing.
+            let failed = failed.clone();
+            self.state.send_modify(|s| {
+                s.failed = Some(failed);
+                s.role = Role::Follower;
+                s.leader_state = None;
+                s.progress.clear();
+            });
+            return;
+        }
         let raft = &self.raw.raft;
         let role = match raft.state {
             StateRole::Leader => Role::Leader,

@@ -80,7 +80,7 @@ impl ClusterConfig {
             tick,
             keep_entries: *pick(rng, &[20, 100, 1_000, 10_000]),
             gc_retention: Duration::from_millis(*pick(rng, &[200, 1_000, 5_000, 3_600_000])),
-            gc_interval: Duration::from_millis(*pick(rng, &[100, 500, 2_000])),
+            gc_interval: Duration::from_millis(*pick(rng, &[500, 2_000, 10_000])),
             close_interval: Duration::from_millis(*pick(rng, &[5, 25, 100])),
             unsafe_skip_commit_wait: false,
             unsafe_ignore_lease: false,

@@ -162,6 +162,14 @@ impl SimDisk {
         self.state().fail_next_flush = true;
     }
 
+    /// Disarms a flush failure not yet hit and frees space (a poisoned disk stays poisoned:
+    /// only a crash and restart recovers from a failed sync).
+    pub fn repair(&self) {
+        let mut s = self.state();
+        s.fail_next_flush = false;
+        s.full = false;
+    }
+
     /// Fills the disk (`true`: writes fail and change nothing) or frees space again.
     pub fn set_full(&self, full: bool) {
         self.state().full = full;
@@ -209,10 +217,11 @@ impl Engine for SimDisk {
         if s.condition == Condition::Crashed {
             return Box::new(std::iter::once(Err(Error::Io(CRASHED.into()))));
         }
-        // Copied out, so the iterator holds no lock.
-        let items: Vec<_> =
-            s.visible.range(range).map(|(k, v)| Ok((k.clone(), v.clone()))).collect();
-        Box::new(items.into_iter())
+        drop(s);
+        // A cursor that takes the lock for each step: no copy of the whole range (MVCC reads a
+        // key's newest version with a scan that stops after one item, over thousands of
+        // versions), and no lock held between steps.
+        Box::new(Cursor { disk: self, front: range.0, back: range.1, done: false })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
@@ -270,5 +279,70 @@ impl Engine for SimDisk {
                          unflushed batches"
                 .into(),
         })
+    }
+}
+
+/// A lazy scan of a [`SimDisk`] (see `scan`): each step finds the next pair strictly inside the
+/// bounds still left, then narrows them past it.
+struct Cursor<'a> {
+    disk: &'a SimDisk,
+    front: Bound<Vec<u8>>,
+    back: Bound<Vec<u8>>,
+    done: bool,
+}
+
+impl Cursor<'_> {
+    fn step(&mut self, forward: bool) -> Option<Result<(Vec<u8>, Vec<u8>)>> {
+        if self.done {
+            return None;
+        }
+        let s = self.disk.state();
+        if s.condition == Condition::Crashed {
+            self.done = true;
+            return Some(Err(Error::Io(CRASHED.into())));
+        }
+        if let (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) =
+            (&self.front, &self.back)
+            && (a > b
+                || (a == b
+                    && !matches!(
+                        (&self.front, &self.back),
+                        (Bound::Included(_), Bound::Included(_))
+                    )))
+        {
+            self.done = true;
+            return None;
+        }
+        let mut range = s.visible.range((self.front.clone(), self.back.clone()));
+        let item = if forward { range.next() } else { range.next_back() };
+        match item {
+            Some((k, v)) => {
+                let (k, v) = (k.clone(), v.clone());
+                if forward {
+                    self.front = Bound::Excluded(k.clone());
+                } else {
+                    self.back = Bound::Excluded(k.clone());
+                }
+                Some(Ok((k, v)))
+            }
+            None => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+impl Iterator for Cursor<'_> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(true)
+    }
+}
+
+impl DoubleEndedIterator for Cursor<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.step(false)
     }
 }

@@ -28,6 +28,7 @@
 //! liveness checks can ask the cluster to serve.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -93,6 +94,9 @@ pub struct Nemesis {
     unsafe_clocks: bool,
     /// What was injected, for the report: `(simulated seconds, description)`.
     schedule: Vec<(f64, String)>,
+    /// Set by [`Nemesis::heal_all`]: the ends of faults still scheduled then do nothing (the heal
+    /// undid them), so that nothing disturbs the checks that follow.
+    healed: Arc<AtomicBool>,
 }
 
 impl Nemesis {
@@ -104,6 +108,7 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73),
             unsafe_clocks,
             schedule: Vec::new(),
+            healed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -156,6 +161,7 @@ impl Nemesis {
     pub fn inject(&mut self, fault: Fault) {
         let cluster = self.cluster.clone();
         let nodes: Vec<u64> = cluster.node_ids();
+        let healed = self.healed.clone();
         match fault {
             Fault::Partition => {
                 let groups: Vec<Vec<u64>> = match self.rng.random_range(0..4) {
@@ -203,6 +209,9 @@ impl Nemesis {
                 let net = cluster.net().clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(heal).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     net.heal();
                     trace.record("nemesis: heal");
                 });
@@ -221,6 +230,9 @@ impl Nemesis {
                 let trace = cluster.trace().clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(end).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     net.set_faults(NetFaults::default());
                     trace.record("nemesis: network clean");
                 });
@@ -242,6 +254,9 @@ impl Nemesis {
                 self.note(format!("crash n{id}, restart in {down:?} (clock step {step} ns)"));
                 tokio::spawn(async move {
                     tokio::time::sleep(down).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     if step != 0 {
                         cluster.clock(id).set_offset_nanos(step);
                     }
@@ -256,6 +271,9 @@ impl Nemesis {
                 cluster.set_paused(id, true);
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     cluster.set_paused(id, false);
                 });
             }
@@ -274,6 +292,9 @@ impl Nemesis {
                 self.note(format!("{fault:?} at n{id}, repaired in {repair:?}"));
                 tokio::spawn(async move {
                     tokio::time::sleep(repair).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     disk.set_full(false);
                     // A node that stopped on the fault comes back on what its disk kept.
                     if cluster.failed_nodes().contains(&id) {
@@ -316,6 +337,9 @@ impl Nemesis {
                 clock.set_status(status);
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
                     clock.set_status(ClockStatus::Synchronized);
                 });
             }
@@ -349,6 +373,7 @@ impl Nemesis {
     /// every clock back inside its bound and `Synchronized`, and restarts every node that is
     /// down or failed on a repaired disk.
     pub fn heal_all(&mut self) {
+        self.healed.store(true, Ordering::Release);
         let cluster = self.cluster.clone();
         cluster.net().heal();
         cluster.net().set_faults(NetFaults::default());
@@ -356,8 +381,7 @@ impl Nemesis {
             cluster.set_paused(id, false);
             let clock = cluster.clock(id);
             clock.set_status(ClockStatus::Synchronized);
-            let disk = cluster.disk(id);
-            disk.set_full(false);
+            cluster.disk(id).repair();
             if !cluster.is_up(id) || cluster.failed_nodes().contains(&id) {
                 cluster.restart(id);
             }

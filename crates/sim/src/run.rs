@@ -140,8 +140,33 @@ impl RunReport {
     }
 }
 
+thread_local! {
+    /// Panics raised on this thread (a seed's whole run happens on one thread): a panic in any
+    /// task of the simulation fails the seed, even though tokio catches it.
+    static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records panics per thread instead of printing backtraces (once per process).
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            PANICS.with(|p| p.borrow_mut().push(format!("{what}{at}")));
+        }));
+    });
+}
+
 /// Runs one seed (see the module docs).
 pub fn run_seed(options: &RunOptions) -> RunReport {
+    install_panic_hook();
+    PANICS.with(|p| p.borrow_mut().clear());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -190,6 +215,11 @@ async fn run(options: RunOptions) -> RunReport {
     }
     results.push(check_agreement(&cluster, &history).await);
     results.extend(workload::check(workload, &history));
+    let panics = PANICS.with(|p| p.borrow().clone());
+    for p in &panics {
+        trace.record(format!("PANIC {p}"));
+    }
+    results.push(result("panics", panics));
     if let Some(path) = std::env::var_os("BOUNDKV_SIM_HISTORY") {
         let _ = boundkv_tests::check::history::write_history_file(
             std::path::Path::new(&path),
@@ -271,7 +301,6 @@ async fn check_liveness(cluster: &Arc<SimulatedCluster>, seed: u64) -> CheckResu
             problems.push(format!("n{target} did not become leader within {step:?}"));
             continue;
         }
-        let Some(leader) = cluster.running(target) else { continue };
         let key = Bytes::from(format!("liveness/{round}"));
         let value = Bytes::from(format!("v{round}"));
         let mut id = [0u8; 16];
@@ -286,6 +315,11 @@ async fn check_liveness(cluster: &Arc<SimulatedCluster>, seed: u64) -> CheckResu
         let deadline = tokio::time::Instant::now() + step;
         let mut last_error = String::new();
         while committed.is_none() && tokio::time::Instant::now() < deadline {
+            let Some(leader) = cluster.running(target) else {
+                last_error = format!("n{target} is down");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
             match tokio::time::timeout(step, leader.commit(req.clone())).await {
                 Ok(Ok(info)) => committed = Some(info.ts),
                 Ok(Err(e)) => {
@@ -353,6 +387,17 @@ async fn check_agreement(cluster: &Arc<SimulatedCluster>, history: &[Event]) -> 
         .filter(|&ts| ts >= horizon.as_nanos() && ts <= closed.as_nanos())
         .collect();
     stamps.insert(closed.as_nanos());
+    // Every scan reads the whole keyspace: compare at most 64 timestamps, spread evenly.
+    let step = stamps.len().div_ceil(64).max(1);
+    let last = stamps.last().copied();
+    let stamps: Vec<u64> = stamps
+        .iter()
+        .copied()
+        .step_by(step)
+        .chain(last)
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
     for ts in stamps {
         let mut views = Vec::new();
         for (id, r) in &replicas {

@@ -65,6 +65,8 @@ pub struct TxnManager<E: Engine> {
     pub(crate) limits: Limits,
     skip_commit_wait: AtomicBool,
     failed: OnceLock<Error>,
+    /// Announces the fatal error once recorded (a replica stops its Raft node on it).
+    failure: tokio::sync::watch::Sender<Option<Error>>,
 }
 
 /// A registration of a read timestamp as in use; dropping it releases it.
@@ -106,6 +108,7 @@ impl<E: Engine> TxnManager<E> {
             limits: options.limits,
             skip_commit_wait: AtomicBool::new(options.unsafe_skip_commit_wait),
             failed: OnceLock::new(),
+            failure: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -388,8 +391,14 @@ impl<E: Engine> TxnManager<E> {
     pub(crate) fn fail(&self, e: Error) -> Error {
         if e.is_fatal() && self.failed.set(e.clone()).is_ok() {
             tracing::error!(error = %e, "transactions stopped after a fatal error");
+            self.failure.send_replace(Some(e.clone()));
         }
         e
+    }
+
+    /// The fatal error that stopped transactions here, once there is one.
+    pub fn watch_failure(&self) -> tokio::sync::watch::Receiver<Option<Error>> {
+        self.failure.subscribe()
     }
 
     /// Waits until `ts` has surely passed, however long the clock stays unusable: used once a

@@ -75,7 +75,7 @@ pub trait SimCluster<E: Engine>: Send + Sync + 'static {
 }
 
 /// The longest pause a client takes between two operations, in ms.
-pub const THINK_MAX_MS: u64 = 10;
+pub const THINK_MAX_MS: u64 = 40;
 
 /// The workloads the simulator's clients can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

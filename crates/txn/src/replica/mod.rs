@@ -458,6 +458,7 @@ impl<E: Engine> Replica<E> {
             replica.stopping.subscribe(),
         ));
         tokio::spawn(Self::collect_garbage(Arc::downgrade(&replica), replica.stopping.subscribe()));
+        tokio::spawn(Self::stop_on_fatal(Arc::downgrade(&replica), replica.stopping.subscribe()));
         Ok((replica, node))
     }
 
@@ -917,6 +918,28 @@ impl<E: Engine> Replica<E> {
         }
         if let Err(e) = self.mvcc.flush() {
             tracing::error!(node = self.id, error = %e, "final flush failed");
+        }
+    }
+
+    /// A fatal error in the transaction layer (a failed write of the clock's high-water mark,
+    /// say) means this node's storage can no longer be trusted: the Raft member stops too, so
+    /// that it neither wins elections it cannot serve nor acknowledges appends.
+    async fn stop_on_fatal(this: std::sync::Weak<Self>, mut stopping: watch::Receiver<bool>) {
+        let Some(mut failure) = this.upgrade().map(|r| r.txn.watch_failure()) else {
+            return;
+        };
+        tokio::select! {
+            biased;
+            _ = stopping.changed() => {}
+            r = failure.wait_for(Option::is_some) => {
+                let why = match r {
+                    Ok(e) => e.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    Err(_) => return,
+                };
+                if let Some(replica) = this.upgrade() {
+                    replica.node.fail(format!("transactions stopped: {why}"));
+                }
+            }
         }
     }
 
