@@ -244,21 +244,19 @@ impl Nemesis {
                 }
                 cluster.crash(id);
                 let down = self.millis(100, 3_000);
-                let step = if fault == Fault::StepBackRestart {
-                    let bound = cluster.clock(id).now().map(|r| r.bound()).unwrap_or_default();
-                    // Back to the bottom of the bound: truthful, but below timestamps issued.
-                    -(bound.as_nanos() as i64)
-                } else {
-                    0
-                };
-                self.note(format!("crash n{id}, restart in {down:?} (clock step {step} ns)"));
+                let step = fault == Fault::StepBackRestart;
+                self.note(format!("crash n{id}, restart in {down:?} (clock stepped back: {step})"));
                 tokio::spawn(async move {
                     tokio::time::sleep(down).await;
                     if healed.load(Ordering::Acquire) {
                         return;
                     }
-                    if step != 0 {
-                        cluster.clock(id).set_offset_nanos(step);
+                    if step {
+                        // Back to the bottom of the bound it has *now* (the bound may have
+                        // changed meanwhile): truthful, but below the timestamps it issued.
+                        let clock = cluster.clock(id);
+                        let bound = clock.now().map(|r| r.bound()).unwrap_or_default();
+                        clock.set_offset_nanos(-(bound.as_nanos() as i64));
                     }
                     cluster.restart(id);
                 });
@@ -381,8 +379,10 @@ impl Nemesis {
             cluster.set_paused(id, false);
             let clock = cluster.clock(id);
             clock.set_status(ClockStatus::Synchronized);
-            cluster.disk(id).repair();
-            if !cluster.is_up(id) || cluster.failed_nodes().contains(&id) {
+            let disk = cluster.disk(id);
+            disk.repair();
+            // A node whose sync already failed stops at its next turn: restart it now too.
+            if !cluster.is_up(id) || disk.is_poisoned() || cluster.failed_nodes().contains(&id) {
                 cluster.restart(id);
             }
         }
