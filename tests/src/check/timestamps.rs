@@ -15,7 +15,10 @@
 //!    was invoked: `ts(B) > ts(A)` if B writes, `ts(B) >= ts(A)` if B only reads. One sweep over
 //!    the invokes and completions in history order, keeping the largest writer `ts` completed so
 //!    far: O(n log n) for the sort. A read-write transaction must also have `read_ts < ts`.
-//! 2. **Register reads** (`register` and `causal`: `read`/`write`/`cas` on `[key, v]`). Per key,
+//!    A `read-stale` (a bounded-staleness read: it may lawfully read the past) is not held to
+//!    real-time order.
+//! 2. **Register reads** (`register` and `causal`: `read`/`read-stale`/`write`/`cas` on
+//!    `[key, v]`). Per key,
 //!    the `ok` writes with a `ts` (a cas writes its new value) sorted by `ts`. A read at `t` must
 //!    return the value of the write with the greatest `ts <= t` (`null` if there is none). It is
 //!    a `future-read` if it returned the value of an `ok` write with `ts > t`, a `stale-read` if
@@ -167,13 +170,15 @@ fn registers(ops: &[Op], log: &mut AnomalyLog, stats: &mut Stats) {
     let mut keys: HashMap<String, Key> = HashMap::new();
     let mut reads: Vec<(String, &Op, String, u64)> = Vec::new();
     for op in ops {
-        if !matches!(op.f.as_str(), "read" | "write" | "cas") || op.outcome == Outcome::Fail {
+        if !matches!(op.f.as_str(), "read" | "read-stale" | "write" | "cas")
+            || op.outcome == Outcome::Fail
+        {
             continue;
         }
         let Some([key, v]) = op.value.as_array().map(Vec::as_slice) else { continue };
         let key = super::json_text(key);
         let written = match op.f.as_str() {
-            "read" => {
+            "read" | "read-stale" => {
                 if op.outcome == Outcome::Ok
                     && let Some(ts) = op.ts
                 {

@@ -258,13 +258,23 @@ impl<E: Engine> SimClient<E> {
     /// (new replica, new timestamp) after any error. `Err` when the deadline or the attempts ran
     /// out: nothing was read.
     pub async fn snapshot(&mut self, keys: &[Bytes]) -> Result<SnapshotRead, String> {
+        self.snapshot_at(keys, ReadAt::Latest).await
+    }
+
+    /// As [`SimClient::snapshot`], at `at` (a bounded-staleness read reads at a replica's
+    /// closed timestamp, exactly where a closed timestamp's promise is tested).
+    pub async fn snapshot_at(
+        &mut self,
+        keys: &[Bytes],
+        at: ReadAt,
+    ) -> Result<SnapshotRead, String> {
         let mut last = String::from("no attempt");
         for _ in 0..MAX_ATTEMPTS {
             match self.any_node() {
                 None => last = "no replica is up".into(),
                 Some((id, node)) => {
                     let read = async {
-                        let ts = node.begin_read_only(ReadAt::Latest).await?;
+                        let ts = node.begin_read_only(at).await?;
                         let mut values = Vec::with_capacity(keys.len());
                         for k in keys {
                             values.push(node.get(ts, k).await?);

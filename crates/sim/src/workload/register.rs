@@ -4,6 +4,7 @@
 //! | op | `f` | invoke value | how | `ok` value, `ts`, `read_ts` |
 //! |---|---|---|---|---|
 //! | read | `"read"` | `[k, null]` | a read-only snapshot at `ReadAt::Latest` of a *random* live replica | `[k, v]` (`null` if never written), ts = the read timestamp |
+//! | stale read | `"read-stale"` | `[k, null]` | a snapshot at `ReadAt::MaxStaleness(0–300 ms)` of a random live replica (at its closed timestamp, typically) | as `read`; checked against the versions at its ts, not against real time |
 //! | write | `"write"` | `[k, v]` | a blind commit at the leader | `[k, v]`, ts = the commit timestamp |
 //! | cas | `"cas"` | `[k, [old, new]]` | `begin_read_write`, `get`, and if the value is `old` a commit of `new` with the key as its read set | ts = commit, read_ts = the read's; `fail` if the value was not `old` |
 //!
@@ -28,12 +29,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
 use serde_json::json;
 
 use boundkv_storage::Engine;
+use boundkv_txn::replica::ReadAt;
 
 use super::client::{CommitOutcome, TxnOutcome};
 use super::{Completion, Process, Shared};
@@ -85,8 +88,11 @@ fn registers<T>(shared: &Mutex<Shared>, f: impl FnOnce(&mut Registers) -> T) -> 
 pub async fn op<E: Engine>(process: &mut Process<E>, shared: &Mutex<Shared>) {
     let key = process.client.rng().random_range(0..KEYS);
     let roll = process.client.rng().random_range(0..10u32);
-    if roll < 5 {
+    if roll < 4 {
         read(process, key).await;
+    } else if roll < 5 {
+        let staleness = Duration::from_millis(process.client.rng().random_range(0..300));
+        read_stale(process, key, staleness).await;
     } else if roll < 8 {
         let v = registers(shared, |r| r.unique(key));
         write(process, key, v).await;
@@ -113,6 +119,25 @@ pub async fn read<E: Engine>(process: &mut Process<E>, key: u64) {
         Err(e) => Completion::fail(e),
     };
     process.complete("read", completion);
+}
+
+/// Reads register `key` at a random live replica, at most `staleness` old (`f` =
+/// `"read-stale"`: not linearizable by design, so the register checker leaves it out, but the
+/// timestamp checker holds it to the versions at its timestamp).
+pub async fn read_stale<E: Engine>(process: &mut Process<E>, key: u64, staleness: Duration) {
+    process.invoke("read-stale", json!([key, null]));
+    let completion = match process
+        .client
+        .snapshot_at(&[storage_key(key)], ReadAt::MaxStaleness(staleness))
+        .await
+    {
+        Ok(read) => {
+            let v = read.values[0].as_deref().map(parse_int);
+            Completion::ok(json!([key, v])).at(read.node).ts(read.ts.as_nanos())
+        }
+        Err(e) => Completion::fail(e),
+    };
+    process.complete("read-stale", completion);
 }
 
 /// Writes `v` to register `key` with a blind commit at the leader.
