@@ -157,6 +157,8 @@ pub struct SimulatedCluster {
     trace: Trace,
     slots: Mutex<BTreeMap<u64, Slot>>,
     rng: Mutex<StdRng>,
+    /// Broken closed-timestamp promises seen by incarnations that have ended.
+    broken_promises: std::sync::atomic::AtomicU64,
 }
 
 impl SimulatedCluster {
@@ -190,6 +192,7 @@ impl SimulatedCluster {
             trace,
             slots: Mutex::new(slots),
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x6469_736b)),
+            broken_promises: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(cluster.net.clone().run());
         for id in cluster.node_ids() {
@@ -353,6 +356,8 @@ impl SimulatedCluster {
             kill.send_replace(true);
         }
         if let Some(replica) = replica {
+            self.broken_promises
+                .fetch_add(replica.shared().broken_promises(), std::sync::atomic::Ordering::AcqRel);
             // Its background tasks stop; whatever it still tries to write fails on the dead disk.
             replica.shutdown();
         }
@@ -389,6 +394,18 @@ impl SimulatedCluster {
             .into_iter()
             .filter(|&id| self.running(id).is_some_and(|r| r.state().failed.is_some()))
             .collect()
+    }
+
+    /// Commits refused anywhere, in any incarnation, because they broke a closed timestamp's
+    /// promise (see `ReplicaShared::broken_promises`).
+    pub fn broken_promises(&self) -> u64 {
+        let running: u64 = self
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| self.running(id))
+            .map(|r| r.shared().broken_promises())
+            .sum();
+        running + self.broken_promises.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stops every node (the end of a run), so that no task outlives it.

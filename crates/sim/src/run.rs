@@ -217,6 +217,15 @@ async fn run(options: RunOptions) -> RunReport {
     }
     results.push(check_agreement(&cluster, &history).await);
     results.extend(workload::check(workload, &history));
+    let broken = cluster.broken_promises();
+    results.push(result(
+        "closed-timestamps",
+        if broken == 0 {
+            Vec::new()
+        } else {
+            vec![format!("{broken} commits arrived at or below a closed timestamp already applied")]
+        },
+    ));
     let panics = PANICS.with(|p| p.borrow().clone());
     for p in &panics {
         trace.record(format!("PANIC {p}"));

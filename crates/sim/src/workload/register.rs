@@ -84,11 +84,12 @@ fn registers<T>(shared: &Mutex<Shared>, f: impl FnOnce(&mut Registers) -> T) -> 
     }
 }
 
-/// One register operation on a random key: a read (50%), a write (30%) or a cas (20%).
+/// One register operation on a random key: a read (30%), a bounded-staleness read (20%), a
+/// write (30%) or a cas (20%).
 pub async fn op<E: Engine>(process: &mut Process<E>, shared: &Mutex<Shared>) {
     let key = process.client.rng().random_range(0..KEYS);
     let roll = process.client.rng().random_range(0..10u32);
-    if roll < 4 {
+    if roll < 3 {
         read(process, key).await;
     } else if roll < 5 {
         let staleness = Duration::from_millis(process.client.rng().random_range(0..300));

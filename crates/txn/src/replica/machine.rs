@@ -58,6 +58,7 @@ pub struct ReplicaShared {
     gc_horizon: watch::Sender<Timestamp>,
     max_log_ts: AtomicU64,
     members: RwLock<BTreeMap<u64, Member>>,
+    broken_promises: AtomicU64,
 }
 
 impl ReplicaShared {
@@ -68,6 +69,7 @@ impl ReplicaShared {
             gc_horizon: watch::Sender::new(Timestamp::ZERO),
             max_log_ts: AtomicU64::new(0),
             members: RwLock::new(BTreeMap::new()),
+            broken_promises: AtomicU64::new(0),
         });
         shared.reload(mvcc)?;
         Ok(shared)
@@ -115,6 +117,13 @@ impl ReplicaShared {
     /// The highest timestamp of any command applied.
     pub fn max_log_ts(&self) -> Timestamp {
         Timestamp::from_nanos(self.max_log_ts.load(Ordering::Acquire))
+    }
+
+    /// How many commits this replica refused since it started because they came after a
+    /// closed timestamp at or above their own: a leader broke the promise a `Close` makes.
+    /// Always 0 unless the timestamp protocol has a bug (the simulator checks it).
+    pub fn broken_promises(&self) -> u64 {
+        self.broken_promises.load(Ordering::Acquire)
     }
 
     /// The members and their addresses, by id.
@@ -235,6 +244,19 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                         .find_map(|w| check_sizes(&w.key, w.value.as_deref()).err())
                     {
                         outputs.push(ApplyOutput::Rejected(bad.to_string()));
+                        continue;
+                    }
+                    // A closed timestamp promised that no later entry commits at or below it;
+                    // followers may already have served reads there. A commit that breaks the
+                    // promise is a leader's bug: refused (the same way on every replica, from
+                    // the log alone), loudly.
+                    if record.ts <= closed {
+                        self.shared.broken_promises.fetch_add(1, Ordering::AcqRel);
+                        tracing::error!(index = e.index, ts = %record.ts, %closed, "a commit at or below the closed timestamp: refused");
+                        outputs.push(ApplyOutput::Rejected(format!(
+                            "commit at {} is at or below the closed timestamp {closed}",
+                            record.ts
+                        )));
                         continue;
                     }
                     // Never the case for a leader's commit (the horizon stays at or below a
