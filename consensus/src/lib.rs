@@ -1,5 +1,5 @@
-//! boundkv's replication: raft-rs 0.7 (`raft`, default protobuf codec) driven by one owner
-//! thread per group, a Raft log store on boundkv's storage engine, a transport trait, and a
+//! boundkv's replication: raft-rs 0.7 (`raft`, default protobuf codec) driven turn by turn by
+//! one owner per group (a thread in a server, a simulator in tests), a Raft log store on boundkv's storage engine, a transport trait, and a
 //! leader lease measured on ClockBound intervals.
 //!
 //! # The contract

@@ -1,18 +1,25 @@
-//! [`Node`]: one Raft group member, driven by one owner thread.
+//! [`Node`]: one Raft group member, driven turn by turn by one owner.
 //!
-//! The thread owns the `RawNode` and everything it touches. Everything else talks to it through
+//! The owner holds the `RawNode` and everything it touches. Everything else talks to it through
 //! its inbox (a channel): inbound peer messages, proposals, membership changes, read-index
-//! requests, transport reports. The loop is
+//! requests, transport reports. The node is *step-driven*: it never reads a clock of its own and
+//! never blocks; its owner calls [`Node::turn`] with the time and waits for input or
+//! [`Node::next_deadline`] in between:
 //!
 //! ```text
-//! loop {
-//!     wait for an input, at most until the next tick
-//!     drain every input already queued (so many proposals share one Ready, one fsync)
-//!     tick if due; renew the lease if due; time out stale reads
-//!     handle_ready()
-//!     publish the node's state
+//! loop {                                   // the owner: a thread (Node::spawn) or a simulator
+//!     wait for an input, at most until node.next_deadline()
+//!     node.turn(now):
+//!         drain every input already queued (so many proposals share one Ready, one fsync)
+//!         tick if due; renew the lease if due; time out stale reads
+//!         handle_ready()
+//!         publish the node's state
 //! }
 //! ```
+//!
+//! `boundkv serve` runs it on a thread of its own ([`Node::spawn`], real time); the simulator
+//! (`boundkv-sim`) takes the same turns on virtual time, waking on [`Inbox::with_waker`]. The
+//! code that decides anything is the same in both.
 //!
 //! `Node::handle_ready` is the one place Raft's I/O ordering lives; its steps are numbered in
 //! its documentation. Proposals are correlated with the entries that resolve them by a request
