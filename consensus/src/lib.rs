@@ -1,6 +1,7 @@
 //! boundkv's replication: raft-rs 0.7 (`raft`, default protobuf codec) driven turn by turn by
-//! one owner per group (a thread in a server, a simulator in tests), a Raft log store on boundkv's storage engine, a transport trait, and a
-//! leader lease measured on ClockBound intervals.
+//! one owner per group (a thread in a server, a simulator in tests), a Raft log store on
+//! boundkv's storage engine, a transport trait, and a leader lease measured on ClockBound
+//! intervals.
 //!
 //! # The contract
 //!

@@ -17,7 +17,9 @@
 //! A crash is a power loss: the node's disk keeps what was synced plus a random prefix of what
 //! was not ([`SimDisk::crash`]), its tasks are stopped, its network incarnation ends, and a
 //! restart builds a new replica on what the disk kept. A pause stops the node's turns (its
-//! inbox fills up, as a stopped process's socket buffers would) and hides it from clients.
+//! inbox fills up, as a stopped process's socket buffers would) and holds every client request
+//! sent to it; on resume the held requests may run before the Raft loop catches up (the
+//! nemesis draws the lag), which is the moment leases exist for.
 //!
 //! ```text
 //!  seed ──► nemesis schedule ──► partitions, crashes, pauses, disk and clock faults
@@ -141,8 +143,10 @@ struct Slot {
     replica: Option<Arc<Replica<SimDisk>>>,
     /// Stops the running incarnation's driver.
     kill: Option<watch::Sender<bool>>,
-    /// Set while paused: the driver takes no turns and clients cannot reach the node.
+    /// Set while the Raft loop is paused: the driver takes no turns.
     paused: watch::Sender<bool>,
+    /// Set while requests to the node are held (a paused process answers nothing).
+    requests_paused: watch::Sender<bool>,
     incarnation: u64,
 }
 
@@ -166,7 +170,7 @@ impl SimulatedCluster {
     pub fn start(config: ClusterConfig, seed: u64, trace: Trace, time: SimTime) -> Arc<Self> {
         // A fixed, round true time: traces print times relative to it.
         let epoch = Timestamp::from_nanos(1_800_000_000_000_000_000);
-        let truth = SimClock::external(epoch, Arc::new(time.clone()));
+        let truth = SimClock::external(epoch, Arc::new(time));
         let mut slots = BTreeMap::new();
         for id in 1..=config.nodes {
             let clock = truth.sibling();
@@ -179,6 +183,7 @@ impl SimulatedCluster {
                     replica: None,
                     kill: None,
                     paused: watch::Sender::new(false),
+                    requests_paused: watch::Sender::new(false),
                     incarnation: 0,
                 },
             );
@@ -349,6 +354,7 @@ impl SimulatedCluster {
             let survived = slot.disk.crash(&mut rng);
             slot.disk = Arc::new(survived);
             slot.paused.send_replace(false);
+            slot.requests_paused.send_replace(false);
             (slot.replica.take(), slot.kill.take())
         };
         self.net.unregister(id);
@@ -374,12 +380,39 @@ impl SimulatedCluster {
 
     /// Pauses (`true`) or resumes node `id`, as SIGSTOP / SIGCONT would.
     pub fn set_paused(&self, id: u64, paused: bool) {
+        if paused {
+            let slots = self.slots();
+            let slot = &slots[&id];
+            slot.requests_paused.send_replace(true);
+            if !slot.paused.send_replace(true) {
+                drop(slots);
+                self.trace.record(format!("n{id} PAUSE"));
+            }
+        } else {
+            self.resume(id, Duration::ZERO);
+        }
+    }
+
+    /// Resumes node `id`: its held requests at once, its Raft loop `raft_lag` later. When a
+    /// stopped process continues, its request handlers may run before its Raft thread has
+    /// caught up with what happened meanwhile: exactly the moment a lease must protect.
+    pub fn resume(&self, id: u64, raft_lag: Duration) {
         let slots = self.slots();
         let slot = &slots[&id];
-        if *slot.paused.borrow() != paused {
-            slot.paused.send_replace(paused);
-            drop(slots);
-            self.trace.record(format!("n{id} {}", if paused { "PAUSE" } else { "RESUME" }));
+        if !*slot.paused.borrow() {
+            return;
+        }
+        let paused = slot.paused.clone();
+        slot.requests_paused.send_replace(false);
+        drop(slots);
+        self.trace.record(format!("n{id} RESUME (Raft loop {raft_lag:?} later)"));
+        if raft_lag.is_zero() {
+            paused.send_replace(false);
+        } else {
+            tokio::spawn(async move {
+                tokio::time::sleep(raft_lag).await;
+                paused.send_replace(false);
+            });
         }
     }
 
@@ -432,12 +465,20 @@ impl SimCluster<SimDisk> for SimulatedCluster {
     }
 
     fn replica(&self, id: u64) -> Option<Arc<Replica<SimDisk>>> {
-        let slots = self.slots();
-        let slot = slots.get(&id)?;
-        if *slot.paused.borrow() {
-            return None;
-        }
-        slot.replica.clone()
+        // A paused node is still there: requests to it wait (see `until_resumed`).
+        self.slots().get(&id)?.replica.clone()
+    }
+
+    fn until_resumed(
+        &self,
+        id: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        let Some(mut paused) = self.slots().get(&id).map(|s| s.requests_paused.subscribe()) else {
+            return Box::pin(std::future::ready(()));
+        };
+        Box::pin(async move {
+            let _ = paused.wait_for(|p| !p).await;
+        })
     }
 
     fn now_nanos(&self) -> u64 {

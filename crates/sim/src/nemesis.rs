@@ -78,6 +78,8 @@ const SAFE: &[Fault] = &[
     Fault::Crash,
     Fault::Crash,
     Fault::Pause,
+    Fault::Pause,
+    Fault::Pause,
     Fault::SyncFails,
     Fault::DiskFull,
     Fault::ClockSkew,
@@ -105,7 +107,7 @@ impl Nemesis {
     pub fn new(cluster: Arc<SimulatedCluster>, seed: u64, unsafe_clocks: bool) -> Self {
         Nemesis {
             cluster,
-            rng: StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_73),
+            rng: StdRng::seed_from_u64(seed ^ 0x006e_656d_6573_6973),
             unsafe_clocks,
             schedule: Vec::new(),
             healed: Arc::new(AtomicBool::new(false)),
@@ -267,12 +269,15 @@ impl Nemesis {
                 let d = lease.mul_f64(self.rng.random_range(0.1..3.0));
                 self.note(format!("pause n{id} for {d:?}"));
                 cluster.set_paused(id, true);
+                // Half the time its request handlers run before its Raft loop on resume.
+                let lag =
+                    if self.rng.random_bool(0.5) { self.millis(1, 5) } else { Duration::ZERO };
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     if healed.load(Ordering::Acquire) {
                         return;
                     }
-                    cluster.set_paused(id, false);
+                    cluster.resume(id, lag);
                 });
             }
             Fault::SyncFails | Fault::DiskFull => {

@@ -289,7 +289,7 @@ async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// the agreement check compares them. (Not part of the checked history: reusing an id with
 /// other writes is a client's mistake, which boundkv must survive, not serve linearizably.)
 async fn reuse_txn_ids(cluster: Arc<SimulatedCluster>, seed: u64, until: u64) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x7265_7573_65);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0072_6575_7365);
     let mut n = 0u64;
     while cluster.now_nanos() < until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;

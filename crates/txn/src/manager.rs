@@ -150,7 +150,7 @@ impl<E: Engine> TxnManager<E> {
     pub async fn read_ts_now(&self) -> Result<Timestamp> {
         self.check_failed()?;
         let reading = self.timestamps.usable_reading().await?;
-        self.timestamps.read_ts(reading)
+        self.timestamps.read_ts(reading).map_err(|e| self.fail(e))
     }
 
     /// A timestamp for reads no staler than `max_staleness` (see [`TxnManager::read_stale`]),
@@ -163,7 +163,7 @@ impl<E: Engine> TxnManager<E> {
         if safe >= oldest {
             return Ok(safe);
         }
-        self.timestamps.observe(oldest, reading)?;
+        self.timestamps.observe(oldest, reading).map_err(|e| self.fail(e))?;
         Ok(oldest)
     }
 
@@ -175,7 +175,7 @@ impl<E: Engine> TxnManager<E> {
         if ts > reading.latest() {
             return Err(Error::TimestampInFuture { ts, latest: reading.latest() });
         }
-        self.timestamps.observe(ts, reading)?;
+        self.timestamps.observe(ts, reading).map_err(|e| self.fail(e))?;
         Ok(ts)
     }
 
@@ -190,7 +190,7 @@ impl<E: Engine> TxnManager<E> {
     pub async fn close_timestamp(&self) -> Result<Timestamp> {
         self.check_failed()?;
         let reading = self.timestamps.usable_reading().await?;
-        let ts = self.timestamps.read_ts(reading)?;
+        let ts = self.timestamps.read_ts(reading).map_err(|e| self.fail(e))?;
         Ok(ts.min(self.timestamps.safe_time()))
     }
 
@@ -198,7 +198,7 @@ impl<E: Engine> TxnManager<E> {
     /// later timestamp lands above it.
     pub async fn observe(&self, ts: Timestamp) -> Result<()> {
         let reading = self.timestamps.usable_reading().await?;
-        self.timestamps.observe(ts, reading)
+        self.timestamps.observe(ts, reading).map_err(|e| self.fail(e))
     }
 
     /// Starts a new term of leadership: this node's conflict index knows nothing of what an
@@ -239,7 +239,7 @@ impl<E: Engine> TxnManager<E> {
         let ts = if safe >= oldest {
             safe
         } else {
-            self.timestamps.observe(oldest, reading)?;
+            self.timestamps.observe(oldest, reading).map_err(|e| self.fail(e))?;
             oldest
         };
         self.read_only_at(ts).await
@@ -255,7 +255,7 @@ impl<E: Engine> TxnManager<E> {
     pub(crate) async fn acquire_read_ts(self: &Arc<Self>) -> Result<(Timestamp, ActiveRead<E>)> {
         self.check_failed()?;
         let reading = self.timestamps.usable_reading().await?;
-        let ts = self.timestamps.read_ts(reading)?;
+        let ts = self.timestamps.read_ts(reading).map_err(|e| self.fail(e))?;
         let active = self.register_read(ts)?;
         self.timestamps.wait_safe(ts).await;
         Ok((ts, active))

@@ -273,7 +273,9 @@ impl<E: Engine> SimClient<E> {
             match self.any_node() {
                 None => last = "no replica is up".into(),
                 Some((id, node)) => {
+                    let resumed = self.cluster.until_resumed(id);
                     let read = async {
+                        resumed.await;
                         let ts = node.begin_read_only(at).await?;
                         let mut values = Vec::with_capacity(keys.len());
                         for k in keys {
@@ -304,7 +306,13 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self.within(node.begin_read_write()).await {
+                Some((id, node)) => match self
+                    .within(async {
+                        self.cluster.until_resumed(id).await;
+                        node.begin_read_write().await
+                    })
+                    .await
+                {
                     Some(Ok(ts)) => return Ok(((id, node), ts)),
                     Some(Err(e)) => {
                         self.learn(&e);
@@ -333,7 +341,13 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self.within(node.commit(req.clone())).await {
+                Some((id, node)) => match self
+                    .within(async {
+                        self.cluster.until_resumed(id).await;
+                        node.commit(req.clone()).await
+                    })
+                    .await
+                {
                     Some(Ok(info)) => {
                         self.known_leader = Some(id);
                         return CommitOutcome::Committed { node: id, info };

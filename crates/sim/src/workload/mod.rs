@@ -72,6 +72,15 @@ pub trait SimCluster<E: Engine>: Send + Sync + 'static {
     fn replica(&self, id: u64) -> Option<Arc<Replica<E>>>;
     /// Nanoseconds of simulated time since the run began (history event time; monotonic).
     fn now_nanos(&self) -> u64;
+    /// Completes once node `id` is not paused (at once if it is not): a request to a paused
+    /// node waits, as one to a stopped process does, and is served the moment it resumes,
+    /// racing the node's own catching up (which is what leases are for).
+    fn until_resumed(
+        &self,
+        _id: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The longest pause a client takes between two operations, in ms.
