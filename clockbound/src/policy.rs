@@ -6,7 +6,9 @@
 //! 2. its status is `Synchronized`, or `FreeRunning` when [`ClockPolicy::allow_free_running`] is
 //!    set (the default: a free-running bound is still a bound, only growing);
 //! 3. its bound is at most [`ClockPolicy::max_bound`] (a bound of minutes is technically valid
-//!    but would make every commit wait minutes; refusing is the more useful answer).
+//!    but would make every commit wait minutes; refusing is the more useful answer). A user of
+//!    the policy may lower the ceiling further from its own settings and say why in
+//!    [`ClockPolicy::max_bound_reason`] (a replica lowers it to what its leader lease allows).
 //!
 //! Anything else is [`Unusable`], and waits for a usable reading give up after
 //! [`ClockPolicy::unavailable_timeout`].
@@ -27,6 +29,11 @@ pub struct ClockPolicy {
     pub unavailable_timeout: Duration,
     /// Readings with a larger bound are unusable. Default 1 s.
     pub max_bound: Duration,
+    /// Why `max_bound` is what it is, when it was derived from other settings rather than
+    /// configured (a replica lowers it to the widest bound its lease allows); quoted by
+    /// [`Unusable::BoundTooLarge`]. Default `None`.
+    #[serde(default)]
+    pub max_bound_reason: Option<String>,
     /// Whether `FreeRunning` readings are usable. Default `true`.
     pub allow_free_running: bool,
     /// A commit wait whose target lies further than this beyond `earliest` fails at once instead
@@ -40,6 +47,7 @@ impl Default for ClockPolicy {
         ClockPolicy {
             unavailable_timeout: Duration::from_secs(5),
             max_bound: Duration::from_secs(1),
+            max_bound_reason: None,
             allow_free_running: true,
             max_commit_wait: Duration::from_secs(10),
         }
@@ -59,6 +67,8 @@ pub enum Unusable {
         bound: Duration,
         /// [`ClockPolicy::max_bound`].
         ceiling: Duration,
+        /// [`ClockPolicy::max_bound_reason`].
+        reason: Option<String>,
     },
 }
 
@@ -67,12 +77,18 @@ impl fmt::Display for Unusable {
         match self {
             Unusable::Status(s) => write!(f, "the clock's status is {s}"),
             Unusable::Error(e) => write!(f, "{e}"),
-            Unusable::BoundTooLarge { bound, ceiling } => write!(
-                f,
-                "the clock's bound ±{} exceeds the ceiling ±{}",
-                humantime::format_duration(*bound),
-                humantime::format_duration(*ceiling)
-            ),
+            Unusable::BoundTooLarge { bound, ceiling, reason } => {
+                write!(
+                    f,
+                    "the clock's bound ±{} exceeds the ceiling ±{}",
+                    humantime::format_duration(*bound),
+                    humantime::format_duration(*ceiling)
+                )?;
+                match reason {
+                    Some(why) => write!(f, " ({why})"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -91,7 +107,11 @@ impl ClockPolicy {
         }
         let bound = reading.bound();
         if bound > self.max_bound {
-            return Err(Unusable::BoundTooLarge { bound, ceiling: self.max_bound });
+            return Err(Unusable::BoundTooLarge {
+                bound,
+                ceiling: self.max_bound,
+                reason: self.max_bound_reason.clone(),
+            });
         }
         Ok(reading)
     }
@@ -121,9 +141,13 @@ mod tests {
             p.check(reading(ClockStatus::Synchronized, 11)),
             Err(Unusable::BoundTooLarge {
                 bound: Duration::from_millis(11),
-                ceiling: Duration::from_millis(10)
+                ceiling: Duration::from_millis(10),
+                reason: None,
             })
         );
+        let why = ClockPolicy { max_bound_reason: Some("the lease".into()), ..p.clone() };
+        let e = why.check(reading(ClockStatus::Synchronized, 11)).unwrap_err();
+        assert_eq!(e.to_string(), "the clock's bound ±11ms exceeds the ceiling ±10ms (the lease)");
         assert_eq!(
             p.check(reading(ClockStatus::Unknown, 1)),
             Err(Unusable::Status(ClockStatus::Unknown))
@@ -132,7 +156,7 @@ mod tests {
             p.check(reading(ClockStatus::Disrupted, 1)),
             Err(Unusable::Status(ClockStatus::Disrupted))
         );
-        let strict = ClockPolicy { allow_free_running: false, ..p };
+        let strict = ClockPolicy { allow_free_running: false, ..p.clone() };
         assert_eq!(
             strict.check(reading(ClockStatus::FreeRunning, 1)),
             Err(Unusable::Status(ClockStatus::FreeRunning))

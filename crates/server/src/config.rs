@@ -32,8 +32,8 @@ use std::time::Duration;
 use boundkv_clockbound::{Clock, ClockPolicy};
 use boundkv_consensus::node::NodeConfig;
 use boundkv_storage::Durability;
-use boundkv_txn::Limits;
-use boundkv_txn::replica::Member;
+use boundkv_txn::replica::{Member, ReplicaOptions, ReplicaOptionsError};
+use boundkv_txn::{Limits, TxnOptions};
 
 /// Everything a server needs to start.
 #[derive(Clone)]
@@ -120,6 +120,34 @@ impl ServerConfig {
             max_in_flight_per_connection: 1024,
             unsafe_skip_commit_wait: false,
         }
+    }
+}
+
+impl ServerConfig {
+    /// The replica's settings these make.
+    pub fn replica_options(&self) -> ReplicaOptions {
+        ReplicaOptions {
+            node: NodeConfig { id: self.id, ..self.raft.clone() },
+            txn: TxnOptions {
+                limits: self.limits.clone(),
+                unsafe_skip_commit_wait: self.unsafe_skip_commit_wait,
+                ..TxnOptions::default()
+            },
+            policy: self.policy.clone(),
+            close_interval: self.close_interval,
+            follower_wait: self.follower_wait,
+            commit_timeout: self.commit_timeout,
+            gc_retention: self.gc_retention,
+            gc_interval: self.gc_interval,
+            founding: (!self.initial_cluster.is_empty()).then(|| self.initial_cluster.clone()),
+            ..ReplicaOptions::default()
+        }
+    }
+
+    /// Refuses settings the replica cannot work with ([`ReplicaOptions::validate`]: a lease no
+    /// clock bound fits), before anything is opened. [`crate::Server::start`] calls it first.
+    pub fn validate(&self) -> Result<(), ReplicaOptionsError> {
+        self.replica_options().validate()
     }
 }
 
@@ -281,6 +309,23 @@ mod tests {
             let e = parse_members(bad).unwrap_err();
             assert!(e.to_string().contains("expected ID=PEER_ADDRESS/CLIENT_ADDRESS"), "{e}");
         }
+    }
+
+    #[test]
+    fn settings_that_leave_no_usable_lease_are_refused() {
+        let clock: Arc<dyn Clock> = Arc::new(boundkv_clockbound::SimClock::real_time());
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut config = ServerConfig::new(1, addr, addr, "/nonexistent", clock);
+        assert_eq!(config.validate(), Ok(()));
+        // What `boundkv serve --lease 10ms` makes: renewed every 10 ms, no room for any bound.
+        config.raft.lease = Duration::from_millis(10);
+        config.raft.lease_renewal = Duration::from_millis(10);
+        let e = config.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a lease of 10ms renewed every 10ms leaves no usable lease")
+                && e.contains("--lease"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | `boundkv_commit_durable_seconds` | histogram | from choosing `s` until the commit was applied on a quorum-durable log |
 //! | `boundkv_clock_bound_seconds` | gauge | the clock's current bound ε |
 //! | `boundkv_clock_usable` | gauge | 1 when the clock's reading may be used for timestamps |
+//! | `boundkv_clock_bound_ceiling_seconds` | gauge | the widest bound this node uses: the clock policy's ceiling, lowered to what the lease allows (`(lease − lease renewal) / 2`) |
+//! | `boundkv_clock_bound_too_wide` | gauge | 1 when the bound exceeds that ceiling: a leader then issues no timestamps, serves no reads and closes no timestamps (its status's clock problem says why) |
 //! | `boundkv_clock_status{status}` | gauge | 1 for the clock's current status |
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
@@ -59,6 +61,8 @@ pub struct Metrics {
     pub(crate) bad_frames: Counter,
     clock_bound: FloatGauge,
     clock_usable: Gauge,
+    clock_bound_ceiling: FloatGauge,
+    clock_bound_too_wide: Gauge,
     clock_status: Family<[(&'static str, &'static str); 1], Gauge>,
     term: Gauge,
     leader_id: Gauge,
@@ -131,6 +135,18 @@ impl Metrics {
             "1 when the clock may be used for timestamps",
             clock_usable.clone(),
         );
+        let clock_bound_ceiling = FloatGauge::default();
+        registry.register(
+            "clock_bound_ceiling_seconds",
+            "The widest clock bound this node uses (the policy's, lowered to what the lease allows)",
+            clock_bound_ceiling.clone(),
+        );
+        let clock_bound_too_wide = Gauge::default();
+        registry.register(
+            "clock_bound_too_wide",
+            "1 when the clock's bound exceeds the ceiling: no timestamps, leader reads or closed timestamps",
+            clock_bound_too_wide.clone(),
+        );
         let clock_status = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         registry.register("clock_status", "1 for the clock's current status", clock_status.clone());
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
@@ -184,6 +200,8 @@ impl Metrics {
             bad_frames,
             clock_bound,
             clock_usable,
+            clock_bound_ceiling,
+            clock_bound_too_wide,
             clock_status,
             term,
             leader_id,
@@ -249,6 +267,9 @@ impl Metrics {
             };
             self.gc_horizon_age.set(age.as_secs_f64());
         }
+        let ceiling = replica.policy().max_bound;
+        self.clock_bound_ceiling.set(ceiling.as_secs_f64());
+        self.clock_bound_too_wide.set(i64::from(now.as_ref().is_ok_and(|r| r.bound() > ceiling)));
         self.clock_usable.set(i64::from(replica.policy().check(now).is_ok()));
         for (peer, s) in peers.stats().peers {
             let label = [("peer", peer.to_string())];

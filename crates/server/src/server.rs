@@ -11,8 +11,7 @@ use tracing::Instrument;
 
 use boundkv_consensus::node::Inbox;
 use boundkv_storage::{SledEngine, SledOptions};
-use boundkv_txn::TxnOptions;
-use boundkv_txn::replica::{Replica, ReplicaOptions};
+use boundkv_txn::replica::Replica;
 
 use crate::config::{ServerConfig, check_identity};
 use crate::metrics::{Metrics, serve_metrics};
@@ -61,6 +60,9 @@ pub enum StartError {
     /// The settings are inconsistent.
     #[error("{0}")]
     Config(String),
+    /// The settings leave the replica no usable lease ([`ServerConfig::validate`]).
+    #[error(transparent)]
+    Options(#[from] boundkv_txn::replica::ReplicaOptionsError),
 }
 
 /// A running node.
@@ -84,6 +86,7 @@ impl Server {
         if id == 0 {
             return Err(StartError::Config("the node id must not be 0".into()));
         }
+        config.validate()?;
         if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|m| m.id == id)
         {
             return Err(StartError::Config(format!(
@@ -135,22 +138,7 @@ impl Server {
             )
             .instrument(span.clone()),
         ));
-        let options = ReplicaOptions {
-            node: boundkv_consensus::node::NodeConfig { id, ..config.raft.clone() },
-            txn: TxnOptions {
-                limits: config.limits.clone(),
-                unsafe_skip_commit_wait: config.unsafe_skip_commit_wait,
-                ..TxnOptions::default()
-            },
-            policy: config.policy.clone(),
-            close_interval: config.close_interval,
-            follower_wait: config.follower_wait,
-            commit_timeout: config.commit_timeout,
-            gc_retention: config.gc_retention,
-            gc_interval: config.gc_interval,
-            founding: (!config.initial_cluster.is_empty()).then(|| config.initial_cluster.clone()),
-            ..ReplicaOptions::default()
-        };
+        let options = config.replica_options();
         let replica = {
             let _entered = span.enter();
             Replica::start(options, engine, config.clock.clone(), peers.clone(), inbox)?

@@ -1,4 +1,9 @@
 //! A node's answer to `Status`: its Raft state, the members, its clock, and what it can serve.
+//!
+//! The clock's `problem` is judged by the replica's own policy
+//! ([`Replica::policy`](boundkv_txn::replica::Replica::policy)), which also refuses bounds too
+//! wide for the lease: a leader that serves nothing because of its clock says why there
+//! (`boundkv status` prints it as `UNUSABLE: ...`).
 
 use boundkv_consensus::node::Role;
 use boundkv_storage::SledEngine;

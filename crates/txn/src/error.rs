@@ -136,6 +136,10 @@ pub enum Error {
     /// failed earlier). Fatal.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// A replica's settings cannot work (see `ReplicaOptions::validate`); it did not start.
+    /// Deterministic: change the settings.
+    #[error("invalid settings: {0}")]
+    InvalidOptions(crate::replica::ReplicaOptionsError),
 }
 
 impl Error {
@@ -170,6 +174,12 @@ impl From<boundkv_storage::Error> for Error {
             },
             other => Error::Storage(other),
         }
+    }
+}
+
+impl From<crate::replica::ReplicaOptionsError> for Error {
+    fn from(e: crate::replica::ReplicaOptionsError) -> Self {
+        Error::InvalidOptions(e)
     }
 }
 

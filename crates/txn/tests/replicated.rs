@@ -7,14 +7,16 @@
 mod cluster;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use boundkv_clockbound::Timestamp;
-use boundkv_consensus::node::Role;
-use boundkv_storage::Engine as _;
-use boundkv_txn::replica::ReadAt;
+use boundkv_clockbound::{SimClock, Timestamp};
+use boundkv_consensus::node::{Inbox, Role};
+use boundkv_consensus::transport::MemoryRouter;
+use boundkv_storage::{Engine as _, MemoryEngine};
+use boundkv_txn::replica::{ReadAt, Replica, ReplicaOptions, ReplicaOptionsError};
 use boundkv_txn::{CommitRequest, Error, TxnId};
 use cluster::{Cluster, blind, member};
 
@@ -73,6 +75,32 @@ async fn t11_a_retried_commit_applies_once() {
         .count();
     assert_eq!(versions, 1, "one version of k2");
     c.shutdown();
+}
+
+/// - a replica whose lease no clock bound fits (renewed as often as it lasts) refuses to start,
+///   with a typed error that names the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t12_a_lease_no_clock_bound_fits_is_refused_at_start() {
+    let mut options = ReplicaOptions {
+        node: cluster::fast_node(1),
+        founding: Some(vec![member(1)]),
+        ..ReplicaOptions::default()
+    };
+    options.node.lease_renewal = options.node.lease;
+    let e = Replica::start(
+        options,
+        Arc::new(MemoryEngine::new()),
+        Arc::new(SimClock::real_time()),
+        MemoryRouter::new().transport(1),
+        Inbox::new(),
+    )
+    .err()
+    .expect("the replica refuses to start");
+    assert!(
+        matches!(e, Error::InvalidOptions(ReplicaOptionsError::NoUsableLease { .. })),
+        "unexpected error {e}"
+    );
+    assert!(e.to_string().contains("a lease of 300ms renewed every 300ms"), "{e}");
 }
 
 /// - the leader is stopped;
@@ -160,6 +188,56 @@ async fn t31_lease_safety_under_a_leader_pause() {
 async fn t31_mutant_without_leases_reads_stale() {
     let stale = paused_leader_reads(true).await;
     assert!(stale > 0, "the mutant was expected to serve stale reads, and the test to see them");
+}
+
+/// A clock bound too wide for the lease (issue 11, bug 3). The test cluster's lease is 300 ms,
+/// renewed every 50 ms: a lease is usable only with bounds up to ±125 ms
+/// (`2 × bound + lease_renewal ≤ lease`; see `ReplicaOptions::lease_bound_ceiling`).
+/// - the cluster starts with ±1 ms bounds (the settings are valid) and commits;
+/// - every clock's bound grows to ±200 ms, within the policy's own ceiling (±1 s) but too wide
+///   for any timestamp to fall inside the lease: a commit at the leader fails promptly with a
+///   clock error that names the bound (not "the lease has lapsed", not a hang), and so does a
+///   read at `latest` at a follower;
+/// - the bounds shrink back: the cluster commits and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t32_a_clock_bound_too_wide_for_the_lease_is_a_clock_error() {
+    let c = Cluster::start_with(3, MS, |o| {
+        o.policy.unavailable_timeout = Duration::from_millis(300);
+    });
+    let leader = c.leader(WITHIN).await;
+    c.write(&[("k", Some("v1"))], WITHIN).await;
+    // Past the new leader's wait for earlier leases, as in a cluster that has run a while.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for clock in c.clocks.values() {
+        clock.set_bound(200 * MS);
+    }
+    // Until the last lease measured with the narrow bound runs out, timestamps may still fit in
+    // it; the steady state comes after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let e = c.node(leader).commit(blind(&[("k", Some("v2"))])).await.expect_err("no commit");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the commit failed after {:?}, not promptly: {e}",
+        started.elapsed()
+    );
+    assert!(matches!(e, Error::Clock(_)), "expected a clock error, got: {e}");
+    assert!(e.to_string().contains("200ms"), "the error names the bound: {e}");
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    match c.read_latest(follower, "k").await {
+        Err(e @ Error::Clock(_)) => {
+            assert!(e.to_string().contains("200ms"), "the error names the bound: {e}")
+        }
+        other => panic!("expected a clock error at follower {follower}, got {other:?}"),
+    }
+    for clock in c.clocks.values() {
+        clock.set_bound(MS);
+    }
+    let info = c.write(&[("k", Some("v3"))], WITHIN).await;
+    let (ts, v) = read_until(&c, follower, "k", WITHIN).await;
+    assert!(ts > info.ts);
+    assert_eq!(v.as_deref(), Some(&b"v3"[..]), "the cluster serves again");
+    c.shutdown();
 }
 
 /// Runs the pause scenario; returns how many reads at the paused leader returned the stale value.

@@ -71,7 +71,9 @@ pub(crate) struct Serve {
     #[arg(long, env = "BOUNDKV_TICK", value_parser = humantime::parse_duration, value_name = "DURATION")]
     tick: Option<Duration>,
     /// How long a quorum's confirmation keeps a leader's lease valid [default: 1s]. A new leader
-    /// waits this long before its first timestamp.
+    /// waits this long before its first timestamp. The lease is renewed every fifth of it, and it
+    /// lasts from one renewal to the next only while 2 × clock bound + renewal ≤ lease: clock
+    /// bounds above 0.4 × the lease are unusable (at most ±400ms with the default).
     #[arg(long, env = "BOUNDKV_LEASE", value_parser = humantime::parse_duration, value_name = "DURATION")]
     lease: Option<Duration>,
     /// How often an idle leader closes a timestamp; follower reads wait about this long
@@ -241,6 +243,7 @@ impl Serve {
             }
             config.unsafe_skip_commit_wait = true;
         }
+        config.validate()?;
         Ok(config)
     }
 

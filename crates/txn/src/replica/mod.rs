@@ -41,6 +41,21 @@
 //! (no quorum heard from for a while), the leader renews it with a Safe ReadIndex round before
 //! going on.
 //!
+//! # The widest clock bound a lease allows
+//!
+//! A lease renewed by a heartbeat sent with a reading of bound `ε₀` is usable while
+//! `now().latest` stays below that reading's `earliest + lease`: for `lease − ε₀ − ε` of elapsed
+//! time, where `ε` is the bound of the reading that issues (the clock's offset cancels out; see
+//! [`ReplicaOptions::lease_bound_ceiling`]). Renewals go out every `lease_renewal`, so the lease
+//! lasts from one renewal to the next only while `2 × ε + lease_renewal ≤ lease`. A wider bound
+//! leaves no timestamp (or only some, in bursts) that passes the gate: no commits, no leader
+//! reads, no closed timestamps, so no follower reads either. A replica therefore treats a reading
+//! whose bound exceeds `(lease − lease_renewal) / 2` as unusable, like any reading its
+//! [`ClockPolicy`] refuses: it lowers the policy's `max_bound` to that
+//! ([`ReplicaOptions::clock_policy`]), so requests fail with [`Error::Clock`] naming the bound and
+//! the lease, and the node's clock status says why. Settings that leave no bound at all are
+//! refused at start ([`ReplicaOptions::validate`]).
+//!
 //! # Reads at any replica: closed timestamps
 //!
 //! A follower cannot know which commits are pending at the leader. The leader tells it: every
@@ -123,7 +138,8 @@ use raft::prelude::{
 use tokio::sync::{oneshot, watch};
 
 use boundkv_clockbound::{
-    Clock, ClockPolicy, ClockReading, OracleOptions, Timestamp, TimestampOracle, wait,
+    Clock, ClockPolicy, ClockReading, OracleOptions, Timestamp, TimestampOracle, Unusable,
+    WaitError, wait,
 };
 use boundkv_consensus::log_store::RaftLogStore;
 use boundkv_consensus::node::{
@@ -165,7 +181,8 @@ pub struct ReplicaOptions {
     pub node: NodeConfig,
     /// Transaction limits (and the test-only mutation switch).
     pub txn: TxnOptions,
-    /// Which clock readings are usable.
+    /// Which clock readings are usable. The replica lowers `max_bound` to the widest bound its
+    /// lease allows ([`ReplicaOptions::clock_policy`]).
     pub policy: ClockPolicy,
     /// How often an idle leader closes a timestamp. Default 25 ms.
     pub close_interval: Duration,
@@ -218,6 +235,89 @@ impl Default for ReplicaOptions {
     }
 }
 
+impl ReplicaOptions {
+    /// The widest clock bound with which this replica's leader lease stays usable from one
+    /// renewal to the next: `(lease − lease_renewal) / 2`, the largest `ε` with
+    /// `2 × ε + lease_renewal ≤ lease` (zero when the lease is no longer than its renewal
+    /// interval).
+    ///
+    /// Why. A renewal's heartbeat goes out at true time `t₀` with a reading of bound `ε₀` and
+    /// midpoint `t₀ + δ` (`δ` the clock's offset); once a quorum answers, the lease runs until
+    /// `earliest + lease = t₀ + δ − ε₀ + lease`. A timestamp issued at true time `t` from a
+    /// reading of bound `ε` is at least its `latest = t + δ + ε`, and the gate passes it only
+    /// below the lease's end: `t − t₀ < lease − ε₀ − ε` (a steady offset cancels out). The next
+    /// renewal goes out `lease_renewal` after `t₀`, so the lease lasts until then only if
+    /// `lease − ε₀ − ε ≥ lease_renewal`; with both bounds at most `ε_max`, that is
+    /// `2 × ε_max + lease_renewal ≤ lease`. The renewal's round trip comes on top: for that long
+    /// the lease may lapse, and the first request that finds it lapsed renews it on demand (a
+    /// Safe ReadIndex round, after which the lease is usable for `lease − 2ε ≥ lease_renewal`,
+    /// so this works whenever a round trip is shorter than `lease_renewal`).
+    ///
+    /// With a wider bound some timestamps may still pass, in bursts after each renewal, and with
+    /// `2 × ε ≥ lease` none can. One rule for every case: a replica refuses every reading wider
+    /// than this ([`ReplicaOptions::clock_policy`]).
+    pub fn lease_bound_ceiling(&self) -> Duration {
+        self.node.lease.saturating_sub(self.node.lease_renewal) / 2
+    }
+
+    /// The clock policy the replica acts on: [`ReplicaOptions::policy`] with `max_bound` lowered
+    /// to [`ReplicaOptions::lease_bound_ceiling`] when that is smaller, saying why. Every reading
+    /// the replica takes goes through it (its Raft node's lease and election readings, its
+    /// timestamp oracle, its waits, its gate, its status), so a bound too wide for the lease is
+    /// an unusable clock everywhere: requests fail with [`Error::Clock`] naming the bound.
+    pub fn clock_policy(&self) -> ClockPolicy {
+        let ceiling = self.lease_bound_ceiling();
+        if ceiling >= self.policy.max_bound {
+            return self.policy.clone();
+        }
+        ClockPolicy {
+            max_bound: ceiling,
+            max_bound_reason: Some(format!(
+                "the widest a {} lease renewed every {} allows: 2 × bound + renewal must not \
+                 exceed the lease",
+                humantime::format_duration(self.node.lease),
+                humantime::format_duration(self.node.lease_renewal)
+            )),
+            ..self.policy.clone()
+        }
+    }
+
+    /// Refuses settings no clock can work with: a lease that no clock bound fits
+    /// ([`ReplicaOptionsError::NoUsableLease`], when [`ReplicaOptions::lease_bound_ceiling`] is
+    /// zero). [`Replica::start_driven`] (and so [`Replica::start`]) calls it first.
+    pub fn validate(&self) -> std::result::Result<(), ReplicaOptionsError> {
+        if self.lease_bound_ceiling().is_zero() {
+            return Err(ReplicaOptionsError::NoUsableLease {
+                lease: self.node.lease,
+                lease_renewal: self.node.lease_renewal,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Settings a replica refuses to start with ([`ReplicaOptions::validate`]). Deterministic: the
+/// same settings are always refused; change them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ReplicaOptionsError {
+    /// No clock bound fits the lease: `2 × bound + lease_renewal ≤ lease` holds for none (see
+    /// [`ReplicaOptions::lease_bound_ceiling`]).
+    #[error(
+        "a lease of {} renewed every {} leaves no usable lease for any clock bound: \
+         2 × bound + lease renewal must not exceed the lease; raise the lease (--lease) or renew \
+         it more often",
+        humantime::format_duration(*lease),
+        humantime::format_duration(*lease_renewal)
+    )]
+    NoUsableLease {
+        /// The lease.
+        lease: Duration,
+        /// How often the leader renews it.
+        lease_renewal: Duration,
+    },
+}
+
 /// A member as [`Replica::members`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -242,6 +342,8 @@ enum Leadership {
 struct LeaderGate {
     id: u64,
     ignore_lease: bool,
+    /// The replica's clock policy ([`ReplicaOptions::clock_policy`]).
+    policy: ClockPolicy,
     node: watch::Receiver<NodeState>,
     activated_term: Arc<AtomicU64>,
     shared: Arc<ReplicaShared>,
@@ -284,6 +386,14 @@ impl TimestampGate for LeaderGate {
             }
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
             Leadership::Active { lease_until } => {
+                // The oracle hands out only readings the policy accepts; the gate says so too,
+                // so that a bound too wide for the lease is never reported as a lapsed lease.
+                if let Err(reason) = self.policy.check(Ok(*reading)) {
+                    return Err(Error::Clock(WaitError::ClockUnavailable {
+                        waited: Duration::ZERO,
+                        reason,
+                    }));
+                }
                 if lease_until.is_none_or(|until| ts >= until) {
                     return Err(Error::Unavailable(
                         "the leader's lease has lapsed; it is renewing it".into(),
@@ -382,14 +492,26 @@ impl<E: Engine> Replica<E> {
     /// takes its turns ([`Node::turn`]) on its own clock, starting at `now`. The simulator does
     /// this, on virtual time; a server calls [`Replica::start`]. The code is the same either way.
     pub fn start_driven(
-        options: ReplicaOptions,
+        mut options: ReplicaOptions,
         engine: Arc<E>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
         inbox: Inbox,
         now: std::time::Instant,
     ) -> Result<(Arc<Self>, RaftNode<E>)> {
+        options.validate()?;
         let id = options.node.id;
+        let policy = options.clock_policy();
+        if policy.max_bound < options.policy.max_bound {
+            tracing::info!(
+                node = id,
+                ceiling = %humantime::format_duration(policy.max_bound),
+                lease = %humantime::format_duration(options.node.lease),
+                lease_renewal = %humantime::format_duration(options.node.lease_renewal),
+                "clock bounds above the ceiling are unusable: 2 × bound + lease renewal must not exceed the lease"
+            );
+        }
+        options.policy = policy;
         let mvcc = Arc::new(Mvcc::new(engine.clone())?);
         let oracle = TimestampOracle::open(
             clock.clone(),
@@ -427,6 +549,7 @@ impl<E: Engine> Replica<E> {
         let gate = Arc::new(LeaderGate {
             id,
             ignore_lease: options.unsafe_ignore_lease,
+            policy: options.policy.clone(),
             node: state.clone(),
             activated_term: Arc::new(AtomicU64::new(0)),
             shared: shared.clone(),
@@ -492,9 +615,33 @@ impl<E: Engine> Replica<E> {
         &self.clock
     }
 
-    /// Which clock readings this replica uses.
+    /// Which clock readings this replica uses: [`ReplicaOptions::clock_policy`] of its options.
     pub fn policy(&self) -> &ClockPolicy {
         &self.options.policy
+    }
+
+    /// Why this replica's clock is unusable right now by [`Replica::policy`] (which refuses
+    /// bounds too wide for the lease), if it is. A leader whose clock is unusable serves
+    /// nothing: no commits, no leader reads, no closed timestamps (so no follower reads).
+    pub fn clock_problem(&self) -> Option<Unusable> {
+        self.options.policy.check(self.clock.now()).err()
+    }
+
+    /// Logs when this node leads with an unusable clock (it serves nothing then) and when that
+    /// ends; once per change.
+    fn report_clock(&self, reported: &mut bool) {
+        let leads = self.state.borrow().role == Role::Leader;
+        let problem = if leads { self.clock_problem() } else { None };
+        match &problem {
+            Some(why) if !*reported => {
+                tracing::warn!(node = self.id, %why, "the leader cannot serve: its clock is unusable");
+            }
+            None if *reported && leads => {
+                tracing::info!(node = self.id, "the leader's clock is usable again");
+            }
+            _ => {}
+        }
+        *reported = problem.is_some();
     }
 
     /// What the state machine publishes: applied index, closed timestamp, members.
@@ -1000,6 +1147,7 @@ impl<E: Engine> Replica<E> {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let in_flight = Arc::new(AtomicBool::new(false));
+        let mut clock_reported = false;
         loop {
             tokio::select! {
                 biased;
@@ -1007,6 +1155,7 @@ impl<E: Engine> Replica<E> {
                 _ = stopping.changed() => return,
             }
             let Some(replica) = this.upgrade() else { return };
+            replica.report_clock(&mut clock_reported);
             if in_flight.load(Ordering::Acquire) || !replica.lease_valid() {
                 continue;
             }
@@ -1132,5 +1281,75 @@ fn humantime_short(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_lease(lease_ms: u64, renewal_ms: u64) -> ReplicaOptions {
+        let mut o = ReplicaOptions::default();
+        o.node.lease = Duration::from_millis(lease_ms);
+        o.node.lease_renewal = Duration::from_millis(renewal_ms);
+        o
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_refuse_bounds_too_wide_for_the_lease() {
+        let o = ReplicaOptions::default();
+        assert_eq!(o.validate(), Ok(()));
+        // lease 1 s, renewal 200 ms: 2 × 400 ms + 200 ms = 1 s.
+        assert_eq!(o.lease_bound_ceiling(), Duration::from_millis(400));
+        let policy = o.clock_policy();
+        assert_eq!(policy.max_bound, Duration::from_millis(400));
+        let reading = |bound_ms| {
+            Ok(ClockReading {
+                interval: boundkv_clockbound::TimeInterval::around(
+                    Timestamp::from_nanos(1 << 60),
+                    Duration::from_millis(bound_ms),
+                ),
+                status: boundkv_clockbound::ClockStatus::FreeRunning,
+            })
+        };
+        assert!(policy.check(reading(400)).is_ok());
+        let e = policy.check(reading(401)).unwrap_err().to_string();
+        assert!(
+            e.contains("±401ms exceeds the ceiling ±400ms")
+                && e.contains("a 1s lease renewed every 200ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_tighter_policy_is_kept() {
+        let mut o = with_lease(1000, 200);
+        o.policy.max_bound = Duration::from_millis(50);
+        assert_eq!(o.clock_policy(), o.policy);
+    }
+
+    #[test]
+    fn a_lease_no_bound_fits_is_refused() {
+        for (lease, renewal) in [(200, 200), (100, 200), (0, 0)] {
+            let o = with_lease(lease, renewal);
+            assert_eq!(
+                o.validate(),
+                Err(ReplicaOptionsError::NoUsableLease {
+                    lease: Duration::from_millis(lease),
+                    lease_renewal: Duration::from_millis(renewal),
+                })
+            );
+        }
+        let e = Error::from(with_lease(200, 200).validate().unwrap_err()).to_string();
+        assert!(
+            e.contains("a lease of 200ms renewed every 200ms leaves no usable lease")
+                && e.contains("raise the lease"),
+            "{e}"
+        );
+        // The smallest room there is: a nanosecond of bound.
+        let mut o = with_lease(200, 200);
+        o.node.lease += Duration::from_nanos(2);
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(o.lease_bound_ceiling(), Duration::from_nanos(1));
     }
 }
