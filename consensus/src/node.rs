@@ -821,7 +821,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     ///    they all land in one Ready and share one fsync;
     /// 2. tick if a tick is due, fail reads that waited too long;
     /// 3. as a leader that has committed in its term: send held reads and renew the lease if due;
-    /// 4. handle the Ready ([`Node::handle_ready`]);
+    /// 4. handle the Ready (`handle_ready`, where Raft's I/O ordering lives);
     /// 5. publish the node's state.
     ///
     /// Returns `false` once the node has stopped (shutdown, or a fatal error, recorded in the
