@@ -37,8 +37,8 @@ use tokio::sync::{Notify, watch};
 
 use boundkv_clockbound::{ClockPolicy, SimClock, Timestamp};
 use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
-use boundkv_txn::{Error, TxnOptions};
 
 use crate::disk::SimDisk;
 use crate::net::SimNet;
@@ -328,8 +328,8 @@ impl SimulatedCluster {
         self.slots()[&id].replica.is_some()
     }
 
-    /// The running replica of `id`, paused or not (the nemesis and the checks use it; clients
-    /// go through [`SimCluster::replica`], which hides paused nodes).
+    /// The running replica of `id`, paused or not (clients reach it through
+    /// [`SimCluster::replica`] and wait for it with [`SimCluster::until_resumed`]).
     pub fn running(&self, id: u64) -> Option<Arc<Replica<SimDisk>>> {
         self.slots()[&id].replica.clone()
     }
@@ -484,9 +484,4 @@ impl SimCluster<SimDisk> for SimulatedCluster {
     fn now_nanos(&self) -> u64 {
         self.time.now_nanos()
     }
-}
-
-/// Whether an error means the node is gone (so a client should look elsewhere).
-pub fn is_node_gone(e: &Error) -> bool {
-    matches!(e, Error::Fatal(_))
 }
