@@ -151,7 +151,6 @@ fn paused_leader_read(ignore_lease: bool) -> (Option<Bytes>, Bytes) {
         // Its request handlers run before its Raft loop catches up.
         cluster.resume(old, Duration::from_millis(5));
         let got = read.await.unwrap();
-        eprintln!("read at the resumed node: {got:?}");
         cluster.shutdown();
         (got.ok().flatten(), Bytes::from_static(b"new"))
     })

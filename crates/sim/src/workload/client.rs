@@ -254,6 +254,17 @@ impl<E: Engine> SimClient<E> {
         tokio::time::timeout_at(self.deadline, call).await.ok()
     }
 
+    /// `call` to node `id`, within the deadline: held while the node is paused (as a request
+    /// to a stopped process is), sent the moment it resumes.
+    async fn at<T>(&self, id: u64, call: impl Future<Output = T>) -> Option<T> {
+        let resumed = self.cluster.until_resumed(id);
+        self.within(async {
+            resumed.await;
+            call.await
+        })
+        .await
+    }
+
     /// Reads `keys` in one snapshot at `ReadAt::Latest` of a random live replica, starting over
     /// (new replica, new timestamp) after any error. `Err` when the deadline or the attempts ran
     /// out: nothing was read.
@@ -273,9 +284,7 @@ impl<E: Engine> SimClient<E> {
             match self.any_node() {
                 None => last = "no replica is up".into(),
                 Some((id, node)) => {
-                    let resumed = self.cluster.until_resumed(id);
                     let read = async {
-                        resumed.await;
                         let ts = node.begin_read_only(at).await?;
                         let mut values = Vec::with_capacity(keys.len());
                         for k in keys {
@@ -283,7 +292,7 @@ impl<E: Engine> SimClient<E> {
                         }
                         Ok::<_, Error>((ts, values))
                     };
-                    match self.within(read).await {
+                    match self.at(id, read).await {
                         Some(Ok((ts, values))) => return Ok(SnapshotRead { node: id, ts, values }),
                         Some(Err(e)) => {
                             self.learn(&e);
@@ -306,13 +315,7 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self
-                    .within(async {
-                        self.cluster.until_resumed(id).await;
-                        node.begin_read_write().await
-                    })
-                    .await
-                {
+                Some((id, node)) => match self.at(id, node.begin_read_write()).await {
                     Some(Ok(ts)) => return Ok(((id, node), ts)),
                     Some(Err(e)) => {
                         self.learn(&e);
@@ -341,13 +344,7 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self
-                    .within(async {
-                        self.cluster.until_resumed(id).await;
-                        node.commit(req.clone()).await
-                    })
-                    .await
-                {
+                Some((id, node)) => match self.at(id, node.commit(req.clone())).await {
                     Some(Ok(info)) => {
                         self.known_leader = Some(id);
                         return CommitOutcome::Committed { node: id, info };
