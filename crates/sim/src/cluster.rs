@@ -393,6 +393,18 @@ impl SimulatedCluster {
         }
     }
 
+    /// Stalls node `id`'s Raft loop while its request handlers keep answering, as a Raft thread
+    /// blocked in a slow `fdatasync` (or starved of CPU) would leave them: they serve from the
+    /// node's last published state, which may say it leads with a lease that is running out.
+    /// [`SimulatedCluster::resume`] ends it.
+    pub fn stall_raft(&self, id: u64) {
+        let slots = self.slots();
+        if !slots[&id].paused.send_replace(true) {
+            drop(slots);
+            self.trace.record(format!("n{id} RAFT STALL"));
+        }
+    }
+
     /// Resumes node `id`: its held requests at once, its Raft loop `raft_lag` later. When a
     /// stopped process continues, its request handlers may run before its Raft thread has
     /// caught up with what happened meanwhile: exactly the moment a lease must protect.

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod nemesis;
 pub mod net;
 pub mod run;
+pub mod scenario;
 pub mod script;
 pub mod time;
 pub mod trace;

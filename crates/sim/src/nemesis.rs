@@ -10,6 +10,7 @@
 //! | `Network` | message loss 0–30 %, duplication 0–10 %, delays up to 1–60 ms (which reorders) | back to clean after 0.5–5 s |
 //! | `Crash` | power loss at a node (the leader half the time): unsynced writes are lost, a suffix of them at most | restarted after 0.1–3 s |
 //! | `Pause` | the node stops taking turns and answering, for up to three leases | resumed |
+//! | `RaftStall` | the node's Raft loop stops (a blocked `fdatasync`, a starved thread) while its request handlers keep answering from its last published state, for 0.5–3 leases | resumed |
 //! | `SyncFails` | the node's next `fdatasync` fails: it must stop, acknowledging nothing unsynced | restarted on a repaired disk after 0.2–2 s |
 //! | `DiskFull` | the node's writes fail (ENOSPC): it must stop | restarted once space is back |
 //! | `ClockSkew` | a node's clock moves anywhere inside its bound (so timestamps disagree, truthfully) | stays |
@@ -51,6 +52,8 @@ pub enum Fault {
     Crash,
     /// A process pause.
     Pause,
+    /// The Raft loop stalls; requests are still served.
+    RaftStall,
     /// A failing `fdatasync`.
     SyncFails,
     /// A full disk.
@@ -80,6 +83,7 @@ const SAFE: &[Fault] = &[
     Fault::Pause,
     Fault::Pause,
     Fault::Pause,
+    Fault::RaftStall,
     Fault::SyncFails,
     Fault::DiskFull,
     Fault::ClockSkew,
@@ -271,13 +275,29 @@ impl Nemesis {
                 cluster.set_paused(id, true);
                 // Half the time its request handlers run before its Raft loop on resume.
                 let lag =
-                    if self.rng.random_bool(0.5) { self.millis(1, 5) } else { Duration::ZERO };
+                    if self.rng.random_bool(0.5) { self.millis(1, 20) } else { Duration::ZERO };
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     if healed.load(Ordering::Acquire) {
                         return;
                     }
                     cluster.resume(id, lag);
+                });
+            }
+            Fault::RaftStall => {
+                let id = self.victim();
+                if !cluster.is_up(id) {
+                    return;
+                }
+                let d = cluster.config().lease.mul_f64(self.rng.random_range(0.5..3.0));
+                self.note(format!("stall n{id}'s Raft loop for {d:?}"));
+                cluster.stall_raft(id);
+                tokio::spawn(async move {
+                    tokio::time::sleep(d).await;
+                    if healed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    cluster.resume(id, Duration::ZERO);
                 });
             }
             Fault::SyncFails | Fault::DiskFull => {

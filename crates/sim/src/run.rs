@@ -35,6 +35,7 @@ use boundkv_txn::{CommitRequest, TxnId};
 
 use crate::cluster::{ClusterConfig, SimulatedCluster};
 use crate::nemesis::Nemesis;
+use crate::scenario::Scenario;
 use crate::time::SimTime;
 use crate::trace::Trace;
 use crate::workload::{self, SimCluster, Workload};
@@ -68,6 +69,20 @@ pub struct RunOptions {
     pub echo_trace: bool,
     /// Inject no faults (a baseline).
     pub no_faults: bool,
+    /// Whether the run opens with a targeted scenario ([`crate::scenario`]).
+    pub scenario: ScenarioChoice,
+}
+
+/// Which targeted scenario a run opens with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ScenarioChoice {
+    /// As the seed draws ([`Scenario::draw`]: a quarter of the seeds have one).
+    #[default]
+    Drawn,
+    /// None.
+    None,
+    /// This one.
+    This(Scenario),
 }
 
 impl Default for RunOptions {
@@ -81,6 +96,7 @@ impl Default for RunOptions {
             mutation: None,
             echo_trace: false,
             no_faults: false,
+            scenario: ScenarioChoice::Drawn,
         }
     }
 }
@@ -92,6 +108,8 @@ pub struct RunReport {
     pub seed: u64,
     /// The workload run.
     pub workload: Workload,
+    /// The targeted scenario it opened with, if any.
+    pub scenario: Option<Scenario>,
     /// The cluster's shape.
     pub config: ClusterConfig,
     /// The faults injected: (simulated seconds, what).
@@ -125,10 +143,11 @@ impl RunReport {
             })
             .collect();
         format!(
-            "seed {} {:?} workload {} nodes {} bound {:?} ok {} events {} sim {:.1}s hash {:016x}{}",
+            "seed {} {:?} workload {}{} nodes {} bound {:?} ok {} events {} sim {:.1}s hash {:016x}{}",
             self.seed,
             self.valid,
             self.workload.name(),
+            self.scenario.map(|s| format!(" scenario {}", s.name())).unwrap_or_default(),
             self.config.nodes,
             self.config.bound,
             self.ok,
@@ -190,10 +209,27 @@ async fn run(options: RunOptions) -> RunReport {
     }
     let workload =
         options.workload.unwrap_or_else(|| Workload::ALL[rng.random_range(0..Workload::ALL.len())]);
+    let scenario = match options.scenario {
+        ScenarioChoice::Drawn => Scenario::draw(&mut rng),
+        ScenarioChoice::None => None,
+        ScenarioChoice::This(s) => Some(s),
+    };
+    if let Some(s) = scenario {
+        s.shape(&mut config);
+    }
     let time = SimTime::new();
     let trace = Trace::new(time, options.echo_trace);
-    trace.record(format!("seed {seed} workload {} config {config:?}", workload.name()));
+    trace.record(format!(
+        "seed {seed} workload {} scenario {} config {config:?}",
+        workload.name(),
+        scenario.map_or("none", Scenario::name)
+    ));
     let cluster = SimulatedCluster::start(config.clone(), seed, trace.clone(), time);
+    // The scenario first, on a quiet cluster (its corner needs one); then the random phase.
+    let scenario_problems = match scenario {
+        Some(s) => Some(s.run(&cluster, &mut rng).await),
+        None => None,
+    };
     let until = options.duration.as_nanos() as u64;
     let clients = {
         let c: Arc<dyn SimCluster<_>> = cluster.clone();
@@ -210,6 +246,9 @@ async fn run(options: RunOptions) -> RunReport {
     let mut history = clients.await.unwrap_or_default();
     let _ = reuse.await;
     let mut results = Vec::new();
+    if let Some(problems) = scenario_problems {
+        results.push(result("scenario", problems));
+    }
     results.push(check_liveness(&cluster, seed).await);
     {
         let c: Arc<dyn SimCluster<_>> = cluster.clone();
@@ -245,6 +284,7 @@ async fn run(options: RunOptions) -> RunReport {
     RunReport {
         seed,
         workload,
+        scenario,
         config,
         schedule: nemesis.schedule().to_vec(),
         valid,

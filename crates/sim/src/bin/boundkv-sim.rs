@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use boundkv_sim::run::{Mutation, RunOptions, RunReport, run_seed};
+use boundkv_sim::run::{Mutation, RunOptions, RunReport, ScenarioChoice, run_seed};
+use boundkv_sim::scenario::Scenario;
 use boundkv_sim::workload::Workload;
 use boundkv_tests::check::Validity;
 
@@ -65,6 +66,10 @@ struct Args {
     /// Inject no faults.
     #[arg(long)]
     no_faults: bool,
+    /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
+    /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`.
+    #[arg(long, default_value = "drawn")]
+    scenario: String,
     /// Seeds run in parallel (each on its own thread, each deterministic).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -100,6 +105,16 @@ fn main() -> anyhow::Result<()> {
         Some("no-lease-check") => Some(Mutation::NoLeaseCheck),
         Some(m) => bail!("unknown mutation {m} (no-commit-wait, no-lease-check)"),
     };
+    let scenario = match args.scenario.as_str() {
+        "drawn" => ScenarioChoice::Drawn,
+        "none" => ScenarioChoice::None,
+        name => ScenarioChoice::This(
+            Scenario::ALL
+                .into_iter()
+                .find(|s| s.name() == name)
+                .with_context(|| format!("unknown scenario {name}"))?,
+        ),
+    };
     if args.trace {
         tracing_subscriber::fmt().with_env_filter("info").with_target(false).init();
     }
@@ -111,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         mutation,
         echo_trace: args.trace,
         no_faults: args.no_faults,
+        scenario,
         ..RunOptions::default()
     };
     let total = seeds.end - seeds.start;

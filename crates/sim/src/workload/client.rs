@@ -6,12 +6,17 @@
 //!
 //! | call | goes to | on a definite refusal | on an indeterminate answer |
 //! |---|---|---|---|
-//! | read-only snapshot | a random live replica (followers too) | back off, start over at another random replica | (cannot happen: nothing is written) |
+//! | read-only snapshot | a random live replica (followers too), or the client's home replica ([`HOME_READERS`] of the clients have one) | back off, start over at another random replica (the home replica again) | (cannot happen: nothing is written) |
 //! | `begin_read_write`, reads at its timestamp | the leader it knows of | back off, start over (follow `NotLeader`'s hint) | (cannot happen) |
 //! | commit | the leader it knows of | `NotLeader`/`Unavailable`/clock errors: resend the *same* request; `Conflict`/`Expired`: give up, it did not apply | `OutcomeUnknown`, a timeout, anything else: resend the same request (same transaction id) a few times; still unknown: report unknown |
 //!
 //! Every operation has a deadline in simulated time ([`SimClient::begin_op`] sets it
-//! [`OP_TIMEOUT`] ahead); every call to a replica is cut off at it. A commit whose request may
+//! [`OP_TIMEOUT`] ahead); every call to a replica is cut off at it. Each *attempt* also has the
+//! client's own request timeout (drawn per client, [`ATTEMPT_TIMEOUT`]), as a real client has:
+//! a replica that does not answer in time (paused, its Raft loop stalled, cut off from the
+//! leader) is left for another one. The abandoned request is not withdrawn: it reached the
+//! server, which still acts on it (it keeps running, detached, and a commit may still apply),
+//! so a commit whose attempt timed out may have applied and is resent under the same id. A commit whose request may
 //! have reached a leader and whose outcome was never learned is [`CommitOutcome::Unknown`], which
 //! the workload records as `info`; one that surely never applied is
 //! [`CommitOutcome::NotApplied`], recorded as `fail`.
@@ -30,6 +35,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,6 +61,14 @@ pub const MAX_UNKNOWN_RESENDS: u32 = 5;
 /// How many attempts a step that was definitely refused (`NotLeader`, `Unavailable`, a clock
 /// error, a replica that is down) gets within one operation.
 pub const MAX_ATTEMPTS: u32 = 30;
+
+/// The share of clients that read from a home replica of their own rather than from a random
+/// one (see [`SimClient`]'s `home`).
+pub const HOME_READERS: f64 = 0.4;
+
+/// The shortest and longest request timeout a client uses per attempt, in milliseconds (each
+/// client draws its own, uniformly).
+pub const ATTEMPT_TIMEOUT: (u64, u64) = (200, 3_000);
 
 /// The shortest and longest pause before a retry (drawn uniformly).
 const BACKOFF: (u64, u64) = (5, 40);
@@ -158,16 +172,46 @@ pub struct SimClient<E: Engine> {
     rng: StdRng,
     known_leader: Option<u64>,
     deadline: Instant,
+    /// This client's request timeout: how long it waits for one attempt's answer.
+    attempt_timeout: Duration,
+    /// The replica whose last attempt timed out: the next attempt goes elsewhere.
+    unresponsive: Option<u64>,
+    /// The replica this client reads from, if it has one (as an application reads from the
+    /// replica next to it): it keeps reading there whatever happens to that replica.
+    home: Option<u64>,
+    /// Whether the client resets a connection it gives up on (so a request held at a paused
+    /// replica is discarded), or just stops waiting (so it still runs when the replica resumes).
+    resets_abandoned: bool,
+}
+
+/// How one attempt at a replica ended.
+enum Attempt<T> {
+    /// The replica answered.
+    Answered(T),
+    /// The client's request timeout passed first (the request keeps running at the replica).
+    TimedOut,
+    /// The operation's deadline passed first.
+    Deadline,
 }
 
 impl<E: Engine> SimClient<E> {
     /// A client of `cluster` whose choices all come from `seed`.
     pub fn new(cluster: Arc<dyn SimCluster<E>>, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let attempt_timeout =
+            Duration::from_millis(rng.random_range(ATTEMPT_TIMEOUT.0..=ATTEMPT_TIMEOUT.1));
+        let nodes = cluster.node_ids();
+        let resets_abandoned = rng.random_bool(0.5);
+        let home = rng.random_bool(HOME_READERS).then(|| nodes[rng.random_range(0..nodes.len())]);
         SimClient {
             cluster,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
             known_leader: None,
             deadline: Instant::now() + OP_TIMEOUT,
+            attempt_timeout,
+            unresponsive: None,
+            home,
+            resets_abandoned,
         }
     }
 
@@ -191,17 +235,30 @@ impl<E: Engine> SimClient<E> {
         self.deadline = deadline;
     }
 
+    /// The replica this client reads from, if it has one of its own.
+    pub fn home(&self) -> Option<u64> {
+        self.home
+    }
+
     /// A fresh transaction id from the client's generator.
     pub fn new_txn_id(&mut self) -> TxnId {
         TxnId(self.rng.random())
     }
 
+    /// The replicas that are up, less the one that just failed to answer (unless it is the
+    /// only one).
     fn live(&self) -> Vec<NodeRef<E>> {
-        self.cluster
+        let up: Vec<NodeRef<E>> = self
+            .cluster
             .node_ids()
             .into_iter()
             .filter_map(|id| self.cluster.replica(id).map(|r| (id, r)))
-            .collect()
+            .collect();
+        if up.len() > 1 && up.iter().any(|(id, _)| Some(*id) == self.unresponsive) {
+            up.into_iter().filter(|(id, _)| Some(*id) != self.unresponsive).collect()
+        } else {
+            up
+        }
     }
 
     /// A random live replica.
@@ -214,14 +271,27 @@ impl<E: Engine> SimClient<E> {
         live.into_iter().nth(i)
     }
 
+    /// Where a snapshot read goes: the client's home replica if it has one and it is up, else a
+    /// random live replica.
+    fn read_node(&mut self) -> Option<NodeRef<E>> {
+        if let Some(r) = self.home.and_then(|id| self.cluster.replica(id)) {
+            return self.home.map(|id| (id, r));
+        }
+        self.any_node()
+    }
+
     /// The leader as best known: the remembered one if it is up, else the first live replica's
     /// idea of the leader, else a random live replica (it will redirect).
     fn leader_node(&mut self) -> Option<NodeRef<E>> {
+        if self.known_leader.is_some() && self.known_leader == self.unresponsive {
+            self.known_leader = None;
+        }
         if let Some(r) = self.known_leader.and_then(|id| self.cluster.replica(id)) {
             return self.known_leader.map(|id| (id, r));
         }
         let live = self.live();
-        let named = live.iter().find_map(|(_, r)| r.leader());
+        let named =
+            live.iter().find_map(|(_, r)| r.leader()).filter(|&l| Some(l) != self.unresponsive);
         if let Some(r) = named.and_then(|id| self.cluster.replica(id)) {
             self.known_leader = named;
             return named.map(|id| (id, r));
@@ -249,20 +319,51 @@ impl<E: Engine> SimClient<E> {
         true
     }
 
-    /// Runs `call` against the deadline: `None` if it passed first.
-    async fn within<T>(&self, call: impl Future<Output = T>) -> Option<T> {
-        tokio::time::timeout_at(self.deadline, call).await.ok()
-    }
-
-    /// `call` to node `id`, within the deadline: held while the node is paused (as a request
-    /// to a stopped process is), sent the moment it resumes.
-    async fn at<T>(&self, id: u64, call: impl Future<Output = T>) -> Option<T> {
+    /// One attempt: `call` to node `id`, held while the node is paused (as a request to a
+    /// stopped process is) and sent the moment it resumes, waited for until the client's request
+    /// timeout or the operation's deadline. The call runs as a task of its own, so that a request
+    /// the client stopped waiting for still runs at the replica, as it would on a server.
+    async fn attempt<T: Send + 'static>(
+        &mut self,
+        id: u64,
+        call: impl Future<Output = T> + Send + 'static,
+    ) -> Attempt<T> {
         let resumed = self.cluster.until_resumed(id);
-        self.within(async {
-            resumed.await;
-            call.await
-        })
-        .await
+        let started = Arc::new(AtomicBool::new(false));
+        let task = {
+            let started = started.clone();
+            tokio::spawn(async move {
+                resumed.await;
+                started.store(true, Ordering::Release);
+                call.await
+            })
+        };
+        // A client waits for its home replica as long as the operation may take.
+        let patience = if self.home == Some(id) { OP_TIMEOUT } else { self.attempt_timeout };
+        let give_up = (Instant::now() + patience).min(self.deadline);
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(give_up, task).await {
+            Ok(Ok(answer)) => {
+                if self.unresponsive == Some(id) {
+                    self.unresponsive = None;
+                }
+                Attempt::Answered(answer)
+            }
+            Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Ok(Err(_)) => Attempt::Deadline, // cancelled: the run is ending
+            Err(_) => {
+                if self.resets_abandoned && !started.load(Ordering::Acquire) {
+                    // The client reset the connection: a request still in the socket buffers of
+                    // a stopped process is discarded with it, and never runs.
+                    abort.abort();
+                }
+                if give_up >= self.deadline {
+                    return Attempt::Deadline;
+                }
+                self.unresponsive = Some(id);
+                Attempt::TimedOut
+            }
+        }
     }
 
     /// Reads `keys` in one snapshot at `ReadAt::Latest` of a random live replica, starting over
@@ -281,24 +382,30 @@ impl<E: Engine> SimClient<E> {
     ) -> Result<SnapshotRead, String> {
         let mut last = String::from("no attempt");
         for _ in 0..MAX_ATTEMPTS {
-            match self.any_node() {
+            match self.read_node() {
                 None => last = "no replica is up".into(),
                 Some((id, node)) => {
-                    let read = async {
+                    let keys = keys.to_vec();
+                    let read = async move {
                         let ts = node.begin_read_only(at).await?;
                         let mut values = Vec::with_capacity(keys.len());
-                        for k in keys {
+                        for k in &keys {
                             values.push(node.get(ts, k).await?);
                         }
                         Ok::<_, Error>((ts, values))
                     };
-                    match self.at(id, read).await {
-                        Some(Ok((ts, values))) => return Ok(SnapshotRead { node: id, ts, values }),
-                        Some(Err(e)) => {
+                    match self.attempt(id, read).await {
+                        Attempt::Answered(Ok((ts, values))) => {
+                            return Ok(SnapshotRead { node: id, ts, values });
+                        }
+                        Attempt::Answered(Err(e)) => {
                             self.learn(&e);
                             last = format!("n{id}: {e}");
                         }
-                        None => return Err(format!("n{id}: no answer before the deadline")),
+                        Attempt::TimedOut => last = format!("n{id}: no answer in time"),
+                        Attempt::Deadline => {
+                            return Err(format!("n{id}: no answer before the deadline"));
+                        }
                     }
                 }
             }
@@ -315,17 +422,27 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self.at(id, node.begin_read_write()).await {
-                    Some(Ok(ts)) => return Ok(((id, node), ts)),
-                    Some(Err(e)) => {
-                        self.learn(&e);
-                        if matches!(e, Error::NotLeader { .. }) && self.known_leader == Some(id) {
-                            self.known_leader = None;
+                Some((id, node)) => {
+                    let call = {
+                        let node = node.clone();
+                        async move { node.begin_read_write().await }
+                    };
+                    match self.attempt(id, call).await {
+                        Attempt::Answered(Ok(ts)) => return Ok(((id, node), ts)),
+                        Attempt::Answered(Err(e)) => {
+                            self.learn(&e);
+                            if matches!(e, Error::NotLeader { .. }) && self.known_leader == Some(id)
+                            {
+                                self.known_leader = None;
+                            }
+                            last = format!("n{id}: {e}");
                         }
-                        last = format!("n{id}: {e}");
+                        Attempt::TimedOut => last = format!("n{id}: no read timestamp in time"),
+                        Attempt::Deadline => {
+                            return Err(format!("n{id}: no read timestamp before the deadline"));
+                        }
                     }
-                    None => return Err(format!("n{id}: no read timestamp before the deadline")),
-                },
+                }
             }
             if !self.back_off().await {
                 break;
@@ -344,12 +461,18 @@ impl<E: Engine> SimClient<E> {
         for _ in 0..MAX_ATTEMPTS {
             match self.leader_node() {
                 None => last = "no replica is up".into(),
-                Some((id, node)) => match self.at(id, node.commit(req.clone())).await {
-                    Some(Ok(info)) => {
+                Some((id, node)) => match self
+                    .attempt(id, {
+                        let req = req.clone();
+                        async move { node.commit(req).await }
+                    })
+                    .await
+                {
+                    Attempt::Answered(Ok(info)) => {
                         self.known_leader = Some(id);
                         return CommitOutcome::Committed { node: id, info };
                     }
-                    Some(Err(e)) if commit_surely_not_applied(&e) => {
+                    Attempt::Answered(Err(e)) if commit_surely_not_applied(&e) => {
                         self.learn(&e);
                         if matches!(e, Error::NotLeader { .. }) && self.known_leader == Some(id) {
                             self.known_leader = None;
@@ -375,7 +498,7 @@ impl<E: Engine> SimClient<E> {
                             return CommitOutcome::NotApplied { conflict: false, error: last };
                         }
                     }
-                    Some(Err(e)) => {
+                    Attempt::Answered(Err(e)) => {
                         may_have_applied = true;
                         unknown_answers += 1;
                         last = format!("n{id}: {e}");
@@ -383,7 +506,16 @@ impl<E: Engine> SimClient<E> {
                             return CommitOutcome::Unknown { error: last };
                         }
                     }
-                    None => {
+                    Attempt::TimedOut => {
+                        // The request is still at that replica and may yet apply.
+                        may_have_applied = true;
+                        unknown_answers += 1;
+                        last = format!("n{id}: no commit answer in time");
+                        if unknown_answers > MAX_UNKNOWN_RESENDS {
+                            return CommitOutcome::Unknown { error: last };
+                        }
+                    }
+                    Attempt::Deadline => {
                         // The request may be in flight at the leader.
                         return CommitOutcome::Unknown {
                             error: format!("n{id}: no commit answer before the deadline"),
@@ -431,16 +563,19 @@ impl<E: Engine> SimClient<E> {
                 Ok(begun) => begun,
                 Err(e) => return TxnOutcome::NotApplied { conflict: false, error: e },
             };
-            let reads = async {
-                let mut values = Vec::with_capacity(keys.len());
-                for k in keys {
-                    values.push(node.get(read_ts, k).await?);
+            let reads = {
+                let (node, keys) = (node.clone(), keys.to_vec());
+                async move {
+                    let mut values = Vec::with_capacity(keys.len());
+                    for k in &keys {
+                        values.push(node.get(read_ts, k).await?);
+                    }
+                    Ok::<_, Error>(values)
                 }
-                Ok::<_, Error>(values)
             };
-            let values = match self.within(reads).await {
-                Some(Ok(values)) => values,
-                Some(Err(e)) => {
+            let values = match self.attempt(id, reads).await {
+                Attempt::Answered(Ok(values)) => values,
+                Attempt::Answered(Err(e)) => {
                     self.learn(&e);
                     last = format!("n{id}: {e}");
                     if self.back_off().await {
@@ -448,7 +583,14 @@ impl<E: Engine> SimClient<E> {
                     }
                     break;
                 }
-                None => {
+                Attempt::TimedOut => {
+                    last = format!("n{id}: no read answer in time");
+                    if self.back_off().await {
+                        continue;
+                    }
+                    break;
+                }
+                Attempt::Deadline => {
                     last = format!("n{id}: no read answer before the deadline");
                     break;
                 }

@@ -39,7 +39,7 @@ use boundkv_storage::Engine;
 use boundkv_txn::replica::ReadAt;
 
 use super::client::{CommitOutcome, TxnOutcome};
-use super::{Completion, Process, Shared};
+use super::{Completion, EventType, Process, Shared};
 
 /// How many registers there are (`0..KEYS`).
 pub const KEYS: u64 = 5;
@@ -96,7 +96,11 @@ pub async fn op<E: Engine>(process: &mut Process<E>, shared: &Mutex<Shared>) {
         read_stale(process, key, staleness).await;
     } else if roll < 8 {
         let v = registers(shared, |r| r.unique(key));
-        write(process, key, v).await;
+        let written = write(process, key, v).await;
+        if written && process.client.home().is_some() {
+            // Read it back where this client reads: it must be there, whichever replica that is.
+            read(process, key).await;
+        }
     } else {
         let stale = process.client.rng().random_bool(0.25);
         let (expected, new) = registers(shared, |r| {
@@ -141,8 +145,8 @@ pub async fn read_stale<E: Engine>(process: &mut Process<E>, key: u64, staleness
     process.complete("read-stale", completion);
 }
 
-/// Writes `v` to register `key` with a blind commit at the leader.
-pub async fn write<E: Engine>(process: &mut Process<E>, key: u64, v: u64) {
+/// Writes `v` to register `key` with a blind commit at the leader; whether it was acknowledged.
+pub async fn write<E: Engine>(process: &mut Process<E>, key: u64, v: u64) -> bool {
     let value = json!([key, v]);
     process.invoke("write", value.clone());
     let writes = BTreeMap::from([(storage_key(key), Some(Bytes::from(v.to_string())))]);
@@ -153,7 +157,7 @@ pub async fn write<E: Engine>(process: &mut Process<E>, key: u64, v: u64) {
         CommitOutcome::NotApplied { error, .. } => Completion::fail(error),
         CommitOutcome::Unknown { error } => Completion::info(error),
     };
-    process.complete("write", completion);
+    process.complete("write", completion) == EventType::Ok
 }
 
 /// Sets register `key` to `new` if it holds `expected`, in one read-write transaction.
