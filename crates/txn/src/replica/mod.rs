@@ -143,10 +143,10 @@ use boundkv_clockbound::{
 };
 use boundkv_consensus::log_store::RaftLogStore;
 use boundkv_consensus::node::{
-    Inbox, Node, NodeConfig, NodeHandle, NodeParts, NodeState, ProposeError, Role,
+    Node, NodeConfig, NodeHandle, NodeParts, NodeState, ProposeError, Role, Waker,
 };
 use boundkv_consensus::raft;
-use boundkv_consensus::transport::Transport;
+use boundkv_consensus::transport::{Deliverer, Transport};
 use boundkv_storage::{Engine, Mvcc};
 
 use crate::apply::{Applier, ApplyHandle};
@@ -466,37 +466,32 @@ pub struct Replica<E: Engine> {
 
 impl<E: Engine> Replica<E> {
     /// Starts a replica on `engine` (which holds both the MVCC data and the Raft log), sending
-    /// through `transport`, on the inbox a transport's receiving side may already deliver to.
-    /// Must be called inside a tokio runtime: the leader's background work (closing timestamps,
-    /// starting terms) runs on it. The Raft node runs on a thread of its own.
+    /// through `transport`. Hand the transport's receiving side [`Replica::deliverer`] once it
+    /// has started. Must be called inside a tokio runtime: the leader's background work
+    /// (closing timestamps, starting terms) runs on it. The Raft node runs on a thread of its
+    /// own.
     pub fn start(
         options: ReplicaOptions,
         engine: Arc<E>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
-        inbox: Inbox,
     ) -> Result<Arc<Self>> {
-        let (replica, node) = Self::start_driven(
-            options,
-            engine,
-            clock,
-            transport,
-            inbox,
-            Instant::now().into_std(),
-        )?;
+        let (replica, node) =
+            Self::start_driven(options, engine, clock, transport, None, Instant::now().into_std())?;
         node.spawn(&replica.node).map_err(|e| Error::Fatal(e.to_string()))?;
         Ok(replica)
     }
 
     /// As [`Replica::start`], but the caller drives the Raft node: it gets the node back and
-    /// takes its turns ([`Node::turn`]) on its own clock, starting at `now`. The simulator does
-    /// this, on virtual time; a server calls [`Replica::start`]. The code is the same either way.
+    /// takes its turns ([`Node::turn`]) on its own clock, starting at `now`, woken by `waker`
+    /// when the node has input (see [`Node::new`]). The simulator does this, on virtual time; a
+    /// server calls [`Replica::start`]. The code is the same either way.
     pub fn start_driven(
         mut options: ReplicaOptions,
         engine: Arc<E>,
         clock: Arc<dyn Clock>,
         transport: Arc<dyn Transport>,
-        inbox: Inbox,
+        waker: Option<Waker>,
         now: std::time::Instant,
     ) -> Result<(Arc<Self>, RaftNode<E>)> {
         options.validate()?;
@@ -541,7 +536,7 @@ impl<E: Engine> Replica<E> {
                 policy: options.policy.clone(),
                 bootstrap,
             },
-            inbox,
+            waker,
             now,
         )
         .map_err(|e| Error::Fatal(e.to_string()))?;
@@ -593,6 +588,11 @@ impl<E: Engine> Replica<E> {
     /// The Raft member.
     pub fn node(&self) -> &NodeHandle<ApplyOutput> {
         &self.node
+    }
+
+    /// What a transport's receiving side delivers this replica's inbound Raft messages through.
+    pub fn deliverer(&self) -> Deliverer {
+        self.node.deliverer()
     }
 
     /// The latest published Raft state.
