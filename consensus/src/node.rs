@@ -155,9 +155,26 @@ pub struct Committed<'a> {
 }
 
 /// A state-machine failure: fatal, the node stops (its storage can no longer be trusted).
+/// Errors a client should hear of are outputs, not these (see [`StateMachine`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("state machine: {0}")]
-pub struct StateMachineError(pub String);
+pub enum StateMachineError {
+    /// The engine the state machine keeps its state in failed.
+    #[error("state machine: {0}")]
+    Storage(#[from] boundkv_storage::Error),
+    /// Bytes the state machine must read do not decode: `what` names them (its stored metadata,
+    /// a snapshot's data), `why` is the decoder's complaint.
+    #[error("state machine: {what} does not decode: {why}")]
+    Corrupt {
+        /// What does not decode.
+        what: String,
+        /// Why not.
+        why: String,
+    },
+    /// What the state machine was handed contradicts itself or the state (a snapshot whose data
+    /// was taken at another index than the snapshot's), saying how.
+    #[error("state machine: {0}")]
+    Invalid(String),
+}
 
 /// What a Raft group replicates into. It lives in the same engine as the node's
 /// [`RaftLogStore`], so that some of its writes can join the log's.
@@ -624,9 +641,9 @@ pub enum NodeError {
     /// raft-rs refused the configuration or the stored state.
     #[error("raft: {0}")]
     Raft(raft::Error),
-    /// A committed entry raft-rs produced does not decode.
+    /// A committed membership change raft-rs produced does not decode.
     #[error("a committed membership change does not decode: {0}")]
-    Decode(String),
+    Decode(protobuf::ProtobufError),
     /// The state machine broke its contract (one output per entry).
     #[error("the state machine returned {outputs} outputs for {entries} entries")]
     OutputCount {
@@ -637,7 +654,7 @@ pub enum NodeError {
     },
     /// The node's thread could not be started.
     #[error("cannot start the Raft thread: {0}")]
-    Thread(String),
+    Thread(std::io::Error),
 }
 
 /// What starts a node.
@@ -776,7 +793,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let thread = std::thread::Builder::new()
             .name(format!("raft-{}", self.config.id))
             .spawn(move || self.run())
-            .map_err(|e| NodeError::Thread(e.to_string()))?;
+            .map_err(NodeError::Thread)?;
         *handle.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(())
     }
@@ -1283,14 +1300,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     fn apply_conf_change(&mut self, e: Entry) -> Result<(), NodeError> {
-        let decode = |err: protobuf::ProtobufError| NodeError::Decode(err.to_string());
         let change = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
             let mut cc = ConfChangeV2::default();
-            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
+            cc.merge_from_bytes(e.get_data()).map_err(NodeError::Decode)?;
             cc
         } else {
             let mut cc = ConfChange::default();
-            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
+            cc.merge_from_bytes(e.get_data()).map_err(NodeError::Decode)?;
             raft_proto::ConfChangeI::into_v2(cc)
         };
         let cs = self.raw.apply_conf_change(&change).map_err(NodeError::Raft)?;

@@ -54,7 +54,7 @@ pub fn snapshot_meta(index: u64, term: u64, ids: &[u64]) -> SnapshotMetadata {
 
 /// A [`SnapshotSource`] whose answer a test sets.
 pub struct TestSnapshotSource {
-    answer: Mutex<Result<(u64, Vec<u8>), String>>,
+    answer: Mutex<boundkv_storage::Result<(u64, Vec<u8>)>>,
 }
 
 impl TestSnapshotSource {
@@ -68,14 +68,15 @@ impl TestSnapshotSource {
         *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Ok((applied, data.to_vec()));
     }
 
-    /// From now on, fails with `why`.
+    /// From now on, fails as an engine would with an I/O error `why`.
     pub fn fail(&self, why: &str) {
-        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Err(why.to_string());
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) =
+            Err(boundkv_storage::Error::Io(why.to_string()));
     }
 }
 
 impl SnapshotSource for TestSnapshotSource {
-    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String> {
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)> {
         self.answer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -156,7 +156,7 @@ use crate::manager::{TimestampGate, TxnManager, TxnOptions};
 use crate::record::{CommitRecord, TxnId};
 use crate::txn::{CommitInfo, CommitRequest};
 
-pub use command::{Command, LOCAL_META, Member, SnapshotData, meta};
+pub use command::{Command, DecodeError, LOCAL_META, Member, SnapshotData, meta};
 pub use machine::{ApplyOutput, MvccStateMachine, ReplicaShared};
 
 /// The Raft member under a replica over engine `E`, for a caller that drives it
