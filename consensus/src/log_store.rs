@@ -210,8 +210,9 @@ pub trait SnapshotSource: Send + Sync {
     /// - The returned index must not be ahead of the log store: its term is looked up in the log,
     ///   and the snapshot carries the store's current conf state, which the node keeps equal to the
     ///   configuration at the applied index (it stores each conf change as it applies it).
-    /// - An error only delays the snapshot (raft-rs retries later); it is logged, not fatal.
-    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String>;
+    /// - An error (the engine could not be read) only delays the snapshot (raft-rs retries
+    ///   later); it is logged, not fatal.
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)>;
 }
 
 /// The in-memory copy of what raft-rs reads often. Exactly what is on disk after the last

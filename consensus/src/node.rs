@@ -18,8 +18,15 @@
 //! ```
 //!
 //! `boundkv serve` runs it on a thread of its own ([`Node::spawn`], real time); the simulator
-//! (`boundkv-sim`) takes the same turns on virtual time, waking on [`Inbox::with_waker`]. The
-//! code that decides anything is the same in both.
+//! (`boundkv-sim`) takes the same turns on virtual time, woken by the [`Waker`] it passes to
+//! [`Node::new`] whenever input arrives. The code that decides anything is the same in both.
+//!
+//! The node is built first and makes its own inbox, typed by its state machine's output; every
+//! other party gets a handle from it afterwards: callers a [`NodeHandle`], a transport's
+//! receiving side a [`Deliverer`] ([`NodeHandle::deliverer`]), its sending side a [`Reporter`]
+//! with each message. Deliverers and reporters carry no type parameter (a router or a peer
+//! transport keeps maps of them): they wrap the typed channel in a closure that sends the
+//! peer-facing part of the input only.
 //!
 //! `Node::handle_ready` is the one place Raft's I/O ordering lives; its steps are numbered in
 //! its documentation. Proposals are correlated with the entries that resolve them by a request
@@ -85,7 +92,7 @@ use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
 use boundkv_storage::{Engine, WriteBatch};
 
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
-use crate::transport::{Deliverer, Reporter, Transport};
+use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
 
 /// Settings of a [`Node`].
 #[derive(Clone, Debug)]
@@ -148,9 +155,26 @@ pub struct Committed<'a> {
 }
 
 /// A state-machine failure: fatal, the node stops (its storage can no longer be trusted).
+/// Errors a client should hear of are outputs, not these (see [`StateMachine`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("state machine: {0}")]
-pub struct StateMachineError(pub String);
+pub enum StateMachineError {
+    /// The engine the state machine keeps its state in failed.
+    #[error("state machine: {0}")]
+    Storage(#[from] boundkv_storage::Error),
+    /// Bytes the state machine must read do not decode: `what` names them (its stored metadata,
+    /// a snapshot's data), `why` is the decoder's complaint.
+    #[error("state machine: {what} does not decode: {why}")]
+    Corrupt {
+        /// What does not decode.
+        what: String,
+        /// Why not.
+        why: String,
+    },
+    /// What the state machine was handed contradicts itself or the state (a snapshot whose data
+    /// was taken at another index than the snapshot's), saying how.
+    #[error("state machine: {0}")]
+    Invalid(String),
+}
 
 /// What a Raft group replicates into. It lives in the same engine as the node's
 /// [`RaftLogStore`], so that some of its writes can join the log's.
@@ -312,12 +336,13 @@ impl NodeState {
     }
 }
 
-/// Inputs of the Raft thread.
-pub(crate) enum Input {
-    Raft(Box<Message>),
+/// Inputs of the Raft thread, for a state machine whose output is `O`.
+enum Input<O> {
+    /// From the transport: a message, or a report.
+    Peer(PeerInput),
     Propose {
         data: Vec<u8>,
-        respond: Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send>,
+        respond: Respond<O>,
     },
     ConfChange {
         change: ConfChangeV2,
@@ -325,11 +350,6 @@ pub(crate) enum Input {
     },
     ReadIndex {
         respond: oneshot::Sender<Result<u64, ProposeError>>,
-    },
-    Unreachable(u64),
-    SnapshotStatus {
-        to: u64,
-        delivered: bool,
     },
     Campaign,
     TransferLeader(u64),
@@ -339,21 +359,27 @@ pub(crate) enum Input {
     Shutdown,
 }
 
-/// A state machine's output, type-erased for the inbox.
-pub(crate) type AnyOutput = Box<dyn std::any::Any + Send>;
+/// How a proposal's outcome reaches its proposer: called once, on the Raft thread.
+type Respond<O> = Box<dyn FnOnce(Result<O, ProposeError>) + Send>;
 
-/// Wakes a driver that does not block on the inbox (see [`Inbox::with_waker`]).
+/// Wakes a driver that does not block on the node's inbox: called after every input sent to it
+/// (see [`Node::new`]).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// The sending side of a node's inbox.
-#[derive(Clone)]
-pub(crate) struct InboxSender {
-    tx: Sender<Input>,
+struct InboxSender<O> {
+    tx: Sender<Input<O>>,
     wake: Option<Waker>,
 }
 
-impl InboxSender {
-    pub(crate) fn send(&self, input: Input) -> Result<(), std::sync::mpsc::SendError<Input>> {
+impl<O> Clone for InboxSender<O> {
+    fn clone(&self) -> Self {
+        InboxSender { tx: self.tx.clone(), wake: self.wake.clone() }
+    }
+}
+
+impl<O> InboxSender<O> {
+    fn send(&self, input: Input<O>) -> Result<(), std::sync::mpsc::SendError<Input<O>>> {
         self.tx.send(input)?;
         if let Some(wake) = &self.wake {
             wake();
@@ -362,13 +388,20 @@ impl InboxSender {
     }
 }
 
+impl<O: Send + 'static> InboxSender<O> {
+    /// The inbox as a transport sees it: peer input only, with the output type erased.
+    fn peer_sender(&self) -> crate::transport::PeerSender {
+        let inbox = self.clone();
+        Arc::new(move |input| inbox.send(Input::Peer(input)).is_ok())
+    }
+}
+
 /// A cheap, cloneable handle to a running node.
 pub struct NodeHandle<O> {
     id: u64,
-    inbox: InboxSender,
+    inbox: InboxSender<O>,
     state: watch::Receiver<NodeState>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
-    _output: std::marker::PhantomData<fn() -> O>,
 }
 
 impl<O> Clone for NodeHandle<O> {
@@ -378,7 +411,6 @@ impl<O> Clone for NodeHandle<O> {
             inbox: self.inbox.clone(),
             state: self.state.clone(),
             thread: self.thread.clone(),
-            _output: std::marker::PhantomData,
         }
     }
 }
@@ -391,17 +423,17 @@ impl<O: Send + 'static> NodeHandle<O> {
 
     /// Hands an inbound peer message to the node.
     pub fn step(&self, msg: Message) {
-        let _ = self.inbox.send(Input::Raft(Box::new(msg)));
+        let _ = self.inbox.send(Input::Peer(PeerInput::Message(Box::new(msg))));
     }
 
     /// The inbox as a [`Reporter`], for transports that deliver to this node.
     pub fn reporter(&self) -> Reporter {
-        Reporter { inbox: self.inbox.clone() }
+        Reporter::new(self.inbox.peer_sender())
     }
 
-    /// What a transport delivers inbound messages through.
+    /// What a transport's receiving side delivers inbound messages through.
     pub fn deliverer(&self) -> Deliverer {
-        Deliverer { inbox: self.inbox.clone() }
+        Deliverer::new(self.inbox.peer_sender())
     }
 
     /// Proposes `data`; resolves with the state machine's output for it once applied here.
@@ -410,8 +442,7 @@ impl<O: Send + 'static> NodeHandle<O> {
     /// [`ProposeError::Stopped`] that it may or may not.
     pub fn propose(&self, data: Vec<u8>) -> oneshot::Receiver<Result<O, ProposeError>> {
         let (tx, rx) = oneshot::channel();
-        let respond = Box::new(move |r: Result<AnyOutput, ProposeError>| {
-            let r = r.map(|o| *o.downcast::<O>().expect("the state machine's output type"));
+        let respond: Respond<O> = Box::new(move |r| {
             let _ = tx.send(r);
         });
         if let Err(std::sync::mpsc::SendError(Input::Propose { respond, .. })) =
@@ -430,9 +461,7 @@ impl<O: Send + 'static> NodeHandle<O> {
         data: Vec<u8>,
         then: impl FnOnce(Result<O, ProposeError>) + Send + 'static,
     ) {
-        let respond = Box::new(move |r: Result<AnyOutput, ProposeError>| {
-            then(r.map(|o| *o.downcast::<O>().expect("the state machine's output type")));
-        });
+        let respond: Respond<O> = Box::new(then);
         if let Err(std::sync::mpsc::SendError(Input::Propose { respond, .. })) =
             self.inbox.send(Input::Propose { data, respond })
         {
@@ -524,18 +553,18 @@ impl<O: Send + 'static> NodeHandle<O> {
 /// is applied here (ours: success; someone else's: dropped) or the node stops, its outcome is
 /// unknown, and the layer above must keep treating it as possibly committed. Callers put their
 /// own timeouts on the answer.
-struct PendingProposal {
+struct PendingProposal<O> {
     index: u64,
     term: u64,
-    respond: Responder,
+    respond: Responder<O>,
 }
 
-enum Responder {
-    Data(Box<dyn FnOnce(Result<AnyOutput, ProposeError>) + Send>),
+enum Responder<O> {
+    Data(Respond<O>),
     Conf(oneshot::Sender<Result<ConfState, ProposeError>>),
 }
 
-impl Responder {
+impl<O> Responder<O> {
     fn fail(self, e: ProposeError) {
         match self {
             Responder::Data(f) => f(Err(e)),
@@ -554,7 +583,8 @@ struct PendingRead {
     waiters: Vec<oneshot::Sender<Result<u64, ProposeError>>>,
 }
 
-/// A running Raft member (see the module docs). Construct with [`Node::start`].
+/// A running Raft member (see the module docs). Construct with [`Node::start`], or with
+/// [`Node::new`] to drive it yourself.
 pub struct Node<E: Engine, SM: StateMachine> {
     config: NodeConfig,
     raw: RawNode<RaftLogStore<E>>,
@@ -563,16 +593,16 @@ pub struct Node<E: Engine, SM: StateMachine> {
     reporter: Reporter,
     clock: Arc<dyn Clock>,
     policy: ClockPolicy,
-    inbox: Receiver<Input>,
+    inbox: Receiver<Input<SM::Output>>,
     /// An input the thread driver received while blocking, handled first in the next turn.
-    stashed: Option<Input>,
+    stashed: Option<Input<SM::Output>>,
     /// A pause a test asked for, for the driver to carry out.
     paused: Option<Duration>,
     state: watch::Sender<NodeState>,
     next_request: u64,
     /// Proposals awaiting their entry, by request id (ordered, so that failing them all
     /// answers in the same order on every run).
-    proposals: BTreeMap<u64, PendingProposal>,
+    proposals: BTreeMap<u64, PendingProposal<SM::Output>>,
     /// Request ids by the index their entry was appended at.
     proposal_index: BTreeMap<u64, u64>,
     /// Read-index requests sent to raft, by context.
@@ -611,9 +641,9 @@ pub enum NodeError {
     /// raft-rs refused the configuration or the stored state.
     #[error("raft: {0}")]
     Raft(raft::Error),
-    /// A committed entry raft-rs produced does not decode.
+    /// A committed membership change raft-rs produced does not decode.
     #[error("a committed membership change does not decode: {0}")]
-    Decode(String),
+    Decode(protobuf::ProtobufError),
     /// The state machine broke its contract (one output per entry).
     #[error("the state machine returned {outputs} outputs for {entries} entries")]
     OutputCount {
@@ -624,7 +654,7 @@ pub enum NodeError {
     },
     /// The node's thread could not be started.
     #[error("cannot start the Raft thread: {0}")]
-    Thread(String),
+    Thread(std::io::Error),
 }
 
 /// What starts a node.
@@ -648,30 +678,24 @@ pub struct NodeParts<E: Engine, SM: StateMachine> {
 }
 
 impl<E: Engine, SM: StateMachine> Node<E, SM> {
-    /// Starts a member on its own thread. Its inbox exists before the thread starts, so a
-    /// transport may deliver to it at once (see [`Node::start_with_inbox`]).
+    /// Starts a member on its own thread. Hand the transport's receiving side its
+    /// [`NodeHandle::deliverer`] afterwards; until then peers' messages are not received, which
+    /// Raft tolerates like any loss.
     pub fn start(parts: NodeParts<E, SM>) -> Result<NodeHandle<SM::Output>, NodeError> {
-        Self::start_with_inbox(parts, Inbox::new())
-    }
-
-    /// Starts a member on an inbox made earlier with [`Inbox::new`], whose reporter a transport
-    /// was given before the node existed.
-    pub fn start_with_inbox(
-        parts: NodeParts<E, SM>,
-        inbox: Inbox,
-    ) -> Result<NodeHandle<SM::Output>, NodeError> {
-        let (node, handle) = Self::new(parts, inbox, Instant::now())?;
+        let (node, handle) = Self::new(parts, None, Instant::now())?;
         node.spawn(&handle)?;
         Ok(handle)
     }
 
-    /// Builds a member without running it: the caller drives it, either with
+    /// Builds a member, and its inbox, without running it: the caller drives it, either with
     /// [`Node::spawn`] (a thread of its own, as a server does) or turn by turn with
-    /// [`Node::turn`] (as the simulator does, on its virtual time). `now` is the time of the
-    /// driver's clock at start.
+    /// [`Node::turn`] (as the simulator does, on its virtual time). `waker`, for a driver that
+    /// takes turns itself, is called after every input sent to the node, so that the driver
+    /// learns there is input (a thread blocking on the inbox needs none). `now` is the time of
+    /// the driver's clock at start.
     pub fn new(
         parts: NodeParts<E, SM>,
-        inbox: Inbox,
+        waker: Option<Waker>,
         now: Instant,
     ) -> Result<(Self, NodeHandle<SM::Output>), NodeError> {
         let NodeParts { config, store, mut state_machine, transport, clock, policy, bootstrap } =
@@ -703,7 +727,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         raft_config.validate().map_err(NodeError::Raft)?;
         let raw = RawNode::new(&raft_config, store, &crate::logger::raft_logger(config.id))
             .map_err(NodeError::Raft)?;
-        let Inbox { tx, rx } = inbox;
+        let (tx, rx) = channel();
+        let tx = InboxSender { tx, wake: waker };
         let (state_tx, state_rx) = watch::channel(NodeState {
             id: config.id,
             role: Role::Follower,
@@ -730,7 +755,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             raw,
             sm: state_machine,
             transport,
-            reporter: Reporter { inbox: tx.clone() },
+            reporter: Reporter::new(tx.peer_sender()),
             clock,
             policy,
             inbox: rx,
@@ -758,7 +783,6 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             inbox: tx,
             state: state_rx,
             thread: Arc::new(std::sync::Mutex::new(None)),
-            _output: std::marker::PhantomData,
         };
         Ok((node, handle))
     }
@@ -769,7 +793,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let thread = std::thread::Builder::new()
             .name(format!("raft-{}", self.config.id))
             .spawn(move || self.run())
-            .map_err(|e| NodeError::Thread(e.to_string()))?;
+            .map_err(NodeError::Thread)?;
         *handle.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(())
     }
@@ -833,7 +857,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.now = self.now.max(now);
         let now = self.now;
         // 1.
-        let mut inputs: Vec<Input> = self.stashed.take().into_iter().collect();
+        let mut inputs: Vec<Input<SM::Output>> = self.stashed.take().into_iter().collect();
         inputs.extend(self.inbox.try_iter().take(4096));
         for input in inputs {
             match input {
@@ -897,9 +921,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.raw.raft.set_randomized_election_timeout(self.election_timeout);
     }
 
-    fn handle_input(&mut self, input: Input) {
+    fn handle_input(&mut self, input: Input<SM::Output>) {
         match input {
-            Input::Raft(m) => {
+            Input::Peer(PeerInput::Message(m)) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(node = self.config.id, error = %e, "raft ignored a message");
                 }
@@ -918,8 +942,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     self.request_read(Some(respond), deadline);
                 }
             }
-            Input::Unreachable(to) => self.raw.report_unreachable(to),
-            Input::SnapshotStatus { to, delivered } => {
+            Input::Peer(PeerInput::Unreachable(to)) => self.raw.report_unreachable(to),
+            Input::Peer(PeerInput::SnapshotStatus { to, delivered }) => {
                 let status =
                     if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                 self.raw.report_snapshot(to, status);
@@ -946,7 +970,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         id
     }
 
-    fn propose(&mut self, data: Vec<u8>, respond: Responder) {
+    fn propose(&mut self, data: Vec<u8>, respond: Responder<SM::Output>) {
         if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
             return respond.fail(ProposeError::NotLeader { leader: self.leader_hint() });
         }
@@ -957,7 +981,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
     }
 
-    fn propose_conf_change(&mut self, change: ConfChangeV2, respond: Responder) {
+    fn propose_conf_change(&mut self, change: ConfChangeV2, respond: Responder<SM::Output>) {
         if self.raw.raft.state != StateRole::Leader {
             return respond.fail(ProposeError::NotLeader { leader: self.leader_hint() });
         }
@@ -985,7 +1009,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     /// Remembers a proposal by the (index, term) raft just appended it at.
-    fn track(&mut self, id: u64, respond: Responder) {
+    fn track(&mut self, id: u64, respond: Responder<SM::Output>) {
         let index = self.raw.raft.raft_log.last_index();
         let term = self.raw.raft.term;
         if let Some(old) = self.proposal_index.insert(index, id)
@@ -1265,7 +1289,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         for (e, out) in entries.iter().zip(outputs) {
             match self.take_proposal(e) {
-                Some(Responder::Data(f)) => f(Ok(Box::new(out))),
+                Some(Responder::Data(f)) => f(Ok(out)),
                 Some(Responder::Conf(tx)) => {
                     let _ = tx.send(Err(ProposeError::Dropped));
                 }
@@ -1276,14 +1300,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     fn apply_conf_change(&mut self, e: Entry) -> Result<(), NodeError> {
-        let decode = |err: protobuf::ProtobufError| NodeError::Decode(err.to_string());
         let change = if e.get_entry_type() == EntryType::EntryConfChangeV2 {
             let mut cc = ConfChangeV2::default();
-            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
+            cc.merge_from_bytes(e.get_data()).map_err(NodeError::Decode)?;
             cc
         } else {
             let mut cc = ConfChange::default();
-            cc.merge_from_bytes(e.get_data()).map_err(decode)?;
+            cc.merge_from_bytes(e.get_data()).map_err(NodeError::Decode)?;
             raft_proto::ConfChangeI::into_v2(cc)
         };
         let cs = self.raw.apply_conf_change(&change).map_err(NodeError::Raft)?;
@@ -1334,7 +1357,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 
     /// The proposal an applied entry resolves, if it was ours: the same index, term and request
     /// id. A proposal at this index whose entry is different was lost; it fails as `Dropped`.
-    fn take_proposal(&mut self, e: &Entry) -> Option<Responder> {
+    fn take_proposal(&mut self, e: &Entry) -> Option<Responder<SM::Output>> {
         let id = self.proposal_index.remove(&e.index)?;
         let p = self.proposals.remove(&id)?;
         let ours = p.term == e.term && e.get_context() == id.to_be_bytes();
@@ -1406,52 +1429,5 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 false
             }
         });
-    }
-}
-
-/// A node's inbox, made before the node so that a transport can be handed its [`Reporter`]
-/// and a way to deliver messages ([`Inbox::deliverer`]) before the node starts.
-pub struct Inbox {
-    tx: InboxSender,
-    rx: Receiver<Input>,
-}
-
-impl Inbox {
-    /// A new, empty inbox, for a node that runs on a thread of its own.
-    pub fn new() -> Self {
-        let (tx, rx) = channel();
-        Inbox { tx: InboxSender { tx, wake: None }, rx }
-    }
-
-    /// A new, empty inbox whose every delivery also calls `wake`: for a driver that takes the
-    /// node's turns itself ([`Node::turn`]) and must learn that there is input.
-    pub fn with_waker(wake: Waker) -> Self {
-        let (tx, rx) = channel();
-        Inbox { tx: InboxSender { tx, wake: Some(wake) }, rx }
-    }
-
-    /// An inbox whose receiving end the caller keeps (for tests that stand in for a node); the
-    /// `Inbox` returned only hands out reporters and deliverers.
-    #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn split() -> (Inbox, Receiver<Input>) {
-        let (tx, rx) = channel();
-        let (_, dummy) = channel();
-        (Inbox { tx: InboxSender { tx, wake: None }, rx: dummy }, rx)
-    }
-
-    /// The reporter a transport reports back through.
-    pub fn reporter(&self) -> Reporter {
-        Reporter { inbox: self.tx.clone() }
-    }
-
-    /// What a transport delivers inbound messages through.
-    pub fn deliverer(&self) -> Deliverer {
-        Deliverer { inbox: self.tx.clone() }
-    }
-}
-
-impl Default for Inbox {
-    fn default() -> Self {
-        Self::new()
     }
 }

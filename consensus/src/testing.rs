@@ -54,7 +54,7 @@ pub fn snapshot_meta(index: u64, term: u64, ids: &[u64]) -> SnapshotMetadata {
 
 /// A [`SnapshotSource`] whose answer a test sets.
 pub struct TestSnapshotSource {
-    answer: Mutex<Result<(u64, Vec<u8>), String>>,
+    answer: Mutex<boundkv_storage::Result<(u64, Vec<u8>)>>,
 }
 
 impl TestSnapshotSource {
@@ -68,14 +68,15 @@ impl TestSnapshotSource {
         *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Ok((applied, data.to_vec()));
     }
 
-    /// From now on, fails with `why`.
+    /// From now on, fails as an engine would with an I/O error `why`.
     pub fn fail(&self, why: &str) {
-        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = Err(why.to_string());
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) =
+            Err(boundkv_storage::Error::Io(why.to_string()));
     }
 }
 
 impl SnapshotSource for TestSnapshotSource {
-    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String> {
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)> {
         self.answer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -988,8 +989,8 @@ pub enum Report {
 /// A stand-in for a node, for testing transports: a [`crate::transport::Deliverer`] and a
 /// [`crate::transport::Reporter`] whose messages and reports the test reads back.
 pub struct TestEndpoint {
-    inbox: crate::node::Inbox,
-    rx: std::sync::mpsc::Receiver<crate::node::Input>,
+    tx: crate::transport::PeerSender,
+    rx: std::sync::mpsc::Receiver<crate::transport::PeerInput>,
     messages: Mutex<std::collections::VecDeque<raft::prelude::Message>>,
     reports: Mutex<Vec<Report>>,
 }
@@ -1003,18 +1004,19 @@ impl Default for TestEndpoint {
 impl TestEndpoint {
     /// A new endpoint.
     pub fn new() -> Self {
-        let (inbox, rx) = crate::node::Inbox::split();
-        TestEndpoint { inbox, rx, messages: Mutex::default(), reports: Mutex::default() }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx: crate::transport::PeerSender = Arc::new(move |input| tx.send(input).is_ok());
+        TestEndpoint { tx, rx, messages: Mutex::default(), reports: Mutex::default() }
     }
 
     /// Delivers into this endpoint.
     pub fn deliverer(&self) -> crate::transport::Deliverer {
-        self.inbox.deliverer()
+        crate::transport::Deliverer::new(self.tx.clone())
     }
 
     /// Reports into this endpoint.
     pub fn reporter(&self) -> crate::transport::Reporter {
-        self.inbox.reporter()
+        crate::transport::Reporter::new(self.tx.clone())
     }
 
     /// The next message delivered, waiting at most `timeout`. Reports received meanwhile are
@@ -1027,7 +1029,7 @@ impl TestEndpoint {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.rx.recv_timeout(left) {
-                Ok(crate::node::Input::Raft(m)) => return Some(*m),
+                Ok(crate::transport::PeerInput::Message(m)) => return Some(*m),
                 Ok(other) => self.keep(other),
                 Err(_) => return None,
             }
@@ -1044,17 +1046,15 @@ impl TestEndpoint {
         std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn keep(&self, input: crate::node::Input) {
+    fn keep(&self, input: crate::transport::PeerInput) {
+        use crate::transport::PeerInput;
         let report = match input {
-            crate::node::Input::Raft(m) => {
+            PeerInput::Message(m) => {
                 self.messages.lock().unwrap_or_else(|e| e.into_inner()).push_back(*m);
                 return;
             }
-            crate::node::Input::Unreachable(to) => Report::Unreachable(to),
-            crate::node::Input::SnapshotStatus { to, delivered } => {
-                Report::Snapshot { to, delivered }
-            }
-            _ => return,
+            PeerInput::Unreachable(to) => Report::Unreachable(to),
+            PeerInput::SnapshotStatus { to, delivered } => Report::Snapshot { to, delivered },
         };
         self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
     }

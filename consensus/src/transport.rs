@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use raft::prelude::{Message, MessageType};
 
-use crate::node::{InboxSender, Input};
-
 /// Delivers Raft messages to peers.
 pub trait Transport: Send + Sync + 'static {
     /// Sends `msg` to `msg.to`.
@@ -25,35 +23,62 @@ pub trait Transport: Send + Sync + 'static {
     fn send(&self, msg: Message, reporter: &Reporter);
 }
 
+/// What a transport hands a node: the part of a node's input that does not depend on its state
+/// machine, so that a transport (and a router keeping many nodes) needs no type parameter.
+pub(crate) enum PeerInput {
+    /// A Raft message from a peer.
+    Message(Box<Message>),
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// A snapshot for a peer was delivered (`true`) or not.
+    SnapshotStatus { to: u64, delivered: bool },
+}
+
+/// The node's input channel as a transport sees it: a closure that sends a [`PeerInput`] into the
+/// node's typed channel (wrapped there, see [`crate::node::NodeHandle::deliverer`]) and returns
+/// `false` once the node has stopped. It erases the channel's type, not the values sent.
+pub(crate) type PeerSender = Arc<dyn Fn(PeerInput) -> bool + Send + Sync>;
+
 /// Hands inbound messages to a node: what a transport's receiving side holds. Cheap to clone;
-/// never blocks.
+/// never blocks. A node hands it out ([`crate::node::NodeHandle::deliverer`]).
 #[derive(Clone)]
 pub struct Deliverer {
-    pub(crate) inbox: InboxSender,
+    send: PeerSender,
 }
 
 impl Deliverer {
+    /// Delivers through `send`.
+    pub(crate) fn new(send: PeerSender) -> Self {
+        Deliverer { send }
+    }
+
     /// Delivers `msg` to the node. Returns `false` if the node has stopped.
     pub fn deliver(&self, msg: Message) -> bool {
-        self.inbox.send(Input::Raft(Box::new(msg))).is_ok()
+        (self.send)(PeerInput::Message(Box::new(msg)))
     }
 }
 
-/// A node's way back from its transport.
+/// A node's way back from its transport. A node hands it to its transport with every message
+/// ([`Transport::send`]).
 #[derive(Clone)]
 pub struct Reporter {
-    pub(crate) inbox: InboxSender,
+    send: PeerSender,
 }
 
 impl Reporter {
+    /// Reports through `send`.
+    pub(crate) fn new(send: PeerSender) -> Self {
+        Reporter { send }
+    }
+
     /// `to` could not be reached.
     pub fn unreachable(&self, to: u64) {
-        let _ = self.inbox.send(Input::Unreachable(to));
+        let _ = (self.send)(PeerInput::Unreachable(to));
     }
 
     /// A snapshot for `to` was delivered (`true`) or not.
     pub fn snapshot(&self, to: u64, delivered: bool) {
-        let _ = self.inbox.send(Input::SnapshotStatus { to, delivered });
+        let _ = (self.send)(PeerInput::SnapshotStatus { to, delivered });
     }
 }
 

@@ -505,7 +505,7 @@ struct Machine {
 struct MachineSource(Arc<Mutex<Machine>>);
 
 impl SnapshotSource for MachineSource {
-    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String> {
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)> {
         let m = self.0.lock().unwrap();
         Ok((m.applied, m.data.clone()))
     }

@@ -9,7 +9,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use boundkv_consensus::node::Inbox;
 use boundkv_storage::{SledEngine, SledOptions};
 use boundkv_txn::replica::Replica;
 
@@ -124,25 +123,25 @@ impl Server {
             peer_options.clone(),
             tokio::runtime::Handle::current(),
         );
-        let inbox = Inbox::new();
-        let peers_for_inbound = peers.clone();
+        let options = config.replica_options();
+        let replica = {
+            let _entered = span.enter();
+            Replica::start(options, engine, config.clock.clone(), peers.clone())?
+        };
+        // Inbound peer traffic goes to the replica, so it is served once the replica exists. The
+        // listener was bound above: peers that connect meanwhile wait in its backlog.
         tasks.push(tokio::spawn(
             serve_peers(
                 peer_listener,
                 id,
                 config.cluster.clone(),
                 peer_options,
-                inbox.deliverer(),
-                Some(peers_for_inbound),
+                replica.deliverer(),
+                Some(peers.clone()),
                 shutdown.subscribe(),
             )
             .instrument(span.clone()),
         ));
-        let options = config.replica_options();
-        let replica = {
-            let _entered = span.enter();
-            Replica::start(options, engine, config.clock.clone(), peers.clone(), inbox)?
-        };
         Self::sync_address_book(&replica, &peers);
         tasks.push(tokio::spawn(
             Self::keep_address_book(replica.clone(), peers.clone(), shutdown.subscribe())

@@ -36,7 +36,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
 use boundkv_clockbound::{ClockPolicy, SimClock, Timestamp};
-use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
 
@@ -250,8 +250,7 @@ impl SimulatedCluster {
         };
         let wake = Arc::new(Notify::new());
         let waker = wake.clone();
-        let inbox = Inbox::with_waker(Arc::new(move || waker.notify_one()));
-        self.net.register(id, inbox.deliverer());
+        // Bound to the incarnation the `register` below starts.
         let transport = self.net.transport(id);
         let seed = self.seed.wrapping_add(incarnation.wrapping_mul(0x1000_0000_01b3));
         let started = Replica::start_driven(
@@ -259,17 +258,17 @@ impl SimulatedCluster {
             disk,
             Arc::new(clock),
             transport,
-            inbox,
+            Some(Arc::new(move || waker.notify_one())),
             tokio::time::Instant::now().into_std(),
         );
         let (replica, mut node) = match started {
             Ok(started) => started,
             Err(e) => {
                 self.trace.record(format!("n{id} cannot start: {e}"));
-                self.net.unregister(id);
                 return;
             }
         };
+        self.net.register(id, replica.deliverer());
         self.trace.record(format!("n{id} started (incarnation {incarnation})"));
         let (kill_tx, mut kill) = watch::channel(false);
         let trace = self.trace.clone();

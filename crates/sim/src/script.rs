@@ -66,7 +66,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use boundkv_clockbound::{SimClock, Timestamp};
-use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_consensus::raft::prelude::{EntryType, Message, MessageType};
 use boundkv_consensus::transport::{Deliverer, Reporter, Transport};
 use boundkv_storage::{Engine, MemoryEngine};
@@ -349,17 +349,16 @@ impl Cluster {
         options.node.seed = Some(id * 1000 + 7);
         let n = self.nodes.get_mut(&id).ok_or("no such node")?;
         let woken = n.woken.clone();
-        let inbox = Inbox::with_waker(Arc::new(move || woken.store(true, Ordering::SeqCst)));
-        let deliverer = inbox.deliverer();
         let transport = Arc::new(HeldTransport { id, net: self.net.clone() });
         let (replica, node) = Replica::start_driven(
             options,
             n.engine.clone(),
             Arc::new(n.clock.clone()),
             transport,
-            inbox,
+            Some(Arc::new(move || woken.store(true, Ordering::SeqCst))),
             Instant::now().into_std(),
         )?;
+        let deliverer = replica.deliverer();
         n.live = Some(Live { replica, node, deliverer, last_deadline_turn: None });
         n.seen = None;
         Ok(())

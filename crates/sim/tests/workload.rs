@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boundkv_clockbound::{Clock, SimClock};
-use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_consensus::transport::MemoryRouter;
 use boundkv_sim::workload::{self, SimCluster, Workload};
 use boundkv_storage::MemoryEngine;
@@ -58,17 +58,15 @@ impl TestCluster {
                 founding: Some(founding.clone()),
                 ..ReplicaOptions::default()
             };
-            let inbox = Inbox::new();
-            router.register(id, inbox.deliverer());
             let shared_clock: Arc<dyn Clock> = Arc::new(clock.clone());
             let replica = Replica::start(
                 options,
                 Arc::new(MemoryEngine::new()),
                 shared_clock,
                 router.transport(id),
-                inbox,
             )
             .expect("start a replica");
+            router.register(id, replica.deliverer());
             clocks.insert(id, clock);
             nodes.insert(id, replica);
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use boundkv_clockbound::{SimClock, Timestamp};
-use boundkv_consensus::node::{Inbox, Role};
+use boundkv_consensus::node::Role;
 use boundkv_consensus::transport::MemoryRouter;
 use boundkv_storage::{Engine as _, MemoryEngine};
 use boundkv_txn::replica::{ReadAt, Replica, ReplicaOptions, ReplicaOptionsError};
@@ -92,7 +92,6 @@ async fn t12_a_lease_no_clock_bound_fits_is_refused_at_start() {
         Arc::new(MemoryEngine::new()),
         Arc::new(SimClock::real_time()),
         MemoryRouter::new().transport(1),
-        Inbox::new(),
     )
     .err()
     .expect("the replica refuses to start");

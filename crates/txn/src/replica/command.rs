@@ -44,9 +44,20 @@ impl Command {
     }
 
     /// The command in entry data.
-    pub fn decode(data: &[u8]) -> Result<Command, String> {
-        postcard::from_bytes(data).map_err(|e| e.to_string())
+    pub fn decode(data: &[u8]) -> Result<Command, DecodeError> {
+        postcard::from_bytes(data).map_err(DecodeError::Command)
     }
+}
+
+/// Bytes from the log that do not decode. The same bytes fail the same way on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// An entry's data is not a [`Command`].
+    #[error("entry data is not a command: {0}")]
+    Command(postcard::Error),
+    /// A membership change's context is not a [`Member`].
+    #[error("membership change context is not a member: {0}")]
+    Member(postcard::Error),
 }
 
 /// A member of the cluster, as the replicated membership records it.
@@ -67,8 +78,8 @@ impl Member {
     }
 
     /// The member in a membership change's context.
-    pub fn decode(data: &[u8]) -> Result<Member, String> {
-        postcard::from_bytes(data).map_err(|e| e.to_string())
+    pub fn decode(data: &[u8]) -> Result<Member, DecodeError> {
+        postcard::from_bytes(data).map_err(DecodeError::Member)
     }
 }
 
@@ -119,6 +130,7 @@ mod tests {
         // The log format: variants keep their indexes (Commit 0, Close 1, Gc 2).
         assert_eq!(Command::Close(Timestamp::from_nanos(1)).encode()[0], 1);
         assert_eq!(Command::Gc(Timestamp::from_nanos(1)).encode()[0], 2);
-        assert!(Command::decode(&[0xff, 0x01]).is_err());
+        assert!(matches!(Command::decode(&[0xff, 0x01]), Err(DecodeError::Command(_))));
+        assert!(matches!(Member::decode(&[0xff]), Err(DecodeError::Member(_))));
     }
 }

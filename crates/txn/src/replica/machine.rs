@@ -77,16 +77,20 @@ impl ReplicaShared {
 
     fn reload<E: Engine>(&self, mvcc: &Mvcc<E>) -> Result<(), StateMachineError> {
         let u64_meta = |name: &str| -> Result<u64, StateMachineError> {
-            Ok(mvcc.get_meta_u64(name).map_err(fatal)?.unwrap_or(0))
+            Ok(mvcc.get_meta_u64(name)?.unwrap_or(0))
         };
         self.applied.store(u64_meta(APPLIED_INDEX)?, Ordering::Release);
         self.max_log_ts.store(u64_meta(meta::MAX_LOG_TS)?, Ordering::Release);
         let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
         self.closed.send_replace(closed);
         self.gc_horizon.send_replace(Timestamp::from_nanos(mvcc.gc_horizon()));
-        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS).map_err(fatal)? {
-            Some(bytes) => postcard::from_bytes(&bytes)
-                .map_err(|e| StateMachineError(format!("the stored members: {e}")))?,
+        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS)? {
+            Some(bytes) => {
+                postcard::from_bytes(&bytes).map_err(|e| StateMachineError::Corrupt {
+                    what: "the stored member list".into(),
+                    why: e.to_string(),
+                })?
+            }
             None => Vec::new(),
         };
         *self.members.write().unwrap_or_else(|e| e.into_inner()) =
@@ -143,10 +147,6 @@ pub(crate) fn recorded_commit_ts<E: Engine>(
     horizon: Timestamp,
 ) -> boundkv_storage::Result<Option<u64>> {
     Ok(mvcc.commit_ts_of(txn_id)?.filter(|&ts| ts >= horizon.as_nanos()))
-}
-
-fn fatal(e: impl std::fmt::Display) -> StateMachineError {
-    StateMachineError(e.to_string())
 }
 
 /// The replicated state machine over MVCC (see the module docs).
@@ -210,7 +210,7 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                 Ok(c) => c,
                 Err(why) => {
                     tracing::error!(index = e.index, error = %why, "a log entry does not decode; skipped on every replica");
-                    outputs.push(ApplyOutput::Rejected(format!("malformed entry: {why}")));
+                    outputs.push(ApplyOutput::Rejected(why.to_string()));
                     continue;
                 }
             };
@@ -232,7 +232,7 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                     // between replicas; the decision must not.)
                     let earlier = match seen.get(&id) {
                         Some(&ts) => Some(ts).filter(|&ts| ts >= horizon.as_nanos()),
-                        None => recorded_commit_ts(&self.mvcc, &id, horizon).map_err(fatal)?,
+                        None => recorded_commit_ts(&self.mvcc, &id, horizon)?,
                     };
                     if let Some(ts) = earlier {
                         outputs.push(ApplyOutput::Duplicate { ts: Timestamp::from_nanos(ts) });
@@ -282,7 +282,7 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
         if horizon > old_horizon {
             meta_updates.push((GC_HORIZON, horizon.as_nanos().to_be_bytes().to_vec()));
         }
-        self.mvcc.apply_all(&commits, &meta_updates).map_err(fatal)?;
+        self.mvcc.apply_all(&commits, &meta_updates)?;
         if horizon > old_horizon {
             self.mvcc.horizon_written(horizon.as_nanos());
             self.shared.gc_horizon.send_replace(horizon);
@@ -350,22 +350,23 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<WriteBatch, StateMachineError> {
-        let snapshot: SnapshotData = postcard::from_bytes(data)
-            .map_err(|e| StateMachineError(format!("snapshot data does not decode: {e}")))?;
+        let snapshot: SnapshotData = postcard::from_bytes(data).map_err(|e| {
+            StateMachineError::Corrupt { what: "snapshot data".into(), why: e.to_string() }
+        })?;
         if snapshot.applied_index != index {
-            return Err(StateMachineError(format!(
+            return Err(StateMachineError::Invalid(format!(
                 "snapshot data is at index {}, the snapshot at {index}",
                 snapshot.applied_index
             )));
         }
-        let batch = self.mvcc.import_batch(snapshot.pairs, LOCAL_META).map_err(fatal)?;
+        let batch = self.mvcc.import_batch(snapshot.pairs, LOCAL_META)?;
         self.staged_restore = true;
         Ok(batch)
     }
 
     fn staged_written(&mut self) -> Result<(), StateMachineError> {
         if self.staged_restore {
-            self.mvcc.reload().map_err(fatal)?;
+            self.mvcc.reload()?;
         }
         self.staged_restore = false;
         self.shared.reload(&self.mvcc)
@@ -384,11 +385,11 @@ struct MvccSnapshotSource<E: Engine> {
 }
 
 impl<E: Engine> SnapshotSource for MvccSnapshotSource<E> {
-    fn snapshot_data(&self) -> Result<(u64, Vec<u8>), String> {
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)> {
         let applied_index = self.shared.applied_index();
-        let pairs = self.mvcc.export(LOCAL_META).map_err(|e| e.to_string())?;
+        let pairs = self.mvcc.export(LOCAL_META)?;
         let data = postcard::to_allocvec(&SnapshotData { applied_index, pairs })
-            .map_err(|e| e.to_string())?;
+            .expect("snapshot data always encodes");
         tracing::info!(applied_index, bytes = data.len(), "built a snapshot");
         Ok((applied_index, data))
     }

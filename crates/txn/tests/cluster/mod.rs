@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use boundkv_clockbound::{Clock, SimClock, Timestamp};
-use boundkv_consensus::node::{Inbox, NodeConfig, Role};
+use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_consensus::transport::MemoryRouter;
 use boundkv_storage::MemoryEngine;
 use boundkv_txn::replica::{Member, ReadAt, Replica, ReplicaOptions};
@@ -101,17 +101,11 @@ impl Cluster {
         if !founding {
             options.founding = None;
         }
-        let inbox = Inbox::new();
-        self.router.register(id, inbox.deliverer());
         let clock: Arc<dyn Clock> = Arc::new(self.clocks[&id].clone());
-        let replica = Replica::start(
-            options,
-            self.engines[&id].clone(),
-            clock,
-            self.router.transport(id),
-            inbox,
-        )
-        .expect("start a replica");
+        let replica =
+            Replica::start(options, self.engines[&id].clone(), clock, self.router.transport(id))
+                .expect("start a replica");
+        self.router.register(id, replica.deliverer());
         self.nodes.lock().unwrap().insert(id, replica);
     }
 
