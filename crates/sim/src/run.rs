@@ -110,6 +110,8 @@ pub struct RunReport {
     pub workload: Workload,
     /// The targeted scenario it opened with, if any.
     pub scenario: Option<Scenario>,
+    /// Whether that scenario built its corner (`None` without a scenario).
+    pub scenario_built: Option<bool>,
     /// The cluster's shape.
     pub config: ClusterConfig,
     /// The faults injected: (simulated seconds, what).
@@ -246,8 +248,8 @@ async fn run(options: RunOptions) -> RunReport {
     let mut history = clients.await.unwrap_or_default();
     let _ = reuse.await;
     let mut results = Vec::new();
-    if let Some(problems) = scenario_problems {
-        results.push(result("scenario", problems));
+    if let Some(outcome) = &scenario_problems {
+        results.push(result("scenario", outcome.clone().unwrap_or_default()));
     }
     results.push(check_liveness(&cluster, seed).await);
     {
@@ -285,6 +287,7 @@ async fn run(options: RunOptions) -> RunReport {
         seed,
         workload,
         scenario,
+        scenario_built: scenario_problems.as_ref().map(Option::is_some),
         config,
         schedule: nemesis.schedule().to_vec(),
         valid,

@@ -185,6 +185,18 @@ fn main() -> anyhow::Result<()> {
         simulated / wall.as_secs_f64(),
         reports.len() as f64 / wall.as_secs_f64() * 60.0,
     );
+    for scenario in Scenario::ALL {
+        let drawn: Vec<&RunReport> =
+            reports.iter().filter(|r| r.scenario == Some(scenario)).collect();
+        if !drawn.is_empty() {
+            println!(
+                "scenario {}: {} seeds, {} built their corner",
+                scenario.name(),
+                drawn.len(),
+                drawn.iter().filter(|r| r.scenario_built == Some(true)).count()
+            );
+        }
+    }
     if args.expect_failure {
         match failed.iter().min() {
             Some(s) => {
