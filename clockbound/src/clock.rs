@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ClockError;
+use crate::guard::GuardReport;
 use crate::time::ClockReading;
 
 /// A source of bounded time: `now()` returns an interval that contains true time, and the status
@@ -32,6 +33,12 @@ pub trait Clock: Send + Sync {
     fn timebase(&self) -> &dyn Timebase {
         &RealTimebase
     }
+
+    /// What a [`crate::StepGuard`] in front of this source has seen (`None` for an unguarded
+    /// source), for status pages and metrics.
+    fn guard_report(&self) -> Option<GuardReport> {
+        None
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -43,6 +50,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn timebase(&self) -> &dyn Timebase {
         (**self).timebase()
+    }
+    fn guard_report(&self) -> Option<GuardReport> {
+        (**self).guard_report()
     }
 }
 

@@ -37,12 +37,15 @@
 //! - [`SystemClock`]: `CLOCK_REALTIME` with an *assumed* bound, for machines without a daemon.
 //! - [`SimClock`]: a simulated clock for tests: offsets, drift, steps, statuses, lies.
 //! - [`ClockSource`]: parses `--clock clockbound | clockbound:PATH | system:BOUND`.
+//! - [`StepGuard`]: refuses readings that disagree with the clock's own past (a step, a lie),
+//!   holding over on the monotonic clock instead; every [`ClockSource`] is opened behind one.
 //! - [`ClockPolicy`]: which readings may be acted on (status, bound ceiling, timeouts).
 //! - [`wait`]: commit wait and `after`/`before`, on a precise timer.
 //! - [`TimestampOracle`]: monotonic timestamps, safe across clock steps and restarts.
 
 pub mod clock;
 pub mod error;
+pub mod guard;
 pub mod oracle;
 pub mod policy;
 pub mod segment;
@@ -55,6 +58,7 @@ pub mod wait;
 
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
+pub use guard::{GuardReport, StepGuard};
 pub use oracle::{
     FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark, OracleError,
     OracleOptions, TimestampOracle,

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::error::ClockError;
+use crate::guard::StepGuard;
 use crate::segment::layout::{DEFAULT_SEGMENT_PATH, DEFAULT_VMCLOCK_PATH};
 use crate::segment::{ClockBoundClock, ClockBoundOptions};
 use crate::system::SystemClock;
@@ -55,15 +56,17 @@ impl ClockSource {
 
     /// Opens the source. `vmclock` overrides the VMClock path (default `/dev/vmclock0`).
     pub fn open(&self, vmclock: Option<&Path>) -> Result<Arc<dyn Clock>, ClockError> {
+        // Every source is read through a step guard: a reading that disagrees with the clock's
+        // own past (a step, a lie that began while running) is never passed on.
         Ok(match self {
             ClockSource::ClockBound { segment } => {
-                Arc::new(ClockBoundClock::open(ClockBoundOptions {
+                Arc::new(StepGuard::new(ClockBoundClock::open(ClockBoundOptions {
                     segment_path: segment.clone(),
                     vmclock_path: vmclock
                         .map_or_else(|| PathBuf::from(DEFAULT_VMCLOCK_PATH), Path::to_path_buf),
-                })?)
+                })?))
             }
-            ClockSource::System { bound } => Arc::new(SystemClock::new(*bound)),
+            ClockSource::System { bound } => Arc::new(StepGuard::new(SystemClock::new(*bound))),
         })
     }
 }

@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
-use boundkv_clockbound::{ClockPolicy, SimClock, Timestamp};
+use boundkv_clockbound::{Clock, ClockPolicy, SimClock, StepGuard, Timestamp};
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
@@ -69,6 +69,9 @@ pub struct ClusterConfig {
     pub unsafe_skip_commit_wait: bool,
     /// **Mutation:** issue timestamps without a lease.
     pub unsafe_ignore_lease: bool,
+    /// **Mutation:** read each node's clock without the step guard that `boundkv serve` puts in
+    /// front of every source.
+    pub unsafe_no_step_guard: bool,
 }
 
 impl ClusterConfig {
@@ -86,6 +89,7 @@ impl ClusterConfig {
             close_interval: Duration::from_millis(*pick(rng, &[5, 25, 100])),
             unsafe_skip_commit_wait: false,
             unsafe_ignore_lease: false,
+            unsafe_no_step_guard: false,
         }
     }
 
@@ -256,7 +260,12 @@ impl SimulatedCluster {
         let started = Replica::start_driven(
             self.config.replica_options(id, seed),
             disk,
-            Arc::new(clock),
+            // As `ClockSource::open` does for a server: every reading through a step guard.
+            if self.config.unsafe_no_step_guard {
+                Arc::new(clock) as Arc<dyn Clock>
+            } else {
+                Arc::new(StepGuard::new(clock))
+            },
             transport,
             Some(Arc::new(move || waker.notify_one())),
             tokio::time::Instant::now().into_std(),

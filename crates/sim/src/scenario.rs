@@ -17,6 +17,7 @@
 //! |---|---|---|
 //! | [`Scenario::LeaseHandover`] | leader A writes, is paused; B is elected and acknowledges a newer value; a read reaches A as it resumes, before its Raft loop runs | the read returns the newer value or an error, never the older one |
 //! | [`Scenario::SnapshotOverProposals`] | leader A is cut off with a commit (and its `Close`) appended but not committed; the majority compacts past them; A catches up by snapshot and is made leader again | the cut-off commit gets an answer; A, leading again, serves a read-write transaction and a commit in time |
+//! | [`Scenario::ClockStep`] | a follower F serves a read; its clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; the leader acknowledges a write; F is asked for it at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
@@ -50,12 +51,18 @@ pub enum Scenario {
     SnapshotOverProposals,
     /// A transaction id committed again after GC, applied by a follower in one batch.
     DedupAcrossGc,
+    /// A follower's clock steps back (or lies) while it runs.
+    ClockStep,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 3] =
-        [Scenario::LeaseHandover, Scenario::SnapshotOverProposals, Scenario::DedupAcrossGc];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::LeaseHandover,
+        Scenario::SnapshotOverProposals,
+        Scenario::DedupAcrossGc,
+        Scenario::ClockStep,
+    ];
 
     /// A quarter of the seeds draw one scenario (equally likely), the rest none.
     pub fn draw(rng: &mut StdRng) -> Option<Scenario> {
@@ -70,7 +77,7 @@ impl Scenario {
     /// for a snapshot, or none at all and a short GC retention.
     pub fn shape(self, config: &mut ClusterConfig) {
         match self {
-            Scenario::LeaseHandover => {}
+            Scenario::LeaseHandover | Scenario::ClockStep => {}
             Scenario::SnapshotOverProposals => config.keep_entries = 20,
             Scenario::DedupAcrossGc => {
                 config.keep_entries = 10_000;
@@ -86,6 +93,7 @@ impl Scenario {
             Scenario::LeaseHandover => "lease-handover",
             Scenario::SnapshotOverProposals => "snapshot-over-proposals",
             Scenario::DedupAcrossGc => "dedup-across-gc",
+            Scenario::ClockStep => "clock-step",
         }
     }
 
@@ -104,6 +112,7 @@ impl Scenario {
             Scenario::LeaseHandover => lease_handover(cluster, rng).await,
             Scenario::SnapshotOverProposals => snapshot_over_proposals(cluster, rng).await,
             Scenario::DedupAcrossGc => dedup_across_gc(cluster, rng).await,
+            Scenario::ClockStep => clock_step(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -336,6 +345,46 @@ async fn dedup_across_gc(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
         (Ok(Some(l)), Ok(Some(f_value))) if l != f_value => Some(vec![format!(
             "replicas diverged: at {s2}, leader n{a} holds {l:?} and n{f} (which applied the \
              stretch in one batch) holds {f_value:?}"
+        )]),
+        _ => Some(Vec::new()),
+    }
+}
+
+/// A follower F serves a read, then its clock steps back while it runs (the source keeps
+/// claiming its tiny bound); the leader acknowledges a write; a read of it at F at
+/// `ReadAt::Latest` must see it. Read raw, F's clock would place the read below the write.
+async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
+    let a = active_leader(cluster, None).await?;
+    let leader = cluster.running(a)?;
+    let followers: Vec<u64> = cluster.node_ids().into_iter().filter(|&n| n != a).collect();
+    let f = followers[rng.random_range(0..followers.len())];
+    let follower = cluster.running(f)?;
+    let key = Bytes::from(format!("scenario/step/{}", rng.random::<u32>()));
+    commit_at(&leader, &write(TxnId(rng.random()), &key, "before")).await?;
+    // F serves a read first, so that the step happens to a clock with a past.
+    let ts =
+        tokio::time::timeout(STEP, follower.begin_read_only(ReadAt::Latest)).await.ok()?.ok()?;
+    follower.get(ts, &key).await.ok()?;
+    let step = if rng.random_bool(0.5) {
+        -(rng.random_range(100..=1_000) as i64) * 1_000_000
+    } else {
+        -250_000_000
+    };
+    cluster.clock(f).step_nanos(step);
+    cluster.trace().record(format!("scenario: n{f}'s clock steps {step} ns, its bound unchanged"));
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
+    let acked = commit_at(&leader, &write(TxnId(rng.random()), &key, "after")).await?;
+    let read = tokio::time::timeout(STEP, async {
+        let ts = follower.begin_read_only(ReadAt::Latest).await?;
+        follower.get(ts, &key).await.map(|v| (ts, v))
+    })
+    .await;
+    // Put the clock back (as the time service would), so the random phase runs on true clocks.
+    cluster.clock(f).step_nanos(-step);
+    match read {
+        Ok(Ok((ts, Some(v)))) if v.as_ref() == b"before" => Some(vec![format!(
+            "n{f}, its clock stepped {step} ns, read at {ts} and missed the write acknowledged at \
+             {acked} before the read began"
         )]),
         _ => Some(Vec::new()),
     }

@@ -1,5 +1,6 @@
 //! t11: the targeted scenarios (`crates/sim/src/scenario.rs`) pass on today's code, and the
-//! lease scenario catches the lease check switched off on every seed, not on some.
+//! lease scenario catches the lease check switched off, and the clock-step scenario the step guard
+//! switched off, on every seed, not on some.
 //!
 //! The patch mutants (bugs 1 and 2 reintroduced) cannot be applied from a test; `scripts/sim.sh`
 //! runs them against the CI seed set, where the scenarios that target them catch them.
@@ -49,6 +50,16 @@ fn t11_the_lease_scenario_catches_the_lease_check_off_on_every_seed() {
             mutation: Some(Mutation::NoLeaseCheck),
             ..with(Scenario::LeaseHandover, seed)
         };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}
+
+#[test]
+fn t11_the_clock_step_scenario_catches_the_step_guard_off_on_every_seed() {
+    for seed in 1..=4 {
+        let options =
+            RunOptions { mutation: Some(Mutation::NoStepGuard), ..with(Scenario::ClockStep, seed) };
         let (verdict, summary) = scenario_verdict(&options);
         assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
     }

@@ -176,6 +176,8 @@ pub struct Replica<E: Engine> {
     clock: Arc<dyn Clock>,
     in_flight: Mutex<BTreeMap<TxnId, SharedCommit>>,
     stopping: watch::Sender<bool>,
+    /// The highest `ReadAt::Latest` timestamp served here (see `reads.rs`).
+    latest_read_floor: AtomicU64,
 }
 
 impl<E: Engine> Replica<E> {
@@ -278,6 +280,7 @@ impl<E: Engine> Replica<E> {
             gate,
             clock,
             in_flight: Mutex::new(BTreeMap::new()),
+            latest_read_floor: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
         });
         tokio::spawn(Self::start_terms(Arc::downgrade(&replica), replica.stopping.subscribe()));

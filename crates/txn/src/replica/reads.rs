@@ -2,6 +2,7 @@
 //! timestamp elsewhere), waits until a timestamp is safe here, and the reads themselves.
 
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +73,9 @@ impl<E: Engine> Replica<E> {
                 Ok(ts) => {
                     self.check_horizon(ts)?;
                     self.txn.wait_safe(ts).await;
+                    if at == ReadAt::Latest {
+                        self.latest_read_floor.fetch_max(ts.as_nanos(), Ordering::AcqRel);
+                    }
                     return Ok(ts);
                 }
                 Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_))) => {
@@ -83,7 +87,10 @@ impl<E: Engine> Replica<E> {
         }
         let reading = wait::usable_reading(&*self.clock, &self.options.policy).await?;
         let ts = match at {
-            ReadAt::Latest => reading.latest(),
+            // Never below a timestamp this node already served or issued: a clock that stepped
+            // back (inside what the step guard lets through, or across a restart) must not move
+            // this node's reads back in time.
+            ReadAt::Latest => reading.latest().max(self.latest_read_floor()),
             ReadAt::Exact(ts) => {
                 if ts > reading.latest() {
                     return Err(Error::TimestampInFuture { ts, latest: reading.latest() });
@@ -97,7 +104,18 @@ impl<E: Engine> Replica<E> {
         };
         self.check_horizon(ts)?;
         self.wait_until_safe(ts).await?;
+        if at == ReadAt::Latest {
+            self.latest_read_floor.fetch_max(ts.as_nanos(), Ordering::AcqRel);
+        }
         Ok(ts)
+    }
+
+    /// The lowest timestamp a `ReadAt::Latest` read may take here: above every one this node
+    /// served and every timestamp its oracle issued (the oracle's floor, which a restart reloads
+    /// from the persisted high-water mark).
+    fn latest_read_floor(&self) -> Timestamp {
+        let served = Timestamp::from_nanos(self.latest_read_floor.load(Ordering::Acquire));
+        served.max(self.txn.oracle().floor())
     }
 
     fn txn_failed(&self) -> Result<()> {
