@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use boundkv_clockbound::{
-    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource, VMCLOCK_ENV,
-    segment::layout::DEFAULT_VMCLOCK_PATH,
+    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource, StepGuard,
+    VMCLOCK_ENV, segment::layout::DEFAULT_VMCLOCK_PATH,
 };
 use clap::Args;
 
@@ -25,7 +25,7 @@ pub(crate) struct ClockArgs {
     pub(crate) vmclock: PathBuf,
 }
 
-/// An opened clock: the trait object every layer uses, plus the concrete ClockBound reader when
+/// An opened clock: the trait object every layer uses (behind a step guard), plus the concrete ClockBound reader when
 /// that is the source (for commands that show the segment itself).
 pub(crate) struct OpenedClock {
     pub(crate) clock: Arc<dyn Clock>,
@@ -43,7 +43,9 @@ impl ClockArgs {
                 })
                 .map_err(|e| self.explain(e))?;
                 let reader = Arc::new(reader);
-                Ok(OpenedClock { clock: reader.clone(), clockbound: Some(reader) })
+                // As `ClockSource::open` does: every reading through a step guard.
+                let clock: Arc<dyn Clock> = Arc::new(StepGuard::new(reader.clone()));
+                Ok(OpenedClock { clock, clockbound: Some(reader) })
             }
             ClockSource::System { .. } => Ok(OpenedClock {
                 clock: self.clock.open(Some(&self.vmclock)).map_err(|e| anyhow!(e))?,

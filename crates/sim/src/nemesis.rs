@@ -17,9 +17,11 @@
 //! | `ClockBound` | a node's bound grows or shrinks (its offset kept inside) | stays |
 //! | `ClockStatus` | the node's clock turns `Unknown` (unusable) or `FreeRunning` | back to `Synchronized` after 0.1–2 s |
 //! | `StepBackRestart` | a crash, and the node restarts with its clock stepped back (inside its bound) | restarted |
+//! | `ClockStrobe` (only with `--unsafe-clocks`) | a node's clock jumps ±200 ms every 10 ms for 0.5–3 s while its bound stays tiny (Jepsen's CockroachDB strobe): the step guard holds a running node over, but a node that restarts mid-strobe anchors on a lie | restored |
 //! | `TransferLeader` | the leader hands over to a random voter | — |
 //! | `ClockLie` (only with `--unsafe-clocks`) | a node's clock 250 ms off while claiming its bound | stays |
 //! | `LeapStep` (only with `--unsafe-clocks`) | every clock steps back 1 s (a kernel inserting a leap second) | stays |
+//! | `ClockDrift` (only with `--unsafe-clocks`) | a node's clock drifts 100–1,000 ppm while claiming its bound: too slow for the step guard | stays |
 //!
 //! The last two break the assumption the guarantee rests on (true time lies inside every
 //! interval): boundkv does not survive them yet, and runs with them are reported apart.
@@ -66,6 +68,10 @@ pub enum Fault {
     ClockStatus,
     /// A restart with the clock stepped back inside the bound.
     StepBackRestart,
+    /// A clock jumping back and forth by 200 ms every 10 ms (Jepsen's strobe), its bound unchanged.
+    ClockStrobe,
+    /// A clock drifting 100–1,000 ppm out of its bound (unsafe: only peer checks can see it).
+    ClockDrift,
     /// A leadership transfer.
     TransferLeader,
     /// A clock outside its bound (unsafe).
@@ -156,7 +162,12 @@ impl Nemesis {
             }
             let mut menu = SAFE.to_vec();
             if self.unsafe_clocks {
-                menu.extend([Fault::ClockLie, Fault::LeapStep]);
+                menu.extend([
+                    Fault::ClockLie,
+                    Fault::LeapStep,
+                    Fault::ClockDrift,
+                    Fault::ClockStrobe,
+                ]);
             }
             let fault = menu[self.rng.random_range(0..menu.len())];
             self.inject(fault);
@@ -376,6 +387,31 @@ impl Nemesis {
                         self.note(format!("transfer leadership n{l} -> n{to}"));
                     }
                 }
+            }
+            Fault::ClockStrobe => {
+                let id = self.any_node();
+                let clock = cluster.clock(id);
+                let d = self.millis(500, 3_000);
+                self.note(format!("clock n{id} strobes ±200 ms every 10 ms for {d:?}"));
+                tokio::spawn(async move {
+                    let base = clock.local_error_nanos();
+                    let end = tokio::time::Instant::now() + d;
+                    let mut ahead = true;
+                    while tokio::time::Instant::now() < end && !healed.load(Ordering::Acquire) {
+                        let jump = if ahead { 200_000_000 } else { -200_000_000 };
+                        clock.set_offset_nanos(base + jump);
+                        ahead = !ahead;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    clock.set_offset_nanos(base);
+                });
+            }
+            Fault::ClockDrift => {
+                let id = self.any_node();
+                let ppm = self.rng.random_range(100.0..1_000.0);
+                let ppm = if self.rng.random_bool(0.5) { ppm } else { -ppm };
+                cluster.clock(id).set_drift_ppm(ppm);
+                self.note(format!("UNSAFE clock drift: n{id} {ppm:.0} ppm, bound unchanged"));
             }
             Fault::ClockLie => {
                 let id = self.any_node();

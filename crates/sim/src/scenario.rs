@@ -17,7 +17,7 @@
 //! |---|---|---|
 //! | [`Scenario::LeaseHandover`] | leader A writes, is paused; B is elected and acknowledges a newer value; a read reaches A as it resumes, before its Raft loop runs | the read returns the newer value or an error, never the older one |
 //! | [`Scenario::SnapshotOverProposals`] | leader A is cut off with a commit (and its `Close`) appended but not committed; the majority compacts past them; A catches up by snapshot and is made leader again | the cut-off commit gets an answer; A, leading again, serves a read-write transaction and a commit in time |
-//! | [`Scenario::ClockStep`] | a follower F serves a read; its clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; the leader acknowledges a write; F is asked for it at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
+//! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), then steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; the leader acknowledges a write; F is asked for it at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
@@ -370,6 +370,17 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
     } else {
         -250_000_000
     };
+    // A third of the time the clock strobes first (±200 ms every 10 ms), then settles behind.
+    if rng.random_ratio(1, 3) {
+        let clock = cluster.clock(f);
+        let base = clock.local_error_nanos();
+        for i in 0..rng.random_range(10..100) {
+            clock.set_offset_nanos(base + if i % 2 == 0 { 200_000_000 } else { -200_000_000 });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        clock.set_offset_nanos(base);
+        cluster.trace().record(format!("scenario: n{f}'s clock strobed ±200 ms"));
+    }
     cluster.clock(f).step_nanos(step);
     cluster.trace().record(format!("scenario: n{f}'s clock steps {step} ns, its bound unchanged"));
     tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
