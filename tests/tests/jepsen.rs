@@ -168,3 +168,33 @@ fn the_mutant_without_commit_wait_is_caught_by_append() {
     }
     panic!("the checkers missed the mutant twice: {missed:?}");
 }
+
+/// Clocks that step or lie while the nodes run (`clock-lie`: one node 250 ms off under a 50 µs
+/// bound; `leap-step`: every clock steps back 1 s): the step guard holds the node over on its
+/// monotonic clock, and the history stays valid.
+#[test]
+fn register_under_lying_and_leaping_clocks() {
+    let s = run("register", &["clock-lie", "leap-step"], 30, 21, false);
+    assert_valid(&s);
+}
+
+/// The step guard's mutant: the same faults with the guard off (`--unsafe-no-step-guard`). The
+/// lying node's reads and timestamps go 250 ms (or 1 s) back, and the checkers must see it.
+#[test]
+fn the_mutant_without_the_step_guard_is_caught() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = RunOptions {
+        workload: "register".into(),
+        nemeses: vec!["clock-lie".into(), "leap-step".into()],
+        time_limit: Duration::from_secs(30),
+        rate: 60.0,
+        seed: 21,
+        store: store(),
+        unsafe_no_step_guard: true,
+        progress: false,
+        ..RunOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    assert!(!s.valid, "the checkers missed the step-guard mutant: {}", s.dir.display());
+}

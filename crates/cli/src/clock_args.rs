@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use boundkv_clockbound::{
     CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource, StepGuard,
-    VMCLOCK_ENV, segment::layout::DEFAULT_VMCLOCK_PATH,
+    SystemClock, VMCLOCK_ENV, segment::layout::DEFAULT_VMCLOCK_PATH,
 };
 use clap::Args;
 
@@ -30,6 +30,8 @@ pub(crate) struct ClockArgs {
 pub(crate) struct OpenedClock {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) clockbound: Option<Arc<ClockBoundClock>>,
+    /// The source without its step guard: only for `serve --unsafe-no-step-guard`, a mutant.
+    pub(crate) unguarded: Arc<dyn Clock>,
 }
 
 impl ClockArgs {
@@ -45,11 +47,12 @@ impl ClockArgs {
                 let reader = Arc::new(reader);
                 // As `ClockSource::open` does: every reading through a step guard.
                 let clock: Arc<dyn Clock> = Arc::new(StepGuard::new(reader.clone()));
-                Ok(OpenedClock { clock, clockbound: Some(reader) })
+                Ok(OpenedClock { clock, clockbound: Some(reader.clone()), unguarded: reader })
             }
-            ClockSource::System { .. } => Ok(OpenedClock {
+            ClockSource::System { bound } => Ok(OpenedClock {
                 clock: self.clock.open(Some(&self.vmclock)).map_err(|e| anyhow!(e))?,
                 clockbound: None,
+                unguarded: Arc::new(SystemClock::new(*bound)),
             }),
         }
     }

@@ -81,6 +81,10 @@ struct Args {
     /// catch). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
     #[arg(long, hide = true)]
     unsafe_skip_commit_wait: bool,
+    /// Test only: start the nodes with --unsafe-no-step-guard (a mutant the checkers must catch
+    /// under clock-lie or leap-step). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
+    #[arg(long, hide = true)]
+    unsafe_no_step_guard: bool,
 }
 
 fn main() -> ExitCode {
@@ -88,9 +92,11 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if args.unsafe_skip_commit_wait && std::env::var("BOUNDKV_ALLOW_UNSAFE").as_deref() != Ok("1") {
+    if (args.unsafe_skip_commit_wait || args.unsafe_no_step_guard)
+        && std::env::var("BOUNDKV_ALLOW_UNSAFE").as_deref() != Ok("1")
+    {
         eprintln!(
-            "error: --unsafe-skip-commit-wait breaks external consistency; set BOUNDKV_ALLOW_UNSAFE=1 to run the mutant"
+            "error: the --unsafe-* mutants break external consistency; set BOUNDKV_ALLOW_UNSAFE=1 to run one"
         );
         return ExitCode::from(2);
     }
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         seed: args.seed,
         store: args.store,
         unsafe_skip_commit_wait: args.unsafe_skip_commit_wait,
+        unsafe_no_step_guard: args.unsafe_no_step_guard,
         gc_retention: args.gc_retention.map(Duration::from_secs_f64),
         network,
         quiet: Duration::from_secs_f64(args.quiet),

@@ -136,6 +136,9 @@ pub struct RunOptions {
     pub store: PathBuf,
     /// Run the nodes with `--unsafe-skip-commit-wait` (a mutant the checkers must catch).
     pub unsafe_skip_commit_wait: bool,
+    /// Run the nodes with `--unsafe-no-step-guard` (a mutant the checkers must catch under
+    /// `clock-lie` or `leap-step`).
+    pub unsafe_no_step_guard: bool,
     /// Run the nodes with this GC retention and a 1 s GC interval, so old versions are
     /// collected (and snapshots installed) while the faults run. `None`: the server's default
     /// (1 h, which a short run never reaches).
@@ -164,6 +167,7 @@ impl Default for RunOptions {
             seed: 1,
             store: PathBuf::from("jepsen-store"),
             unsafe_skip_commit_wait: false,
+            unsafe_no_step_guard: false,
             gc_retention: None,
             network: NetworkMode::Auto,
             quiet: Duration::from_secs(3),
@@ -282,6 +286,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let mut env = Vec::new();
     if opts.unsafe_skip_commit_wait {
         serve_args.push("--unsafe-skip-commit-wait".into());
+    }
+    if opts.unsafe_no_step_guard {
+        serve_args.push("--unsafe-no-step-guard".into());
+    }
+    if opts.unsafe_skip_commit_wait || opts.unsafe_no_step_guard {
         env.push(("BOUNDKV_ALLOW_UNSAFE".to_string(), "1".to_string()));
     }
     if let Some(r) = opts.gc_retention {
@@ -383,7 +392,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "workload": opts.workload,
         "nemeses": opts.nemeses,
         "not_yet_expected_safe": unsafe_faults,
-        "mutant": opts.unsafe_skip_commit_wait.then_some("--unsafe-skip-commit-wait"),
+        "mutant": if opts.unsafe_skip_commit_wait {
+            Some("--unsafe-skip-commit-wait")
+        } else if opts.unsafe_no_step_guard {
+            Some("--unsafe-no-step-guard")
+        } else {
+            None
+        },
         "gc_retention_s": opts.gc_retention.map(|r| r.as_secs_f64()),
         "nodes": opts.nodes,
         "clients": opts.clients,

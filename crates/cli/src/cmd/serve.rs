@@ -99,6 +99,11 @@ pub(crate) struct Serve {
     /// Refused unless BOUNDKV_ALLOW_UNSAFE=1.
     #[arg(long, hide = true)]
     unsafe_skip_commit_wait: bool,
+    /// Test only: read the clock without the step guard (a clock that steps or lies reaches
+    /// commit wait, leases and read timestamps). Breaks external consistency under clock faults.
+    /// Refused unless BOUNDKV_ALLOW_UNSAFE=1.
+    #[arg(long, hide = true)]
+    unsafe_no_step_guard: bool,
 }
 
 /// The settings a `--config` file may hold.
@@ -195,7 +200,20 @@ impl Serve {
             _ => clock.clone(),
         };
         let opened = clock_args.open()?;
-        let mut config = ServerConfig::new(id, client, peer, data_dir, opened.clock);
+        let clock = if self.unsafe_no_step_guard {
+            if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
+                bail!(
+                    "--unsafe-no-step-guard breaks external consistency under clock faults and \
+                     exists only for the consistency suite's mutation checks; set \
+                     {ALLOW_UNSAFE_ENV}=1 to allow it"
+                );
+            }
+            tracing::error!("UNSAFE: the clock is read without its step guard");
+            opened.unguarded
+        } else {
+            opened.clock
+        };
+        let mut config = ServerConfig::new(id, client, peer, data_dir, clock);
         if let Some(list) = self.initial_cluster.as_ref().or(file.initial_cluster.as_ref()) {
             config.initial_cluster = parse_members(list)?;
         }
