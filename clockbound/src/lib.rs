@@ -38,11 +38,14 @@
 //! - [`SimClock`]: a simulated clock for tests: offsets, drift, steps, statuses, lies.
 //! - [`ClockSource`]: parses `--clock clockbound | clockbound:PATH | system:BOUND`.
 //! - [`ClockPolicy`]: which readings may be acted on (status, bound ceiling, timeouts).
+//! - [`ClockHealth`], [`HealthMonitor`]: the clock's state for operators (usable, free-running,
+//!   unusable, stepped, fenced), each change logged once.
 //! - [`wait`]: commit wait and `after`/`before`, on a precise timer.
 //! - [`TimestampOracle`]: monotonic timestamps, safe across clock steps and restarts.
 
 pub mod clock;
 pub mod error;
+pub mod health;
 pub mod oracle;
 pub mod policy;
 pub mod segment;
@@ -55,6 +58,7 @@ pub mod wait;
 
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
+pub use health::{ClockHealth, HealthChange, HealthMonitor, HealthReport};
 pub use oracle::{
     FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark, OracleError,
     OracleOptions, TimestampOracle,
