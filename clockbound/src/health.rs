@@ -159,7 +159,7 @@ impl fmt::Display for HealthReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "clock {}", self.health.label())?;
         match self.bound {
-            Some(b) => write!(f, ", bound ±{}", humantime::format_duration(b))?,
+            Some(b) => write!(f, ", bound ±{}", humantime::format_duration(round_us(b)))?,
             None => write!(f, ", bound unknown")?,
         }
         write!(
@@ -177,6 +177,10 @@ impl fmt::Display for HealthReport {
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
+}
+
+fn round_us(d: Duration) -> Duration {
+    Duration::from_micros(d.as_micros() as u64)
 }
 
 /// A change of state, as [`HealthMonitor::observe`] reports it (and has logged it).
@@ -268,7 +272,7 @@ impl HealthMonitor {
 fn log_change(name: &str, c: &HealthChange, ceiling: Duration) {
     let from = c.from.as_ref().map_or("none", ClockHealth::label);
     let bound = match c.bound {
-        Some(b) => format!("±{}", humantime::format_duration(b)),
+        Some(b) => format!("±{}", humantime::format_duration(round_us(b))),
         None => "unknown".into(),
     };
     let ceiling = format!("±{}", humantime::format_duration(ceiling));
