@@ -21,7 +21,7 @@ const UNAVAILABLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the segment stays `Unknown`.
 const OUTAGE: Duration = Duration::from_secs(30);
 /// What a refused request may take at most: the timeout plus 2 s for a noisy machine.
-const PROMPT: Duration = Duration::from_secs(7);
+const PROMPT: Duration = UNAVAILABLE_TIMEOUT.saturating_add(Duration::from_secs(2));
 
 fn metrics(address: &str) -> Result<String> {
     let mut s = TcpStream::connect(address)?;
