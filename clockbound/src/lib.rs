@@ -40,12 +40,15 @@
 //! - [`StepGuard`]: refuses readings that disagree with the clock's own past (a step, a lie),
 //!   holding over on the monotonic clock instead; every [`ClockSource`] is opened behind one.
 //! - [`ClockPolicy`]: which readings may be acted on (status, bound ceiling, timeouts).
+//! - [`ClockHealth`], [`HealthMonitor`]: the clock's state for operators (usable, free-running,
+//!   unusable, stepped, fenced), each change logged once.
 //! - [`wait`]: commit wait and `after`/`before`, on a precise timer.
 //! - [`TimestampOracle`]: monotonic timestamps, safe across clock steps and restarts.
 
 pub mod clock;
 pub mod error;
 pub mod guard;
+pub mod health;
 pub mod oracle;
 pub mod policy;
 pub mod segment;
@@ -59,6 +62,7 @@ pub mod wait;
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
 pub use guard::{GuardReport, StepGuard};
+pub use health::{ClockHealth, HealthChange, HealthMonitor, HealthReport};
 pub use oracle::{
     FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark, OracleError,
     OracleOptions, TimestampOracle,

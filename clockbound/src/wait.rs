@@ -59,7 +59,10 @@ pub struct CommitWait {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum WaitError {
     /// No usable reading arrived within [`ClockPolicy::unavailable_timeout`].
-    #[error("clock unavailable for {}: {reason}", humantime::format_duration(*waited))]
+    #[error(
+        "clock unavailable for {}: {reason}",
+        humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+    )]
     ClockUnavailable {
         /// How long the caller waited.
         waited: Duration,

@@ -143,8 +143,12 @@ impl Client {
                 Err(e) => Err(e),
             };
             match result {
+                // Not after `ClockUnavailable`: the server already waited for its clock.
                 Err(e)
-                    if e.is_retryable() && !e.commit_may_have_applied() && attempt < attempts =>
+                    if e.is_retryable()
+                        && !e.commit_may_have_applied()
+                        && !matches!(e.server_error(), Some(WireError::ClockUnavailable(_)))
+                        && attempt < attempts =>
                 {
                     let delay = backoff.next_delay();
                     tracing::debug!(attempt, %txn_id, error = %e, ?delay, "re-running the transaction");

@@ -24,6 +24,10 @@
 //!  → c  Commit                ← Committed                  done; c is remembered as the leader
 //! ```
 //!
+//! `ClockUnavailable` is an answer, not a reason to retry: the node waited its clock policy's
+//! `unavailable_timeout` (5 s by default) for a usable reading before giving it, and nothing was
+//! done. Only a commit that an earlier attempt may have applied is resent after it.
+//!
 //! A redirect to an address not yet tried by this call is followed at once; every other retry
 //! waits a jittered backoff first, so two nodes pointing at each other cannot make the client
 //! spin. How a request may be resent after its connection broke or timed out (the server may
@@ -37,7 +41,8 @@
 //! [`ReadPreference`](crate::ReadPreference) (or the node a snapshot began at), and
 //! [`Cluster::call_reader`] moves on only when it must: after [`FOLLOWER_BEHIND_RETRIES`]
 //! `FollowerBehind` answers in a row, or at once when the node is unreachable, unavailable, or
-//! stopped. It moves to the leader if one is known and it is not the node that failed, otherwise
+//! stopped, or its clock is unusable (until every known node has answered `ClockUnavailable`:
+//! that is then the answer). It moves to the leader if one is known and it is not the node that failed, otherwise
 //! to the next known address. A read at a fixed timestamp has the same answer on every node that
 //! serves it, so moving is always safe.
 
@@ -347,6 +352,15 @@ impl Cluster {
                                 return fail(Error::Server(e), may_have_applied);
                             }
                         }
+                        // The server already waited its clock policy's `unavailable_timeout`
+                        // for a usable reading: a definite "nothing was done", answered as soon
+                        // as it comes. Resending would only repeat that wait into the deadline
+                        // (and a commit's last attempt, cut short by it, would end as "outcome
+                        // unknown"). After an attempt that may have applied it settles nothing,
+                        // so a commit is resent then, as after `Unavailable`.
+                        WireError::ClockUnavailable(_) if !may_have_applied => {
+                            return Err(Error::Server(e));
+                        }
                         WireError::Unavailable(_) | WireError::ClockUnavailable(_) => {}
                         WireError::OutcomeUnknown(_) if matches!(resend, Resend::SameTxn(_)) => {
                             may_have_applied = true;
@@ -410,6 +424,7 @@ impl Cluster {
         let mut tried: Vec<String> = Vec::new();
         let mut last_error: Option<Error> = None;
         let mut stopped: Vec<String> = Vec::new();
+        let mut clock_refused: Vec<String> = Vec::new();
         let mut behind_here = 0;
         for attempt in 1u64.. {
             if attempt > 1 && !backoff.wait(deadline).await {
@@ -444,7 +459,19 @@ impl Cluster {
                             }
                             true
                         }
-                        WireError::Unavailable(_) | WireError::ClockUnavailable(_) => true,
+                        WireError::Unavailable(_) => true,
+                        // Another node's clock may serve it; once every known node has said
+                        // so (each after waiting its own `unavailable_timeout`), that is the
+                        // answer.
+                        WireError::ClockUnavailable(_) => {
+                            if !clock_refused.contains(&address) {
+                                clock_refused.push(address.clone());
+                            }
+                            if self.known_addresses().iter().all(|a| clock_refused.contains(a)) {
+                                return Err(Error::Server(e));
+                            }
+                            true
+                        }
                         _ => return Err(Error::Server(e)),
                     };
                     (Error::Server(e), move_on)

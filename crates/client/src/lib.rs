@@ -62,8 +62,10 @@
 //! |---|---|---|
 //! | `NotLeader { leader: Some(n) }` | needs the leader | goes to `n` at once (after a backoff if this call tried `n` already), and remembers it |
 //! | `NotLeader { leader: None }` | needs the leader | backs off, tries the next known node |
-//! | `Unavailable`, `ClockUnavailable` | needs the leader | backs off, tries the same node again |
-//! | `Unavailable`, `ClockUnavailable` | read | tries another node (the leader first) |
+//! | `Unavailable` | needs the leader | backs off, tries the same node again |
+//! | `ClockUnavailable` | needs the leader | returns the error at once: the node waited its clock policy's `unavailable_timeout` for a usable reading, and nothing was done (a commit an earlier attempt may have applied is resent instead) |
+//! | `Unavailable` | read | tries another node (the leader first) |
+//! | `ClockUnavailable` | read | tries another node whose clock has not refused yet; once every known node has, returns the error |
 //! | `Fatal` | any | the node has stopped: tries the next known node (for a read, at once), and gives up with the error once every known node has answered `Fatal` |
 //! | `FollowerBehind { leader, .. }` | read | backs off and retries there; after 3 in a row, moves to the leader (or another node) at the same timestamp |
 //! | connection refused | any | tries another node (a refused request was never sent) |
@@ -80,8 +82,9 @@
 //!
 //! [`Client::transaction`] re-runs a transaction when its error is retryable and says the commit
 //! did not apply ([`Error::is_retryable`] and not [`Error::commit_may_have_applied`]): after
-//! `Conflict`, `Expired`, `NotLeader`, `Unavailable`, `ClockUnavailable`, `FollowerBehind`, or a
-//! transport error, up to [`ClientOptions::max_transaction_attempts`] runs.
+//! `Conflict`, `Expired`, `NotLeader`, `Unavailable`, `FollowerBehind`, or a transport error, up
+//! to [`ClientOptions::max_transaction_attempts`] runs. Not after `ClockUnavailable`: the server
+//! already waited for its clock, and the caller hears that promptly.
 //!
 //! # Same id to resend, new id to re-run
 //!

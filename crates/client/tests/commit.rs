@@ -361,3 +361,66 @@ async fn an_unreadable_resend_does_not_settle_an_earlier_attempt() {
     })
     .await;
 }
+
+/// Scenario: the leader answers ClockUnavailable (as a server does once its clock has given no
+/// usable reading within its `unavailable_timeout`). The client reports it at once, as the
+/// definite "nothing was done" it is: one attempt, not resent into the commit deadline, not
+/// turned into OutcomeUnknown, and `Client::transaction` does not re-run it.
+#[tokio::test]
+async fn clock_unavailable_is_reported_at_once_and_not_as_outcome_unknown() {
+    within(async {
+        let kv = FakeKv::new();
+        let node = leader_with(kv.clone(), |_, _, _| {
+            Some(Reply::Answer(Response::Error(WireError::ClockUnavailable(
+                "clock unavailable for 5s: the clock's status is Unknown".into(),
+            ))))
+        })
+        .await;
+        let client = Client::connect_with([node.address.clone()], quick()).await.unwrap();
+        let started = Instant::now();
+        let err = client.put("x", "1").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            matches!(err, Error::Server(WireError::ClockUnavailable(_))),
+            "a definite clock error, not {err:?}"
+        );
+        assert!(!err.commit_may_have_applied());
+        assert!(err.to_string().contains("nothing was done"), "{err}");
+        assert_eq!(commit_ids(&node).len(), 1, "not resent");
+        let err = client
+            .transaction(async |txn| {
+                txn.put("y", "1")?;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Server(WireError::ClockUnavailable(_))), "{err:?}");
+        assert_eq!(commit_ids(&node).len(), 2, "the transaction ran once");
+        assert_eq!(kv.applications(), 0);
+    })
+    .await;
+}
+
+/// Scenario: the first attempt's outcome is unknown, then the leader answers ClockUnavailable.
+/// That answer does not settle the first attempt, so the client resends the same transaction id
+/// until an answer does (here: Committed).
+#[tokio::test]
+async fn clock_unavailable_after_an_unknown_outcome_is_resent() {
+    within(async {
+        let kv = FakeKv::new();
+        let node = leader_with(kv.clone(), |n, _, _| match n {
+            1 => Some(Reply::Answer(Response::Error(WireError::OutcomeUnknown("x".into())))),
+            2 => Some(Reply::Answer(Response::Error(WireError::ClockUnavailable("y".into())))),
+            _ => None,
+        })
+        .await;
+        let client = Client::connect_with([node.address.clone()], quick()).await.unwrap();
+        let mut txn = client.begin();
+        txn.put("x", "1").unwrap();
+        let id = txn.id();
+        txn.commit().await.unwrap();
+        assert_eq!(commit_ids(&node), [id.to_bytes(); 3]);
+        assert_eq!(kv.applications(), 1);
+    })
+    .await;
+}

@@ -29,6 +29,7 @@
 //! unavailable clock) are answered as typed [`boundkv_wire::WireError`]s; a storage failure stops
 //! the node from serving and is answered as `Fatal`.
 
+mod clock;
 pub mod config;
 pub mod convert;
 pub mod metrics;

@@ -12,6 +12,8 @@
 //! | `boundkv_clock_bound_ceiling_seconds` | gauge | the widest bound this node uses: the clock policy's ceiling, lowered to what the lease allows (`(lease − lease renewal) / 2`) |
 //! | `boundkv_clock_bound_too_wide` | gauge | 1 when the bound exceeds that ceiling: a leader then issues no timestamps, serves no reads and closes no timestamps (its status's clock problem says why) |
 //! | `boundkv_clock_status{status}` | gauge | 1 for the clock's current status |
+//! | `boundkv_clock_health{health}` | gauge | 1 for the clock's state as the clock watcher last saw it: `synchronized`, `free_running`, `unusable`, `stepped`, `fenced` (see `ClockHealth`) |
+//! | `boundkv_clock_health_seconds` | gauge | how long the clock has been in that state |
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
 //! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
@@ -38,12 +40,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use boundkv_clockbound::{ClockStatus, Timestamp};
+use boundkv_clockbound::{ClockHealth, ClockStatus, Timestamp};
 use boundkv_consensus::node::Role;
 use boundkv_storage::{Engine, SledEngine};
 use boundkv_txn::CommitInfo;
 use boundkv_txn::replica::Replica;
 
+use crate::clock::ClockWatch;
 use crate::peer::PeerTransport;
 
 type Labels2 = [(&'static str, &'static str); 2];
@@ -64,6 +67,8 @@ pub struct Metrics {
     clock_bound_ceiling: FloatGauge,
     clock_bound_too_wide: Gauge,
     clock_status: Family<[(&'static str, &'static str); 1], Gauge>,
+    clock_health: Family<[(&'static str, &'static str); 1], Gauge>,
+    clock_health_seconds: FloatGauge,
     term: Gauge,
     leader_id: Gauge,
     commit_index: Gauge,
@@ -149,6 +154,18 @@ impl Metrics {
         );
         let clock_status = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         registry.register("clock_status", "1 for the clock's current status", clock_status.clone());
+        let clock_health = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "clock_health",
+            "1 for the clock's state as the clock watcher last saw it",
+            clock_health.clone(),
+        );
+        let clock_health_seconds = FloatGauge::default();
+        registry.register(
+            "clock_health_seconds",
+            "How long the clock has been in its current state",
+            clock_health_seconds.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -203,6 +220,8 @@ impl Metrics {
             clock_bound_ceiling,
             clock_bound_too_wide,
             clock_status,
+            clock_health,
+            clock_health_seconds,
             term,
             leader_id,
             commit_index,
@@ -236,7 +255,19 @@ impl Metrics {
     }
 
     /// Reads the node's state into the gauges and renders everything.
-    pub(crate) fn render(&self, replica: &Replica<SledEngine>, peers: &PeerTransport) -> String {
+    pub(crate) fn render(
+        &self,
+        replica: &Replica<SledEngine>,
+        peers: &PeerTransport,
+        clock: &ClockWatch,
+    ) -> String {
+        if let Some(report) = clock.report() {
+            for label in ClockHealth::LABELS {
+                let current = i64::from(report.health.label() == label);
+                self.clock_health.get_or_create(&[("health", label)]).set(current);
+            }
+            self.clock_health_seconds.set(report.for_.as_secs_f64());
+        }
         let state = replica.state();
         self.term.set(state.term as i64);
         self.leader_id.set(state.leader.unwrap_or(0) as i64);
@@ -301,6 +332,7 @@ pub(crate) async fn serve_metrics(
     metrics: Arc<Metrics>,
     replica: Arc<Replica<SledEngine>>,
     peers: Arc<PeerTransport>,
+    clock: Arc<ClockWatch>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -311,7 +343,8 @@ pub(crate) async fn serve_metrics(
             },
             _ = shutdown.changed() => return,
         };
-        let (metrics, replica, peers) = (metrics.clone(), replica.clone(), peers.clone());
+        let (metrics, replica, peers, clock) =
+            (metrics.clone(), replica.clone(), peers.clone(), clock.clone());
         tokio::spawn(async move {
             let mut head = Vec::with_capacity(1024);
             let mut buf = [0u8; 1024];
@@ -333,7 +366,7 @@ pub(crate) async fn serve_metrics(
             let (status, body, content_type) = if line.starts_with(b"GET /metrics ") {
                 (
                     "200 OK",
-                    metrics.render(&replica, &peers),
+                    metrics.render(&replica, &peers, &clock),
                     "text/plain; version=0.0.4; charset=utf-8",
                 )
             } else if line.starts_with(b"GET / ") {

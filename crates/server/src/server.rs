@@ -12,6 +12,7 @@ use tracing::Instrument;
 use boundkv_storage::{SledEngine, SledOptions};
 use boundkv_txn::replica::Replica;
 
+use crate::clock::ClockWatch;
 use crate::config::{ServerConfig, check_identity};
 use crate::metrics::{Metrics, serve_metrics};
 use crate::peer::{PeerOptions, PeerTransport, serve_peers};
@@ -147,9 +148,11 @@ impl Server {
             Self::keep_address_book(replica.clone(), peers.clone(), shutdown.subscribe())
                 .instrument(span.clone()),
         ));
+        let clock = ClockWatch::start(replica.clone(), shutdown.subscribe());
         let metrics = Metrics::new();
         let service = Arc::new(Service {
             replica: replica.clone(),
+            clock: clock.clone(),
             metrics: metrics.clone(),
             max_request_frame: config.max_request_frame,
             max_in_flight: config.max_in_flight_per_connection,
@@ -167,6 +170,7 @@ impl Server {
                     metrics,
                     replica.clone(),
                     peers.clone(),
+                    clock,
                     shutdown.subscribe(),
                 )
                 .instrument(span.clone()),

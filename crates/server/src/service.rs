@@ -32,6 +32,7 @@ use boundkv_wire::{
     ResponseFrame, WireError,
 };
 
+use crate::clock::ClockWatch;
 use crate::convert::{self, ts_in, ts_out};
 use crate::metrics::Metrics;
 use crate::status;
@@ -39,6 +40,7 @@ use crate::status;
 /// What every connection's requests are served from.
 pub(crate) struct Service {
     pub(crate) replica: Arc<Replica<SledEngine>>,
+    pub(crate) clock: Arc<ClockWatch>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) max_request_frame: usize,
     pub(crate) max_in_flight: usize,
@@ -170,13 +172,20 @@ impl Service {
 
     fn error(&self, e: boundkv_txn::Error) -> WireError {
         let replica = &self.replica;
-        convert::error_out(e, replica.id(), |id| {
+        let e = convert::error_out(e, replica.id(), |id| {
             replica
                 .members()
                 .into_iter()
                 .find(|m| m.member.id == id)
                 .map(|m| convert::member_out(&m.member, m.voter))
-        })
+        });
+        match (e, self.clock.report()) {
+            // Name the clock's state and bound, as the watcher last saw them.
+            (WireError::ClockUnavailable(why), Some(report)) => {
+                WireError::ClockUnavailable(format!("{why} (node {}: {report})", replica.id()))
+            }
+            (e, _) => e,
+        }
     }
 
     async fn dispatch(&self, request: Request) -> Result<Response, WireError> {
@@ -208,7 +217,7 @@ impl Service {
                 self.metrics.observe_commit(&info);
                 Ok(Response::Committed(convert::commit_out(info)))
             }
-            Request::Status => Ok(Response::Status(status::node_status(r))),
+            Request::Status => Ok(Response::Status(status::node_status(r, &self.clock))),
             Request::AddMember { id, peer_address, client_address } => {
                 let member = boundkv_txn::replica::Member { id, peer_address, client_address };
                 let members = r.add_member(member).await.map_err(|e| self.error(e))?;

@@ -1,6 +1,8 @@
 //! A node's answer to `Status`: its Raft state, the members, its clock, and what it can serve.
 //!
-//! The clock's `problem` is judged by the replica's own policy
+//! The clock's `problem` is the clock watcher's state when that is not usable (`clock unusable,
+//! bound ±6.1ms (ceiling ±125ms) for 12.3s: the clock's status is Unknown`), else judged by the
+//! replica's own policy
 //! ([`Replica::policy`](boundkv_txn::replica::Replica::policy)), which also refuses bounds too
 //! wide for the lease: a leader that serves nothing because of its clock says why there
 //! (`boundkv status` prints it as `UNUSABLE: ...`).
@@ -10,10 +12,11 @@ use boundkv_storage::SledEngine;
 use boundkv_txn::replica::Replica;
 use boundkv_wire as wire;
 
+use crate::clock::ClockWatch;
 use crate::convert::{member_out, members_out, ts_out};
 
 /// This node's status, for the wire.
-pub(crate) fn node_status(replica: &Replica<SledEngine>) -> wire::NodeStatus {
+pub(crate) fn node_status(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::NodeStatus {
     let state = replica.state();
     let members = replica.members();
     let voter = state.is_voter(replica.id());
@@ -35,17 +38,22 @@ pub(crate) fn node_status(replica: &Replica<SledEngine>) -> wire::NodeStatus {
         commit_index: state.commit_index,
         applied_index: state.applied_index,
         members: members_out(&members),
-        clock: clock_info(replica),
+        clock: clock_info(replica, watch),
         safe_time: ts_out(replica.safe_time()),
         closed_ts: ts_out(replica.closed_ts()),
         lease_valid: replica.lease_valid(),
     }
 }
 
-fn clock_info(replica: &Replica<SledEngine>) -> wire::ClockInfo {
+fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockInfo {
     let clock = replica.clock();
     let now = clock.now();
     let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string());
+    // The watcher's state says since when (and carries a step guard's or peer checks' verdict).
+    let problem = match watch.report() {
+        Some(report) if !report.health.is_usable() => Some(report.to_string()),
+        _ => problem,
+    };
     match now {
         Ok(r) => wire::ClockInfo {
             source: clock.describe(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use boundkv_clockbound::{SimClock, Timestamp};
+use boundkv_clockbound::{Clock, ClockStatus, SimClock, Timestamp};
 use boundkv_consensus::node::Role;
 use boundkv_consensus::transport::MemoryRouter;
 use boundkv_storage::{Engine as _, MemoryEngine};
@@ -236,6 +236,88 @@ async fn t32_a_clock_bound_too_wide_for_the_lease_is_a_clock_error() {
     let (ts, v) = read_until(&c, follower, "k", WITHIN).await;
     assert!(ts > info.ts);
     assert_eq!(v.as_deref(), Some(&b"v3"[..]), "the cluster serves again");
+    c.shutdown();
+}
+
+/// Issue 12, item 5: an unusable clock gets a prompt, definite answer. One replica, a 300 ms
+/// `unavailable_timeout`, a 100 ms bound (commit wait about 200 ms):
+/// - a commit is proposed and applied, then the clock turns `Unknown` before its commit wait is
+///   over; the clock stays `Unknown` for 1.5 s, five times the timeout;
+/// - meanwhile a new commit fails with `Error::Clock` within the timeout (plus slack), and
+///   nothing of it is ever applied; a new read-only timestamp fails the same way; a read at a
+///   snapshot taken before keeps being served; a resend of the commit in flight is not answered
+///   with `Error::Clock` (it joins the commit in flight);
+/// - the commit in flight is not acknowledged while the clock is `Unknown`, and is once it is
+///   `Synchronized` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t33_an_unusable_clock_refuses_new_commits_promptly_and_holds_proposed_ones() {
+    let timeout = Duration::from_millis(300);
+    let c = Cluster::start_with(1, 100 * MS, move |o| o.policy.unavailable_timeout = timeout);
+    let leader = c.node(c.leader(WITHIN).await);
+    let clock = c.clocks[&1].clone();
+    c.write(&[("k", Some("v1"))], WITHIN).await;
+    let snapshot = leader.begin_read_only(ReadAt::Latest).await.expect("a snapshot");
+    // Its timestamp closes, as it would in a cluster that has run a while.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A commit that is proposed and applied, then caught by the clock going away mid-wait.
+    let (held, in_flight) = loop {
+        let req = blind(&[("held", Some("v"))]);
+        let task = tokio::spawn({
+            let leader = leader.clone();
+            let req = req.clone();
+            async move { leader.commit(req).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while versions_of(&c, 1, "held") == 0 && !task.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "the commit was never applied");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if versions_of(&c, 1, "held") > 0 && !task.is_finished() {
+            clock.set_status(ClockStatus::Unknown);
+            break (req, task);
+        }
+        // Refused before it took a timestamp (a lease renewal under way, say): again.
+        task.await.unwrap().expect_err("no version, no acknowledgement");
+    };
+    let unknown_since = std::time::Instant::now();
+
+    let refused = blind(&[("refused", Some("v"))]);
+    let started = std::time::Instant::now();
+    let e = tokio::time::timeout(WITHIN, leader.commit(refused.clone()))
+        .await
+        .expect("an answer while the clock is still unknown")
+        .expect_err("no clock, no commit");
+    let took = started.elapsed();
+    assert!(matches!(e, Error::Clock(_)), "a definite clock error, not {e:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(700),
+        "refused after {took:?}, expected the {timeout:?} timeout"
+    );
+    assert!(e.to_string().contains("Unknown"), "the error names the clock's status: {e}");
+    let started = std::time::Instant::now();
+    let e = leader.begin_read_only(ReadAt::Latest).await.expect_err("no clock, no new snapshot");
+    assert!(matches!(e, Error::Clock(_)), "{e:?}");
+    assert!(started.elapsed() < timeout + Duration::from_millis(700), "{:?}", started.elapsed());
+    let v = leader.get(snapshot, b"k").await.expect("a read at a safe timestamp is served");
+    assert_eq!(v.as_deref(), Some(&b"v1"[..]));
+    match tokio::time::timeout(Duration::from_millis(500), leader.commit(held.clone())).await {
+        Err(_) => {} // joined the commit in flight, which cannot finish yet
+        Ok(r) => panic!("a resend of a proposed commit answered while the clock is unknown: {r:?}"),
+    }
+
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(unknown_since.elapsed())).await;
+    assert!(!in_flight.is_finished(), "acknowledged while the clock was unknown");
+    clock.set_status(ClockStatus::Synchronized);
+    let recovered = std::time::Instant::now();
+    let info = in_flight.await.unwrap().expect("acknowledged once the clock is back");
+    assert!(recovered.elapsed() < Duration::from_secs(3));
+    assert!(clock.now().unwrap().after(info.ts), "acknowledged after its commit wait");
+    assert_eq!(versions_of(&c, 1, "refused"), 0, "nothing of the refused commit applied");
+    let (_, v) = read_until(&c, 1, "held", WITHIN).await;
+    assert_eq!(v.as_deref(), Some(&b"v"[..]));
+    let (_, v) = c.read_latest(1, "refused").await.expect("a read once the clock is back");
+    assert_eq!(v, None, "the refused commit never applied");
     c.shutdown();
 }
 

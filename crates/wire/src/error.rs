@@ -77,8 +77,11 @@ pub enum WireError {
         read_ts: Timestamp,
     },
     /// The server's clock cannot currently be trusted to produce timestamps (the bound is too
-    /// wide, the clock daemon is down, ...). Retry later or at another node.
-    #[error("the server's clock is unavailable: {0}; retry later")]
+    /// wide, the clock daemon is down, ...), and no usable reading came within the server's
+    /// `unavailable_timeout`. Nothing was done: a commit answered with it did not apply (the
+    /// server answers a resend of a commit that may have applied with its outcome, never with
+    /// this). Retry later or at another node; the message names the clock's state and bound.
+    #[error("the server's clock is unusable, so nothing was done: {0}; retry later")]
     ClockUnavailable(String),
     /// The server's clock is behind a timestamp it must exceed (for example one it handed out
     /// before its clock stepped back), so it cannot issue a timestamp yet.

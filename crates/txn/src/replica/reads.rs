@@ -56,7 +56,12 @@ impl<E: Engine> Replica<E> {
     /// (or answers `FollowerBehind`).
     pub async fn begin_read_only(&self, at: ReadAt) -> Result<Timestamp> {
         self.txn_failed()?;
-        if self.ensure_active().await.is_ok() {
+        let active = match self.ensure_active().await {
+            // No usable reading within the policy's timeout: a new timestamp needs one here too.
+            Err(e @ Error::Clock(_)) => return Err(e),
+            active => active.is_ok(),
+        };
+        if active {
             let leader_ts = match at {
                 ReadAt::Latest => self.txn.read_ts_now().await,
                 ReadAt::Exact(ts) => self.txn.exact_ts(ts).await,
