@@ -8,7 +8,7 @@
 //! | [`Synchronized`](ClockHealth::Synchronized) | yes | a `Synchronized` reading under the policy's ceiling |
 //! | [`FreeRunning`](ClockHealth::FreeRunning) | yes, the bound grows | a `FreeRunning` reading the policy allows (the daemon lost its source) |
 //! | [`Unusable`](ClockHealth::Unusable) | no | status `Unknown`/`Disrupted`, a read error, or a bound above the ceiling ([`Unusable`] says which) |
-//! | [`Stepped`](ClockHealth::Stepped) | no | a layer that checks readings against the node's own history (a step guard) |
+//! | [`Stepped`](ClockHealth::Stepped) | yes, the bound grows | the [`crate::StepGuard`] saw the source step or lie and holds the node over on its monotonic clock (refused like any reading once the bound passes the ceiling) |
 //! | [`Fenced`](ClockHealth::Fenced) | no | a layer that checks this clock against its peers' |
 //!
 //! [`ClockHealth::classify`] produces the first three from one reading and the
@@ -58,7 +58,8 @@ pub enum ClockHealth {
         reason: Unusable,
     },
     /// The clock stepped or contradicted its own recent history, as a step guard judged it:
-    /// not usable.
+    /// the node holds over on its monotonic clock, usable while the growing bound stays under
+    /// the ceiling.
     Stepped {
         /// What the guard saw.
         reason: String,
@@ -82,7 +83,10 @@ impl ClockHealth {
 
     /// Whether timestamps may be taken and commit waits finished.
     pub fn is_usable(&self) -> bool {
-        matches!(self, ClockHealth::Synchronized | ClockHealth::FreeRunning)
+        matches!(
+            self,
+            ClockHealth::Synchronized | ClockHealth::FreeRunning | ClockHealth::Stepped { .. }
+        )
     }
 
     /// A short label, for metrics and logs: `synchronized`, `free_running`, `unusable`,

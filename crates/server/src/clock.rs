@@ -7,8 +7,9 @@
 //! commit path reads the clock itself and applies the same policy (see `docs/architecture/time.md`,
 //! "When the clock is unusable").
 //!
-//! The step guard and the peer clock checks (issue 12, items 1 and 2) report their verdicts,
-//! `Stepped` and `Fenced`, through [`ClockWatch::set_verdict`]; while one is set it is the
+//! The step guard's holdover shows as `Stepped` (read from the clock's
+//! [`guard_report`](boundkv_clockbound::Clock::guard_report) at each observation); the peer clock
+//! checks report `Fenced` through [`ClockWatch::set_verdict`]; while a verdict is set it is the
 //! node's clock state.
 
 use std::sync::{Arc, Mutex};
@@ -69,9 +70,23 @@ impl ClockWatch {
         let at = self.origin.elapsed();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let bound = answer.as_ref().ok().map(|r| r.bound());
-        match inner.verdict.clone() {
-            Some(verdict) => inner.monitor.observe_health(verdict, bound, at),
-            None => inner.monitor.observe(&answer, at),
+        // The step guard's holdover is a state of its own while the reading is otherwise
+        // usable (a bound past the ceiling is `Unusable`, whatever the guard says).
+        let holdover = replica.clock().guard_report().filter(|g| g.holding_over).map(|g| {
+            let jump_ms = g.jump_nanos.unwrap_or(0) as f64 / 1e6;
+            ClockHealth::Stepped {
+                reason: format!(
+                    "the clock jumped {jump_ms:+.3} ms against its own past; holding over on the \
+                     monotonic clock ({} step(s) since start)",
+                    g.steps
+                ),
+            }
+        });
+        let usable = ClockHealth::classify(replica.policy(), &answer).is_usable();
+        match (inner.verdict.clone(), holdover) {
+            (Some(verdict), _) => inner.monitor.observe_health(verdict, bound, at),
+            (None, Some(stepped)) if usable => inner.monitor.observe_health(stepped, bound, at),
+            _ => inner.monitor.observe(&answer, at),
         };
     }
 
