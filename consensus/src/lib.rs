@@ -50,6 +50,7 @@
 //!   them streamed from disk.
 //! - No authentication of peers.
 
+pub mod clock_check;
 pub mod codec;
 pub mod log_store;
 mod logger;
