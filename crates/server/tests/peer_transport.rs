@@ -16,7 +16,8 @@ use boundkv_consensus::raft::prelude::{ConfState, Entry, Message, MessageType, S
 use boundkv_consensus::testing::{Report, TestEndpoint};
 use boundkv_consensus::transport::Transport;
 use boundkv_server::peer::{
-    PeerFrame, PeerOptions, PeerTransport, encode_frame, frame_codec, serve_peers,
+    PEER_PROTOCOL_VERSION, PeerFrame, PeerOptions, PeerTransport, encode_frame, frame_codec,
+    serve_peers,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpListener;
@@ -192,7 +193,13 @@ fn frame(frame: &PeerFrame) -> Vec<u8> {
 }
 
 fn hello(from: u64, to: u64) -> PeerFrame {
-    PeerFrame::Hello { version: 1, cluster: CLUSTER.into(), from, to, reply_to: String::new() }
+    PeerFrame::Hello {
+        version: PEER_PROTOCOL_VERSION,
+        cluster: CLUSTER.into(),
+        from,
+        to,
+        reply_to: String::new(),
+    }
 }
 
 #[test]

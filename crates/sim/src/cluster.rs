@@ -36,6 +36,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
 use boundkv_clockbound::{ClockPolicy, SimClock, Timestamp};
+use boundkv_consensus::clock_check::ClockCheckOptions;
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
@@ -69,6 +70,8 @@ pub struct ClusterConfig {
     pub unsafe_skip_commit_wait: bool,
     /// **Mutation:** issue timestamps without a lease.
     pub unsafe_ignore_lease: bool,
+    /// **Mutation:** the peer clock checks measure but never fence.
+    pub unsafe_never_fence: bool,
 }
 
 impl ClusterConfig {
@@ -86,6 +89,7 @@ impl ClusterConfig {
             close_interval: Duration::from_millis(*pick(rng, &[5, 25, 100])),
             unsafe_skip_commit_wait: false,
             unsafe_ignore_lease: false,
+            unsafe_never_fence: false,
         }
     }
 
@@ -102,6 +106,10 @@ impl ClusterConfig {
                 read_timeout: self.tick * (election_ticks as u32) * 3,
                 keep_entries: self.keep_entries,
                 seed: Some(seed),
+                clock_checks: Some(ClockCheckOptions {
+                    unsafe_never_fence: self.unsafe_never_fence,
+                    ..ClockCheckOptions::default()
+                }),
                 ..NodeConfig::default()
             },
             txn: TxnOptions {

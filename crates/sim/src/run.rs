@@ -48,6 +48,8 @@ pub enum Mutation {
     NoCommitWait,
     /// Issue timestamps and serve leader reads without a lease.
     NoLeaseCheck,
+    /// Peer clock checks that measure but never fence: a lying clock is trusted.
+    NoPeerChecks,
 }
 
 /// What one run does.
@@ -207,6 +209,7 @@ async fn run(options: RunOptions) -> RunReport {
     match options.mutation {
         Some(Mutation::NoCommitWait) => config.unsafe_skip_commit_wait = true,
         Some(Mutation::NoLeaseCheck) => config.unsafe_ignore_lease = true,
+        Some(Mutation::NoPeerChecks) => config.unsafe_never_fence = true,
         None => {}
     }
     let workload =

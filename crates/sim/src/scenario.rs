@@ -18,6 +18,7 @@
 //! | [`Scenario::LeaseHandover`] | leader A writes, is paused; B is elected and acknowledges a newer value; a read reaches A as it resumes, before its Raft loop runs | the read returns the newer value or an error, never the older one |
 //! | [`Scenario::SnapshotOverProposals`] | leader A is cut off with a commit (and its `Close`) appended but not committed; the majority compacts past them; A catches up by snapshot and is made leader again | the cut-off commit gets an answer; A, leading again, serves a read-write transaction and a commit in time |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
+//! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
 //! its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
@@ -50,12 +51,18 @@ pub enum Scenario {
     SnapshotOverProposals,
     /// A transaction id committed again after GC, applied by a follower in one batch.
     DedupAcrossGc,
+    /// A node restarted with a clock that lies consistently, asked to read and to lead.
+    ClockLieAtRestart,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 3] =
-        [Scenario::LeaseHandover, Scenario::SnapshotOverProposals, Scenario::DedupAcrossGc];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::LeaseHandover,
+        Scenario::SnapshotOverProposals,
+        Scenario::DedupAcrossGc,
+        Scenario::ClockLieAtRestart,
+    ];
 
     /// A quarter of the seeds draw one scenario (equally likely), the rest none.
     pub fn draw(rng: &mut StdRng) -> Option<Scenario> {
@@ -70,7 +77,7 @@ impl Scenario {
     /// for a snapshot, or none at all and a short GC retention.
     pub fn shape(self, config: &mut ClusterConfig) {
         match self {
-            Scenario::LeaseHandover => {}
+            Scenario::LeaseHandover | Scenario::ClockLieAtRestart => {}
             Scenario::SnapshotOverProposals => config.keep_entries = 20,
             Scenario::DedupAcrossGc => {
                 config.keep_entries = 10_000;
@@ -86,6 +93,7 @@ impl Scenario {
             Scenario::LeaseHandover => "lease-handover",
             Scenario::SnapshotOverProposals => "snapshot-over-proposals",
             Scenario::DedupAcrossGc => "dedup-across-gc",
+            Scenario::ClockLieAtRestart => "clock-lie-at-restart",
         }
     }
 
@@ -104,6 +112,7 @@ impl Scenario {
             Scenario::LeaseHandover => lease_handover(cluster, rng).await,
             Scenario::SnapshotOverProposals => snapshot_over_proposals(cluster, rng).await,
             Scenario::DedupAcrossGc => dedup_across_gc(cluster, rng).await,
+            Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -339,4 +348,96 @@ async fn dedup_across_gc(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
         )]),
         _ => Some(Vec::new()),
     }
+}
+
+/// How far the restarted node's clock lies, either way, while claiming the bound it had.
+const LIE_NANOS: i64 = 250_000_000;
+
+/// Node V crashes and restarts with its clock `LIE_NANOS` behind or ahead, its bound unchanged:
+/// a lie no local check can see. Then, with W a write acknowledged before each step began:
+///
+/// 1. a read at V (`now().latest` of V's clock): behind, it lands below W and misses it;
+/// 2. V is made leader (transfers for a while) and commits X; ahead, its commit wait ends by
+///    its own clock, 250 ms early in true time, and a read at another node begun after X was
+///    acknowledged misses it.
+///
+/// With the peer clock checks V is fenced from its start: it refuses both, and refuses to
+/// lead. At the end V's clock is put right, and its fence must lift by itself (liveness).
+async fn clock_lie_at_restart(
+    cluster: &Arc<SimulatedCluster>,
+    rng: &mut StdRng,
+) -> Option<Vec<String>> {
+    let mut problems = Vec::new();
+    let key = Bytes::from_static(b"scenario/clock-lie");
+    let ids = cluster.node_ids();
+    let v = ids[rng.random_range(0..ids.len())];
+    let lie = if rng.random_bool(0.5) { -LIE_NANOS } else { LIE_NANOS };
+    let a = active_leader(cluster, None).await?;
+    commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "before")).await?;
+    cluster.crash(v);
+    cluster.clock(v).set_offset_nanos(lie);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
+    cluster.restart(v);
+    cluster.trace().record(format!("scenario: n{v} restarted with its clock {lie} ns off"));
+    let lied = cluster.running(v)?;
+    // Let V catch up on the log (and, with the checks, hear its peers).
+    let leader = active_leader(cluster, Some(v)).await?;
+    let target = cluster.running(leader)?.state().commit_index;
+    if !until(STEP, || lied.state().applied_index >= target).await {
+        return None;
+    }
+    // 1. A write acknowledged, then a read at V.
+    let leader = active_leader(cluster, Some(v)).await?;
+    let w = commit_at(&cluster.running(leader)?, &write(TxnId(rng.random()), &key, "w")).await?;
+    let read = async {
+        let at = lied.begin_read_only(ReadAt::Latest).await?;
+        Ok::<_, boundkv_txn::Error>((at, lied.get(at, &key).await?))
+    };
+    match tokio::time::timeout(STEP, read).await {
+        Ok(Ok((at, got))) if at < w || got.as_deref() != Some(&b"w"[..]) => problems.push(format!(
+            "n{v}, its clock {lie} ns off, read {got:?} at {at} after `w` was acknowledged at {w}"
+        )),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => cluster.trace().record(format!("scenario: n{v} refused the read: {e}")),
+        Err(_) => {}
+    }
+    // 2. V leads (if it will), commits; another node reads after the acknowledgement.
+    let became = until(Duration::from_secs(3), || match cluster.leader() {
+        Some(l) if l == v => true,
+        Some(l) => {
+            if let Some(r) = cluster.running(l) {
+                r.node().transfer_leader(v);
+            }
+            false
+        }
+        None => false,
+    })
+    .await;
+    if became {
+        cluster.trace().record(format!("scenario: n{v} leads with its clock {lie} ns off"));
+        let x = tokio::time::timeout(STEP, lied.commit(write(TxnId(rng.random()), &key, "x")));
+        if let Ok(Ok(info)) = x.await {
+            let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
+            let reader = cluster.running(others[rng.random_range(0..others.len())])?;
+            let read = async {
+                let at = reader.begin_read_only(ReadAt::Latest).await?;
+                Ok::<_, boundkv_txn::Error>((at, reader.get(at, &key).await?))
+            };
+            if let Ok(Ok((at, got))) = tokio::time::timeout(STEP, read).await
+                && (at < info.ts || got.as_deref() != Some(&b"x"[..]))
+            {
+                problems.push(format!(
+                    "n{}, reading after n{v} (its clock {lie} ns off, leading) acknowledged `x`                      at {}, read {got:?} at {at}",
+                    reader.id(),
+                    info.ts
+                ));
+            }
+        }
+    } else {
+        cluster.trace().record(format!("scenario: n{v} did not lead with its clock {lie} ns off"));
+    }
+    // The operator puts V's clock right; its fence lifts by itself (liveness checks it).
+    cluster.clock(v).set_offset_nanos(0);
+    cluster.trace().record(format!("scenario: n{v}'s clock put right"));
+    Some(problems)
 }

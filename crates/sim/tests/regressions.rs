@@ -33,6 +33,7 @@ fn quiet(nodes: u64) -> ClusterConfig {
         close_interval: Duration::from_secs(3600),
         unsafe_skip_commit_wait: false,
         unsafe_ignore_lease: false,
+        unsafe_never_fence: false,
     }
 }
 

@@ -57,7 +57,7 @@ struct Args {
     /// Add the clock faults boundkv does not survive yet (a clock outside its bound, a 1 s step back).
     #[arg(long)]
     unsafe_clocks: bool,
-    /// Plant a bug: `no-commit-wait` or `no-lease-check`.
+    /// Plant a bug: `no-commit-wait`, `no-lease-check` or `no-peer-checks`.
     #[arg(long)]
     mutation: Option<String>,
     /// Succeed only if some seed fails (for mutation checks): stops at the first failing seed.
@@ -103,7 +103,8 @@ fn main() -> anyhow::Result<()> {
         None => None,
         Some("no-commit-wait") => Some(Mutation::NoCommitWait),
         Some("no-lease-check") => Some(Mutation::NoLeaseCheck),
-        Some(m) => bail!("unknown mutation {m} (no-commit-wait, no-lease-check)"),
+        Some("no-peer-checks") => Some(Mutation::NoPeerChecks),
+        Some(m) => bail!("unknown mutation {m} (no-commit-wait, no-lease-check, no-peer-checks)"),
     };
     let scenario = match args.scenario.as_str() {
         "drawn" => ScenarioChoice::Drawn,

@@ -55,6 +55,7 @@ impl<E: Engine> Replica<E> {
     /// (or answers `FollowerBehind`).
     pub async fn begin_read_only(&self, at: ReadAt) -> Result<Timestamp> {
         self.txn_failed()?;
+        self.check_clock_fence()?;
         if self.ensure_active().await.is_ok() {
             let leader_ts = match at {
                 ReadAt::Latest => self.txn.read_ts_now().await,
