@@ -415,8 +415,7 @@ async fn clock_lie_at_restart(
     .await;
     if became {
         cluster.trace().record(format!("scenario: n{v} leads with its clock {lie} ns off"));
-        let x = tokio::time::timeout(STEP, lied.commit(write(TxnId(rng.random()), &key, "x")));
-        if let Ok(Ok(info)) = x.await {
+        if let Some(x) = commit_at(&lied, &write(TxnId(rng.random()), &key, "x")).await {
             let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
             let reader = cluster.running(others[rng.random_range(0..others.len())])?;
             let read = async {
@@ -424,12 +423,12 @@ async fn clock_lie_at_restart(
                 Ok::<_, boundkv_txn::Error>((at, reader.get(at, &key).await?))
             };
             if let Ok(Ok((at, got))) = tokio::time::timeout(STEP, read).await
-                && (at < info.ts || got.as_deref() != Some(&b"x"[..]))
+                && (at < x || got.as_deref() != Some(&b"x"[..]))
             {
                 problems.push(format!(
-                    "n{}, reading after n{v} (its clock {lie} ns off, leading) acknowledged `x`                      at {}, read {got:?} at {at}",
+                    "n{}, reading after n{v} (its clock {lie} ns off, leading) acknowledged `x` \
+                     at {x}, read {got:?} at {at}",
                     reader.id(),
-                    info.ts
                 ));
             }
         }
