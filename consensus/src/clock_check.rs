@@ -338,10 +338,10 @@ impl ClockChecker {
         t1: Instant,
         r1: Option<ClockReading>,
     ) -> bool {
-        let Some(out) = self.outstanding.remove(&probe) else { return false };
-        if out.to != from {
+        if self.outstanding.get(&probe).is_none_or(|o| o.to != from) {
             return false;
         }
+        let Some(out) = self.outstanding.remove(&probe) else { return false };
         let (Some(peer), Some(r1)) = (peer, r1) else {
             // The peer claims nothing (or we cannot compare): it no longer counts as heard.
             if peer.is_none() {
