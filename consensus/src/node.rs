@@ -969,6 +969,20 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.clock_check.as_ref().is_some_and(ClockChecker::is_fenced)
     }
 
+    /// Whether the latest clock check of `peer` (within its ttl) found its clock inconsistent
+    /// with this member's.
+    fn clock_disagrees(&self, peer: u64) -> bool {
+        let Some(c) = self.clock_check.as_ref() else { return false };
+        let Some(options) = self.config.clock_checks.as_ref().filter(|o| !o.unsafe_never_fence)
+        else {
+            return false;
+        };
+        let ttl = options.sample_ttl;
+        c.samples()
+            .get(&peer)
+            .is_some_and(|s| !s.consistent && self.now.saturating_duration_since(s.at) <= ttl)
+    }
+
     /// This member's reading, if the policy accepts it.
     fn usable_reading(&self) -> Option<boundkv_clockbound::ClockReading> {
         self.policy.check(self.clock.now()).ok()
@@ -1152,6 +1166,15 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 if let Err(e) = self.raw.campaign() {
                     tracing::debug!(node = self.config.id, error = %e, "campaign refused");
                 }
+            }
+            Input::TransferLeader(to) if self.clock_disagrees(to) => {
+                // It would refuse (a fenced member takes no leadership), and a transfer in
+                // progress holds every proposal back for an election timeout.
+                tracing::info!(
+                    node = self.config.id,
+                    to,
+                    "not handing leadership to a member whose clock disagrees with this one"
+                );
             }
             Input::TransferLeader(to) => self.raw.transfer_leader(to),
             Input::Pause(d) => self.paused = Some(d),

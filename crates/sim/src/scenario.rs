@@ -435,8 +435,15 @@ async fn clock_lie_at_restart(
     } else {
         cluster.trace().record(format!("scenario: n{v} did not lead with its clock {lie} ns off"));
     }
-    // The operator puts V's clock right; its fence lifts by itself (liveness checks it).
+    // The operator puts V's clock right; its fence lifts by itself.
     cluster.clock(v).set_offset_nanos(0);
     cluster.trace().record(format!("scenario: n{v}'s clock put right"));
+    let lifted =
+        until(STEP, || cluster.running(v).is_none_or(|r| r.state().clock_fence.is_none())).await;
+    if !lifted {
+        problems.push(format!(
+            "n{v}'s clock fence did not lift within {STEP:?} of its clock being put right"
+        ));
+    }
     Some(problems)
 }
