@@ -45,7 +45,10 @@ pub(crate) fn node_status(replica: &Replica<SledEngine>) -> wire::NodeStatus {
 fn clock_info(replica: &Replica<SledEngine>) -> wire::ClockInfo {
     let clock = replica.clock();
     let now = clock.now();
-    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string());
+    // A clock the peer clock checks fenced is unusable too, and `status` says why.
+    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string()).or_else(|| {
+        replica.state().clock_fence.map(|why| format!("fenced by the peer clock checks: {why}"))
+    });
     match now {
         Ok(r) => wire::ClockInfo {
             source: clock.describe(),
