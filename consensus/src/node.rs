@@ -65,6 +65,20 @@
 //! The node publishes both numbers in [`NodeState::leader_state`]; the layer that issues
 //! timestamps enforces them.
 //!
+//! # Fencing
+//!
+//! Every lease and `ready_at` above trusts the clock's interval. The node checks its clock
+//! against its peers' ([`crate::clock_check`]): every `probe_interval` it probes every member
+//! through [`Transport::send_clock`], answers their probes with its own reading, and judges its
+//! clock by majority (Marzullo). While its clock is fenced (and from its start until the first
+//! verdict) the node publishes why in [`NodeState::clock_fence`] (the transaction layer then
+//! refuses every timestamp and read), starts no lease, sets no `ready_at`, never campaigns,
+//! refuses `MsgTimeoutNow`, and, leading, hands leadership to a voter whose clock agreed (a
+//! transfer a turn, while none is under way). At the fence it drops its lease and `ready_at`;
+//! both are measured afresh once the fence lifts. A leader also refuses to transfer to a member
+//! whose clock it found inconsistent: the member would refuse, and a pending transfer holds
+//! every proposal back for an election timeout.
+//!
 //! # Durability
 //!
 //! Everything a Ready asks to persist (a snapshot's reset of the log and the state machine,
