@@ -39,6 +39,13 @@ pub trait Clock: Send + Sync {
     fn guard_report(&self) -> Option<GuardReport> {
         None
     }
+
+    /// Asks a [`crate::StepGuard`] in front of this source to forget its anchor and trust the
+    /// source's next reading afresh; nothing for an unguarded source. Only a layer that has
+    /// stopped using the clock for anything may ask: the peer clock checks do, while they fence
+    /// this node (its guard may be holding over on an anchor that was itself a lie, taken at a
+    /// restart, and would otherwise refuse the source's correction forever).
+    fn reanchor(&self) {}
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -53,6 +60,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn guard_report(&self) -> Option<GuardReport> {
         (**self).guard_report()
+    }
+    fn reanchor(&self) {
+        (**self).reanchor()
     }
 }
 

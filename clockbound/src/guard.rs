@@ -36,7 +36,10 @@
 //! that.
 //!
 //! **When it trusts the source again.** When a reading intersects the projection again (a
-//! step that was undone, a lie that stopped). Not when the source merely reports a loss of
+//! step that was undone, a lie that stopped), or when the peer clock checks, having fenced the
+//! node because its clock disagrees with a majority of its peers', ask it to
+//! ([`Clock::reanchor`]): an anchor taken at a restart on a clock that lied then is the one case
+//! the guard cannot undo alone. Not when the source merely reports a loss of
 //! synchronisation and a recovery: a source that lies can flap its status too. A clock that
 //! stepped for good (an NTP step that corrected a real error, a leap second) holds over until its
 //! bound passes the policy's ceiling, and the node then refuses to issue timestamps until it is
@@ -200,6 +203,16 @@ impl<C: Clock> Clock for StepGuard<C> {
     fn guard_report(&self) -> Option<GuardReport> {
         Some(self.report())
     }
+
+    fn reanchor(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.holding_over.take().is_some() {
+            tracing::warn!(
+                "clock step guard: re-anchoring on the source at the peer clock checks' request (this node is fenced; its anchor disagrees with its peers)"
+            );
+        }
+        s.anchor = None;
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +287,17 @@ mod tests {
         sim.advance(Duration::from_millis(10));
         let r = guard.now().unwrap();
         assert_eq!(r.status, ClockStatus::Synchronized);
+        assert!(!guard.report().holding_over);
+    }
+
+    #[test]
+    fn reanchoring_trusts_the_source_afresh() {
+        let (sim, guard) = guarded(50);
+        guard.now().unwrap();
+        sim.set_offset_nanos(-250_000_000);
+        assert_eq!(guard.now().unwrap().status, ClockStatus::FreeRunning);
+        guard.reanchor();
+        assert_eq!(guard.now().unwrap(), sim.now().unwrap());
         assert!(!guard.report().holding_over);
     }
 

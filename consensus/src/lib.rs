@@ -27,6 +27,10 @@
 //!   makes the leader's lease valid until `sent.earliest + lease`; a new leader waits until
 //!   `now().earliest` passes `latest + lease` of its election before it may issue anything. The
 //!   node publishes both; the transaction layer enforces them.
+//! - **Peer clock checks and fencing** ([`clock_check`]): every member measures every other
+//!   member's clock (Cristian's method, over the transport), and a member whose clock is outside
+//!   the majority's consistent set (Marzullo) fences itself: no lease, no leadership, and the
+//!   transaction layer issues nothing on it.
 //! - **Snapshots from the state machine**, built at its applied index, streamed by the transport
 //!   in chunks, installed atomically with the log's reset, and reported back to raft-rs.
 //!
@@ -50,6 +54,7 @@
 //!   them streamed from disk.
 //! - No authentication of peers.
 
+pub mod clock_check;
 pub mod codec;
 pub mod log_store;
 mod logger;

@@ -65,6 +65,20 @@
 //! The node publishes both numbers in [`NodeState::leader_state`]; the layer that issues
 //! timestamps enforces them.
 //!
+//! # Fencing
+//!
+//! Every lease and `ready_at` above trusts the clock's interval. The node checks its clock
+//! against its peers' ([`crate::clock_check`]): every `probe_interval` it probes every member
+//! through [`Transport::send_clock`], answers their probes with its own reading, and judges its
+//! clock by majority (Marzullo). While its clock is fenced (and from its start until the first
+//! verdict) the node publishes why in [`NodeState::clock_fence`] (the transaction layer then
+//! refuses every timestamp and read), starts no lease, sets no `ready_at`, never campaigns,
+//! refuses `MsgTimeoutNow`, and, leading, hands leadership to a voter whose clock agreed (a
+//! transfer a turn, while none is under way). At the fence it drops its lease and `ready_at`;
+//! both are measured afresh once the fence lifts. A leader also refuses to transfer to a member
+//! whose clock it found inconsistent: the member would refuse, and a pending transfer holds
+//! every proposal back for an election timeout.
+//!
 //! # Durability
 //!
 //! Everything a Ready asks to persist (a snapshot's reset of the log and the state machine,
@@ -91,6 +105,9 @@ use tokio::sync::{oneshot, watch};
 use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
 use boundkv_storage::{Engine, WriteBatch};
 
+use crate::clock_check::{
+    ClockCheckOptions, ClockCheckReport, ClockChecker, ClockFrame, ClockMessage, FenceChange,
+};
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
 
@@ -123,6 +140,10 @@ pub struct NodeConfig {
     /// simulation passes a seed so that a run repeats exactly. (raft-rs draws the timeout from
     /// `rand::thread_rng`, which cannot be seeded; the node overrides every draw with its own.)
     pub seed: Option<u64>,
+    /// Peer clock checks (see [`crate::clock_check`] and "Fencing" in the module docs). `None`
+    /// switches them off: no probes, never fenced (for step-by-step scripts that print every
+    /// message). Default on.
+    pub clock_checks: Option<ClockCheckOptions>,
 }
 
 impl Default for NodeConfig {
@@ -139,6 +160,7 @@ impl Default for NodeConfig {
             read_timeout: Duration::from_secs(3),
             keep_entries: 10_000,
             seed: None,
+            clock_checks: Some(ClockCheckOptions::default()),
         }
     }
 }
@@ -306,6 +328,9 @@ pub struct NodeState {
     pub progress: BTreeMap<u64, u64>,
     /// The node stopped after a fatal error.
     pub failed: Option<String>,
+    /// Why this member's clock is fenced by the peer clock checks, if it is: it then issues no
+    /// timestamps, holds no lease, serves no reads, and hands leadership away.
+    pub clock_fence: Option<String>,
 }
 
 impl NodeState {
@@ -401,6 +426,7 @@ pub struct NodeHandle<O> {
     id: u64,
     inbox: InboxSender<O>,
     state: watch::Receiver<NodeState>,
+    clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -410,6 +436,7 @@ impl<O> Clone for NodeHandle<O> {
             id: self.id,
             inbox: self.inbox.clone(),
             state: self.state.clone(),
+            clock_report: self.clock_report.clone(),
             thread: self.thread.clone(),
         }
     }
@@ -419,6 +446,12 @@ impl<O: Send + 'static> NodeHandle<O> {
     /// This member's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// What the peer clock checks measured last, and the fence (refreshed at every probe round
+    /// and every verdict).
+    pub fn clock_checks(&self) -> ClockCheckReport {
+        self.clock_report.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Hands an inbound peer message to the node.
@@ -626,6 +659,11 @@ pub struct Node<E: Engine, SM: StateMachine> {
     /// The (term, role) the current election timeout was drawn for.
     election_key: Option<(u64, StateRole)>,
     election_timeout: usize,
+    /// The peer clock checks, if on.
+    clock_check: Option<ClockChecker>,
+    /// Answers arrived since the last verdict.
+    clock_answers: bool,
+    clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
 }
 
 /// Why a node could not start, or stopped: fatal (its storage or its state machine can no
@@ -741,13 +779,19 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             leader_state: None,
             progress: BTreeMap::new(),
             failed: None,
+            clock_fence: None,
         });
         let id = config.id;
         let election_rng = match config.seed {
             Some(seed) => StdRng::seed_from_u64(seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             None => StdRng::from_os_rng(),
         };
+        let clock_check = config.clock_checks.clone().map(|o| ClockChecker::new(id, o, now));
+        let clock_report = Arc::new(std::sync::Mutex::new(ClockCheckReport::default()));
         let mut node = Node {
+            clock_check,
+            clock_answers: false,
+            clock_report: clock_report.clone(),
             next_tick: now + config.tick,
             next_lease_renewal: now,
             now,
@@ -782,6 +826,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             id,
             inbox: tx,
             state: state_rx,
+            clock_report,
             thread: Arc::new(std::sync::Mutex::new(None)),
         };
         Ok((node, handle))
@@ -821,10 +866,15 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     pub fn next_deadline(&self) -> Instant {
         // A leader renews its lease only once it has committed in its term (raft-rs drops
         // read-index requests before that), so the renewal is no deadline until then.
-        if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
-            self.next_tick.min(self.next_lease_renewal.max(self.now))
-        } else {
-            self.next_tick
+        let next =
+            if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
+                self.next_tick.min(self.next_lease_renewal.max(self.now))
+            } else {
+                self.next_tick
+            };
+        match &self.clock_check {
+            Some(c) => next.min(c.next_probe().max(self.now)),
+            None => next,
         }
     }
 
@@ -843,7 +893,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     ///
     /// 1. handle every input already queued (peer messages, proposals, reads, reports), so that
     ///    they all land in one Ready and share one fsync;
-    /// 2. tick if a tick is due, fail reads that waited too long;
+    /// 2. tick if a tick is due, fail reads that waited too long; probe the peers' clocks if
+    ///    due and judge this member's clock (fencing it, or lifting its fence);
     /// 3. as a leader that has committed in its term: send held reads and renew the lease if due;
     /// 4. handle the Ready (`handle_ready`, where Raft's I/O ordering lives);
     /// 5. publish the node's state.
@@ -880,10 +931,16 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         // 2.
         if now >= self.next_tick {
             self.raw.tick();
+            if self.is_fenced() && self.raw.raft.state != StateRole::Leader {
+                // A fenced member never campaigns: its election clock stays at zero.
+                self.raw.raft.election_elapsed = 0;
+            }
             self.pin_election_timeout();
             self.next_tick = now + self.config.tick;
             self.expire(now);
         }
+        // 2b. The peer clock checks: a probe round if due, a verdict if anything changed.
+        self.check_clocks(now);
         // 3.
         if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
             for (deadline, tx) in std::mem::take(&mut self.deferred_reads) {
@@ -921,9 +978,179 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.raw.raft.set_randomized_election_timeout(self.election_timeout);
     }
 
+    /// Whether this member's clock is fenced by the peer clock checks (see the module docs).
+    fn is_fenced(&self) -> bool {
+        self.clock_check.as_ref().is_some_and(ClockChecker::is_fenced)
+    }
+
+    /// Whether the latest clock check of `peer` (within its ttl) found its clock inconsistent
+    /// with this member's.
+    fn clock_disagrees(&self, peer: u64) -> bool {
+        let Some(c) = self.clock_check.as_ref() else { return false };
+        let Some(options) = self.config.clock_checks.as_ref().filter(|o| !o.unsafe_never_fence)
+        else {
+            return false;
+        };
+        let ttl = options.sample_ttl;
+        c.samples()
+            .get(&peer)
+            .is_some_and(|s| !s.consistent && self.now.saturating_duration_since(s.at) <= ttl)
+    }
+
+    /// This member's reading, if the policy accepts it.
+    fn usable_reading(&self) -> Option<boundkv_clockbound::ClockReading> {
+        self.policy.check(self.clock.now()).ok()
+    }
+
+    /// Every member but this one, voters and learners: whom the clock checks probe.
+    fn clock_peers(&self) -> Vec<u64> {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let mut ids: Vec<u64> = conf
+            .voters
+            .iter()
+            .chain(&conf.voters_outgoing)
+            .chain(&conf.learners)
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|&id| id != self.config.id);
+        ids
+    }
+
+    /// A probe or an answer arrived. A probe is answered at once with this member's reading
+    /// (or `None` if its clock is unusable); an answer is measured, and judged in this turn.
+    fn on_clock_frame(&mut self, frame: ClockFrame) {
+        if frame.to != self.config.id {
+            return;
+        }
+        let Some(checker) = self.clock_check.as_mut() else { return };
+        match frame.message {
+            ClockMessage::Probe { probe, .. } => {
+                let reading = self.policy.check(self.clock.now()).ok();
+                let answer = checker.answer(frame.from, probe, reading);
+                self.transport.send_clock(answer);
+            }
+            ClockMessage::Reply { probe, reading } => {
+                // `now` is at or after the answer's arrival, and the reading is taken after it.
+                let r1 = self.policy.check(self.clock.now()).ok();
+                if checker.on_reply(frame.from, probe, reading, self.now, r1) {
+                    self.clock_answers = true;
+                }
+            }
+        }
+    }
+
+    /// Step 2b of a turn: a probe round if one is due, and a verdict on this member's clock if
+    /// a round went out or answers came in; then acts on a change of the fence, and as a
+    /// fenced leader hands leadership away.
+    fn check_clocks(&mut self, now: Instant) {
+        let Some(checker) = self.clock_check.as_ref() else { return };
+        let round_due = now >= checker.next_probe();
+        if !round_due && !self.clock_answers {
+            return;
+        }
+        self.clock_answers = false;
+        let reading = self.usable_reading();
+        let peers = if round_due { self.clock_peers() } else { Vec::new() };
+        // The majority asked for is of the incoming voters (while joint, the configuration
+        // being moved to).
+        let voters: Vec<u64> = self.raw.raft.prs().conf().to_conf_state().voters;
+        let Some(checker) = self.clock_check.as_mut() else { return };
+        if round_due {
+            for frame in checker.probes(now, reading, &peers) {
+                self.transport.send_clock(frame);
+            }
+        }
+        let verdict = checker.verdict(now, reading.as_ref(), &voters);
+        let change = checker.apply(verdict);
+        let never_fence = self.config.clock_checks.as_ref().is_some_and(|o| o.unsafe_never_fence);
+        *self.clock_report.lock().unwrap_or_else(|e| e.into_inner()) = checker.report(now);
+        match change {
+            Some(FenceChange::Fenced(why)) => {
+                if never_fence {
+                    tracing::error!(node = self.config.id, reason = %why,
+                        "UNSAFE: the clock disagrees with its peers, but fencing is switched off");
+                } else {
+                    tracing::warn!(node = self.config.id, reason = %why,
+                        "clock fenced: no timestamps, leases, leadership or reads until it agrees with a majority again");
+                    self.on_fenced();
+                }
+            }
+            Some(FenceChange::Lifted { was_disagreeing: true }) => {
+                tracing::warn!(
+                    node = self.config.id,
+                    "clock fence lifted: this clock agrees with a majority of the voters again"
+                );
+            }
+            Some(FenceChange::Lifted { was_disagreeing: false }) => {
+                tracing::debug!(node = self.config.id, "the first peer clock check agrees");
+            }
+            None => {}
+        }
+        if self.is_fenced() {
+            self.transfer_leadership_away();
+            // Nothing uses this clock while fenced: let its step guard (if any) drop an anchor
+            // that may itself be the lie (taken at a restart), so that a corrected source can
+            // agree with the peers again and lift the fence.
+            if round_due {
+                self.clock.reanchor();
+            }
+        }
+    }
+
+    /// The clock was just fenced: nothing measured on it may be used any longer. A leader drops
+    /// its lease and its `ready_at` (measured again, once the fence is lifted, from then), and
+    /// lease renewals in flight will not extend the lease.
+    fn on_fenced(&mut self) {
+        if let Some(leader) = self.leader.as_mut() {
+            leader.lease_until = None;
+            leader.ready_at = Timestamp::MAX;
+        }
+        for r in self.reads.values_mut() {
+            r.sent_earliest = None;
+        }
+    }
+
+    /// A fenced leader hands leadership to a voter whose clock it found consistent (the most
+    /// caught-up one), or else to the most caught-up voter, unless a transfer is under way.
+    fn transfer_leadership_away(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        let me = self.config.id;
+        let consistent: BTreeMap<u64, bool> = self
+            .clock_check
+            .as_ref()
+            .map(|c| c.samples().iter().map(|(&id, s)| (id, s.consistent)).collect())
+            .unwrap_or_default();
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        let target = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me && voters.contains(**id))
+            .max_by_key(|(id, pr)| (consistent.get(id).copied().unwrap_or(false), pr.matched, **id))
+            .map(|(id, _)| *id);
+        if let Some(to) = target {
+            tracing::warn!(node = me, to, "handing leadership away: this member's clock is fenced");
+            self.raw.transfer_leader(to);
+        }
+    }
+
     fn handle_input(&mut self, input: Input<SM::Output>) {
         match input {
             Input::Peer(PeerInput::Message(m)) => {
+                if m.get_msg_type() == MessageType::MsgTimeoutNow && self.is_fenced() {
+                    // A fenced member must not take leadership over.
+                    tracing::info!(
+                        node = self.config.id,
+                        from = m.from,
+                        "refusing a leadership transfer: this member's clock is fenced"
+                    );
+                    return;
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(node = self.config.id, error = %e, "raft ignored a message");
                 }
@@ -942,16 +1169,32 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     self.request_read(Some(respond), deadline);
                 }
             }
+            Input::Peer(PeerInput::Clock(frame)) => self.on_clock_frame(*frame),
             Input::Peer(PeerInput::Unreachable(to)) => self.raw.report_unreachable(to),
             Input::Peer(PeerInput::SnapshotStatus { to, delivered }) => {
                 let status =
                     if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                 self.raw.report_snapshot(to, status);
             }
+            Input::Campaign if self.is_fenced() => {
+                tracing::info!(
+                    node = self.config.id,
+                    "not campaigning: this member's clock is fenced"
+                );
+            }
             Input::Campaign => {
                 if let Err(e) = self.raw.campaign() {
                     tracing::debug!(node = self.config.id, error = %e, "campaign refused");
                 }
+            }
+            Input::TransferLeader(to) if self.clock_disagrees(to) => {
+                // It would refuse (a fenced member takes no leadership), and a transfer in
+                // progress holds every proposal back for an election timeout.
+                tracing::info!(
+                    node = self.config.id,
+                    to,
+                    "not handing leadership to a member whose clock disagrees with this one"
+                );
             }
             Input::TransferLeader(to) => self.raw.transfer_leader(to),
             Input::Pause(d) => self.paused = Some(d),
@@ -1036,7 +1279,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         let ctx = self.new_request_id().to_be_bytes().to_vec();
         // The lease starts when the heartbeat goes out: read the clock before raft sends it.
-        let sent_earliest = self.policy.check(self.clock.now()).ok().map(|r| r.earliest());
+        // A fenced clock starts no lease.
+        let sent_earliest = if self.is_fenced() {
+            None
+        } else {
+            self.policy.check(self.clock.now()).ok().map(|r| r.earliest())
+        };
         self.raw.read_index(ctx.clone());
         self.reads.insert(
             ctx,
@@ -1183,11 +1431,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     fn on_soft_state(&mut self, role: StateRole) {
         if role == StateRole::Leader {
             let term = self.raw.raft.term;
-            let ready_at = self
-                .policy
-                .check(self.clock.now())
-                .map(|r| r.latest().saturating_add(self.config.lease))
-                .unwrap_or(Timestamp::MAX);
+            // A fenced clock sets nothing: `ready_at` is measured once the fence is lifted.
+            let ready_at = match self.policy.check(self.clock.now()) {
+                Ok(r) if !self.is_fenced() => r.latest().saturating_add(self.config.lease),
+                _ => Timestamp::MAX,
+            };
             self.term_start_index = self.raw.raft.raft_log.last_index();
             self.leader = Some(LeaderState { term, ready_at, caught_up: false, lease_until: None });
             self.next_lease_renewal = self.now;
@@ -1250,7 +1498,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             if !leader.caught_up && applied >= self.term_start_index {
                 leader.caught_up = true;
             }
+            let fenced = self.clock_check.as_ref().is_some_and(ClockChecker::is_fenced);
             if leader.ready_at == Timestamp::MAX
+                && !fenced
                 && let Ok(r) = self.policy.check(self.clock.now())
             {
                 // The clock was unusable at the election: measure from now, later is safe.
@@ -1420,6 +1670,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             leader_state: self.leader,
             progress,
             failed: self.failed.clone(),
+            clock_fence: self
+                .clock_check
+                .as_ref()
+                .filter(|c| c.is_fenced())
+                .and_then(|c| c.fence().reason()),
         };
         self.state.send_if_modified(|s| {
             if *s != state {

@@ -984,6 +984,8 @@ pub enum Report {
         /// Whether it arrived.
         delivered: bool,
     },
+    /// A clock probe or answer delivered through `Deliverer::deliver_clock`.
+    Clock(crate::clock_check::ClockFrame),
 }
 
 /// A stand-in for a node, for testing transports: a [`crate::transport::Deliverer`] and a
@@ -1055,6 +1057,7 @@ impl TestEndpoint {
             }
             PeerInput::Unreachable(to) => Report::Unreachable(to),
             PeerInput::SnapshotStatus { to, delivered } => Report::Snapshot { to, delivered },
+            PeerInput::Clock(frame) => Report::Clock(*frame),
         };
         self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
     }

@@ -6,11 +6,17 @@
 //! back through a [`Reporter`]: peers it cannot reach (so the leader stops pipelining to them) and
 //! whether a snapshot it was asked to deliver arrived (raft-rs keeps a follower in snapshot state
 //! until it hears, so every `MsgSnap` must be reported, one way or the other).
+//!
+//! A transport also carries the peer clock checks' probes and answers ([`ClockFrame`], see
+//! [`crate::clock_check`]): not Raft messages, but sent and lost the same way, over the same
+//! links, so that they see the delays, losses and partitions Raft sees.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use raft::prelude::{Message, MessageType};
+
+use crate::clock_check::ClockFrame;
 
 /// Delivers Raft messages to peers.
 pub trait Transport: Send + Sync + 'static {
@@ -21,6 +27,14 @@ pub trait Transport: Send + Sync + 'static {
     /// between distinct messages). For a `MsgSnap` it must eventually call
     /// [`Reporter::snapshot`] with whether the snapshot was delivered.
     fn send(&self, msg: Message, reporter: &Reporter);
+
+    /// Sends a clock probe or answer to `frame.to`, fire-and-forget.
+    ///
+    /// # To ensure correctness
+    /// Must not block. May drop, delay and reorder frames (a lost probe is a peer not heard
+    /// from; a late answer only widens its measurement), but must not alter them: the checks
+    /// rest on the readings being the ones the peer took.
+    fn send_clock(&self, frame: ClockFrame);
 }
 
 /// What a transport hands a node: the part of a node's input that does not depend on its state
@@ -32,6 +46,8 @@ pub(crate) enum PeerInput {
     Unreachable(u64),
     /// A snapshot for a peer was delivered (`true`) or not.
     SnapshotStatus { to: u64, delivered: bool },
+    /// A clock probe or answer from a peer.
+    Clock(Box<ClockFrame>),
 }
 
 /// The node's input channel as a transport sees it: a closure that sends a [`PeerInput`] into the
@@ -55,6 +71,11 @@ impl Deliverer {
     /// Delivers `msg` to the node. Returns `false` if the node has stopped.
     pub fn deliver(&self, msg: Message) -> bool {
         (self.send)(PeerInput::Message(Box::new(msg)))
+    }
+
+    /// Delivers a clock probe or answer to the node. Returns `false` if the node has stopped.
+    pub fn deliver_clock(&self, frame: ClockFrame) -> bool {
+        (self.send)(PeerInput::Clock(Box::new(frame)))
     }
 }
 
@@ -172,6 +193,25 @@ impl Transport for RouterTransport {
         }
         if is_snapshot {
             reporter.snapshot(to, delivered);
+        }
+    }
+
+    fn send_clock(&self, frame: ClockFrame) {
+        let target = {
+            let mut s = self.router.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let target = if s.cut.contains(&(self.id, frame.to)) {
+                None
+            } else {
+                s.inboxes.get(&frame.to).cloned()
+            };
+            match target {
+                Some(_) => s.delivered += 1,
+                None => s.dropped += 1,
+            }
+            target
+        };
+        if let Some(t) = target {
+            t.deliver_clock(frame);
         }
     }
 }

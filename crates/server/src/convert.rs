@@ -92,6 +92,9 @@ pub fn error_out(
         },
         Error::Expired { read_ts, .. } => W::Expired { read_ts: ts_out(read_ts) },
         Error::Clock(e) => W::ClockUnavailable(e.to_string()),
+        // The wire keeps its variants: a fenced clock is, to a client, a clock this node cannot
+        // use now (nothing happened; reads go elsewhere, commits find the leader it hands over to).
+        e @ Error::ClockFenced { .. } => W::ClockUnavailable(e.to_string()),
         Error::BelowGcHorizon { ts, horizon } => {
             W::BelowGcHorizon { ts: ts_out(ts), horizon: ts_out(horizon) }
         }

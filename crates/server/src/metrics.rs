@@ -81,6 +81,9 @@ pub struct Metrics {
     peer_sent: Family<Labels1, Gauge>,
     peer_dropped: Family<Labels1, Gauge>,
     peer_connected: Family<Labels1, Gauge>,
+    clock_fenced: Gauge,
+    clock_peer_offset: Family<Labels1, FloatGauge>,
+    clock_peer_uncertainty: Family<Labels1, FloatGauge>,
     storage_bytes: Gauge,
 }
 
@@ -206,6 +209,23 @@ impl Metrics {
             "1 while connected to the peer",
             peer_connected.clone(),
         );
+        let clock_fenced = gauge(
+            &mut registry,
+            "clock_fenced",
+            "1 while the peer clock checks fence this node's clock (or have not yet checked it)",
+        );
+        let clock_peer_offset = Family::<Labels1, FloatGauge>::default();
+        registry.register(
+            "clock_peer_offset_seconds",
+            "The peer's clock midpoint minus this node's, as the latest peer clock check measured it",
+            clock_peer_offset.clone(),
+        );
+        let clock_peer_uncertainty = Family::<Labels1, FloatGauge>::default();
+        registry.register(
+            "clock_peer_uncertainty_seconds",
+            "How far two honest clocks may differ in that measurement: half the round trip plus both bounds",
+            clock_peer_uncertainty.clone(),
+        );
         let storage_bytes = gauge(&mut registry, "storage_bytes", "The database's size on disk");
         Arc::new(Metrics {
             registry,
@@ -234,6 +254,9 @@ impl Metrics {
             peer_sent,
             peer_dropped,
             peer_connected,
+            clock_fenced,
+            clock_peer_offset,
+            clock_peer_uncertainty,
             storage_bytes,
         })
     }
@@ -307,6 +330,13 @@ impl Metrics {
             self.peer_sent.get_or_create(&label).set(s.messages_sent as i64);
             self.peer_dropped.get_or_create(&label).set(s.messages_dropped as i64);
             self.peer_connected.get_or_create(&label).set(i64::from(s.connected));
+        }
+        let checks = replica.node().clock_checks();
+        self.clock_fenced.set(i64::from(state.clock_fence.is_some()));
+        for (peer, p) in checks.peers {
+            let label = [("peer", peer.to_string())];
+            self.clock_peer_offset.get_or_create(&label).set(p.offset_nanos as f64 / 1e9);
+            self.clock_peer_uncertainty.get_or_create(&label).set(p.uncertainty.as_secs_f64());
         }
         if let Ok(status) = replica.mvcc().engine().status() {
             self.storage_bytes.set(status.size_on_disk as i64);

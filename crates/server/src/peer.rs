@@ -32,16 +32,17 @@
 //! | [`PeerFrame::Hello`] | `00` | `version` (u16), `cluster` (string), `from` (u64), `to` (u64), `reply_to` (string) |
 //! | [`PeerFrame::Raft`] | `01` | one Raft message, protobuf-encoded by [`encode_message`] (bytes) |
 //! | [`PeerFrame::SnapshotChunk`] | `02` | `snapshot` (u64), `seq` (u32), `last` (bool), `data` (bytes) |
+//! | [`PeerFrame::Clock`] | `03` | a peer clock check's probe or answer: `from` (u64), `to` (u64), then the message: `00` probe (`probe` u64, `sent` optional reading) or `01` answer (`probe` u64, `reading` optional reading); a reading is `earliest`, `latest` (u64 ns) and `status` (variant index) |
 //!
 //! The first frame on a connection is a `Hello`, and only the first. For example, node 1 of
 //! cluster `kv` connecting to node 2, not saying where it listens, sends
-//! `PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
+//! `PeerFrame::Hello { version: 2, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
 //! these 12 bytes:
 //!
 //! ```text
 //! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
 //! 00            PeerFrame::Hello, variant index 0
-//! 01            version 1                      (varint)
+//! 02            version 2                      (varint)
 //! 02 6B 76      cluster: length 2, then "kv"
 //! 01            from node 1                    (varint)
 //! 02            to node 2                      (varint)
@@ -92,9 +93,9 @@
 //!
 //! let max_frame = 1 << 20;
 //! let hello =
-//!     PeerFrame::Hello { version: 1, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
+//!     PeerFrame::Hello { version: 2, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
-//! assert_eq!(payload[..], [0x00, 0x01, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
+//! assert_eq!(payload[..], [0x00, 0x02, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
 //! let mut heartbeat = Message::default();
 //! heartbeat.set_msg_type(MessageType::MsgHeartbeat);
@@ -126,6 +127,11 @@
 //! what follows. Everything else belongs to the version: since postcard writes no names, any
 //! change to [`PeerFrame`] changes `PEER_PROTOCOL_VERSION`. There is no negotiation; a rolling
 //! upgrade that changes the version must change it on a quiet cluster.
+//!
+//! Version 2 added [`PeerFrame::Clock`]. A version-1 node cannot decode it and would close the
+//! connection on the first probe, taking the Raft traffic on it down too; so a version-1 node
+//! and a version-2 node refuse each other at the `Hello` instead, plainly, and the upgrade is
+//! done on a quiet cluster like any other.
 //!
 //! # Queueing and loss
 //!
@@ -228,6 +234,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use boundkv_consensus::clock_check::ClockFrame;
 use boundkv_consensus::codec::{CodecError, MAX_MESSAGE_LEN, decode_message, encode_message};
 use boundkv_consensus::raft::prelude::{Message, MessageType};
 use boundkv_consensus::transport::{Deliverer, Reporter, Transport};
@@ -246,7 +253,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 /// The peer protocol version this module speaks, carried in every [`PeerFrame::Hello`].
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// The length of the length prefix in front of every frame, in bytes.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -449,6 +456,9 @@ pub enum PeerFrame {
         /// The piece's bytes of the encoded message.
         data: Bytes,
     },
+    /// A peer clock check's probe or answer (see `boundkv_consensus::clock_check`), queued
+    /// and lost like Raft messages, never chunked (it is a few dozen bytes).
+    Clock(ClockFrame),
 }
 
 /// Why a frame payload could not be encoded or decoded.
@@ -624,8 +634,16 @@ pub struct PeerLinkStats {
     pub snapshots_failed: u64,
 }
 
-/// A message waiting in a link's queue.
-struct Outbound {
+/// What waits in a link's queue.
+enum Outbound {
+    /// A Raft message.
+    Raft(RaftOutbound),
+    /// A clock probe or answer. It reports nothing: a lost one is a peer not heard from.
+    Clock(ClockFrame),
+}
+
+/// A Raft message waiting in a link's queue.
+struct RaftOutbound {
     msg: Message,
     reporter: Reporter,
     /// For a `MsgSnapshot`: its report, which fires when this is dropped.
@@ -836,7 +854,7 @@ impl Transport for PeerTransport {
             counters: link.counters.clone(),
             delivered: false,
         });
-        let item = Outbound { msg, reporter: reporter.clone(), snapshot };
+        let item = Outbound::Raft(RaftOutbound { msg, reporter: reporter.clone(), snapshot });
         let queue = if is_snapshot { &link.snapshots } else { &link.queue };
         match queue.try_send(item) {
             Ok(()) => {}
@@ -848,6 +866,27 @@ impl Transport for PeerTransport {
                 // The link's task is gone: the runtime has shut down.
                 reporter.unreachable(to);
             }
+        }
+    }
+    /// Queues a clock probe or answer on the peer's ordinary queue; dropped if the peer is
+    /// unknown or its queue is full.
+    fn send_clock(&self, frame: ClockFrame) {
+        self.queue_clock(frame);
+    }
+}
+
+impl PeerTransport {
+    /// Queues a clock frame like an ordinary message (see [`Transport::send_clock`]).
+    fn queue_clock(&self, frame: ClockFrame) {
+        let book = self.read_book();
+        let Some(link) = book.links.get(&frame.to) else {
+            drop(book);
+            self.unknown_peer_drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = link.queue.try_send(Outbound::Clock(frame))
+        {
+            LinkCounters::add(&link.counters.messages_dropped, 1);
         }
     }
 }
@@ -1132,7 +1171,11 @@ impl Link {
         if let Some(reporter) = &self.reporter {
             reporter.unreachable(self.peer);
         }
-        if self.held.as_ref().is_some_and(|item| item.snapshot.is_some()) {
+        if self
+            .held
+            .as_ref()
+            .is_some_and(|item| matches!(item, Outbound::Raft(r) if r.snapshot.is_some()))
+        {
             self.held = None; // Reports `false`.
         }
         while self.snapshots.try_recv().is_ok() {} // Each reports `false`.
@@ -1233,14 +1276,27 @@ impl Link {
 
     /// Keeps a message taken from a queue for the next write, and its reporter for reports.
     fn hold(&mut self, item: Outbound) {
-        self.reporter = Some(item.reporter.clone());
+        if let Outbound::Raft(r) = &item {
+            self.reporter = Some(r.reporter.clone());
+        }
         self.held = Some(item);
     }
 
     /// Encodes a message taken from a queue. `None` if it cannot be sent at all (logged; a
     /// snapshot's report fires `false`).
     fn prepare(&mut self, item: Outbound) -> Option<Payload> {
-        let Outbound { msg, reporter, snapshot } = item;
+        let RaftOutbound { msg, reporter, snapshot } = match item {
+            Outbound::Raft(r) => r,
+            Outbound::Clock(frame) => {
+                return match encode_frame(&PeerFrame::Clock(frame), self.options.max_frame) {
+                    Ok(frame) => Some(Payload::Frame(frame)),
+                    Err(e) => {
+                        warn!(node = self.node, peer = self.peer, error = %e, "cannot frame a clock probe; dropped");
+                        None
+                    }
+                };
+            }
+        };
         self.reporter = Some(reporter);
         let interleave = snapshot.is_some();
         let encoded = match encode_message(&msg) {
@@ -1501,6 +1557,20 @@ impl Inbound {
             let message = match decode_frame(&payload)? {
                 PeerFrame::Hello { .. } => return Err(Refusal::SecondHello),
                 PeerFrame::Raft(bytes) => decode_message(&bytes)?,
+                PeerFrame::Clock(clock) => {
+                    if clock.from != from || clock.to != self.node {
+                        return Err(Refusal::Misaddressed {
+                            from: clock.from,
+                            to: clock.to,
+                            peer: from,
+                            node: self.node,
+                        });
+                    }
+                    if !self.deliverer.deliver_clock(clock) {
+                        return Ok(InboundEnd::NodeStopped);
+                    }
+                    continue;
+                }
                 PeerFrame::SnapshotChunk { snapshot, seq, last, data } => {
                     match Reassembly::accept(&mut reassembly, snapshot, seq, last, &data)? {
                         Some(whole) => decode_message(&whole)?,
@@ -1645,13 +1715,18 @@ mod tests {
 
     #[test]
     fn decode_frame_checks_version_first_and_trailing_bytes() {
-        // A Hello of version 2 whose body is unreadable is still reported as version 2.
+        // A Hello of version 3 whose body is unreadable is still reported as version 3, and a
+        // version-1 Hello (before clock frames) is refused.
         assert_eq!(
-            decode_frame(&[0x00, 0x02, 0xFF]),
-            Err(FrameError::UnsupportedVersion { got: 2 })
+            decode_frame(&[0x00, 0x03, 0xFF]),
+            Err(FrameError::UnsupportedVersion { got: 3 })
+        );
+        assert_eq!(
+            decode_frame(&[0x00, 0x01, 0x00, 0x01, 0x02, 0x00]),
+            Err(FrameError::UnsupportedVersion { got: 1 })
         );
         let hello = PeerFrame::Hello {
-            version: 1,
+            version: PEER_PROTOCOL_VERSION,
             cluster: "kv".into(),
             from: 1,
             to: 2,

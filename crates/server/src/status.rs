@@ -48,7 +48,10 @@ pub(crate) fn node_status(replica: &Replica<SledEngine>, watch: &ClockWatch) -> 
 fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockInfo {
     let clock = replica.clock();
     let now = clock.now();
-    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string());
+    // A clock the peer clock checks fenced is unusable too, and `status` says why.
+    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string()).or_else(|| {
+        replica.state().clock_fence.map(|why| format!("fenced by the peer clock checks: {why}"))
+    });
     // The watcher's state says since when (and carries a step guard's or peer checks' verdict).
     let problem = match watch.report() {
         Some(report) if !report.health.is_usable() => Some(report.to_string()),

@@ -11,12 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boundkv_consensus::clock_check::{ClockFrame, ClockMessage};
 use boundkv_consensus::codec::encode_message;
 use boundkv_consensus::raft::prelude::{ConfState, Entry, Message, MessageType, Snapshot};
 use boundkv_consensus::testing::{Report, TestEndpoint};
 use boundkv_consensus::transport::Transport;
 use boundkv_server::peer::{
-    PeerFrame, PeerOptions, PeerTransport, encode_frame, frame_codec, serve_peers,
+    PEER_PROTOCOL_VERSION, PeerFrame, PeerOptions, PeerTransport, encode_frame, frame_codec,
+    serve_peers,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpListener;
@@ -192,7 +194,13 @@ fn frame(frame: &PeerFrame) -> Vec<u8> {
 }
 
 fn hello(from: u64, to: u64) -> PeerFrame {
-    PeerFrame::Hello { version: 1, cluster: CLUSTER.into(), from, to, reply_to: String::new() }
+    PeerFrame::Hello {
+        version: PEER_PROTOCOL_VERSION,
+        cluster: CLUSTER.into(),
+        from,
+        to,
+        reply_to: String::new(),
+    }
 }
 
 #[test]
@@ -226,6 +234,29 @@ fn two_transports_exchange_messages_in_order_and_intact() {
     assert!(link.bytes_sent > 100 * 20, "{link:?}");
     assert_eq!(link.address, b.server.addr());
     assert_eq!(a.endpoint().reports(Duration::ZERO), vec![], "no reports on a healthy link");
+}
+
+/// A clock probe and its answer travel the same links as Raft messages, intact (the readings
+/// are what the peer clock checks rest on).
+#[test]
+fn clock_frames_travel_intact() {
+    use boundkv_clockbound::{ClockReading, ClockStatus, TimeInterval, Timestamp};
+    let rt = runtime();
+    let a = Node::start(&rt, 1, options());
+    let b = Node::start(&rt, 2, options());
+    a.transport.set_peers([(2, b.server.addr())]);
+    let reading = ClockReading {
+        interval: TimeInterval::around(Timestamp::from_nanos(1 << 60), Duration::from_micros(50)),
+        status: ClockStatus::Synchronized,
+    };
+    let probe = ClockFrame {
+        from: 1,
+        to: 2,
+        message: ClockMessage::Probe { probe: 7, sent: Some(reading) },
+    };
+    a.transport.send_clock(probe.clone());
+    let reports = reports_until(b.endpoint(), |r| matches!(r, Report::Clock(_)));
+    assert!(reports.contains(&Report::Clock(probe)), "{reports:?}");
 }
 
 #[test]
@@ -411,7 +442,7 @@ fn hostile_input_is_refused_and_the_listener_keeps_serving() {
         (
             "a Hello of an unknown version",
             frame(&PeerFrame::Hello {
-                version: 2,
+                version: PEER_PROTOCOL_VERSION + 1,
                 cluster: CLUSTER.into(),
                 from: 1,
                 to: 2,
@@ -421,7 +452,7 @@ fn hostile_input_is_refused_and_the_listener_keeps_serving() {
         (
             "a Hello for another cluster",
             frame(&PeerFrame::Hello {
-                version: 1,
+                version: PEER_PROTOCOL_VERSION,
                 cluster: "other".into(),
                 from: 1,
                 to: 2,
@@ -435,6 +466,18 @@ fn hostile_input_is_refused_and_the_listener_keeps_serving() {
         ),
         ("a message not from the Hello's sender", misaddressed),
         ("a second Hello", [frame(&hello(1, 2)), frame(&hello(1, 2))].concat()),
+        (
+            "a clock probe not from the Hello's sender",
+            [
+                frame(&hello(1, 2)),
+                frame(&PeerFrame::Clock(ClockFrame {
+                    from: 5,
+                    to: 2,
+                    message: ClockMessage::Probe { probe: 1, sent: None },
+                })),
+            ]
+            .concat(),
+        ),
         (
             "a snapshot chunk out of order",
             [

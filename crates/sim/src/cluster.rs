@@ -36,6 +36,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
 use boundkv_clockbound::{Clock, ClockPolicy, SimClock, StepGuard, Timestamp};
+use boundkv_consensus::clock_check::ClockCheckOptions;
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
@@ -72,6 +73,8 @@ pub struct ClusterConfig {
     /// **Mutation:** read each node's clock without the step guard that `boundkv serve` puts in
     /// front of every source.
     pub unsafe_no_step_guard: bool,
+    /// **Mutation:** the peer clock checks measure but never fence.
+    pub unsafe_never_fence: bool,
 }
 
 impl ClusterConfig {
@@ -90,6 +93,7 @@ impl ClusterConfig {
             unsafe_skip_commit_wait: false,
             unsafe_ignore_lease: false,
             unsafe_no_step_guard: false,
+            unsafe_never_fence: false,
         }
     }
 
@@ -106,6 +110,10 @@ impl ClusterConfig {
                 read_timeout: self.tick * (election_ticks as u32) * 3,
                 keep_entries: self.keep_entries,
                 seed: Some(seed),
+                clock_checks: Some(ClockCheckOptions {
+                    unsafe_never_fence: self.unsafe_never_fence,
+                    ..ClockCheckOptions::default()
+                }),
                 ..NodeConfig::default()
             },
             txn: TxnOptions {

@@ -440,6 +440,10 @@ impl Nemesis {
             cluster.set_paused(id, false);
             let clock = cluster.clock(id);
             clock.set_status(ClockStatus::Synchronized);
+            // A clock outside its bound (a lie, a leap step) is put right.
+            if clock.now().is_ok_and(|r| !r.interval.contains(clock.true_now())) {
+                clock.set_offset_nanos(0);
+            }
             let disk = cluster.disk(id);
             disk.repair();
             // A node whose sync already failed stops at its next turn: restart it now too.

@@ -46,12 +46,20 @@
 //! ```
 //!
 //! (the delivery lands on tokio's millisecond timer tick at or after its deadline).
+//!
+//! # Clock probes
+//!
+//! The peer clock checks' probes and answers ([`ClockFrame`], sent through
+//! [`Transport::send_clock`]) travel the same way: the same fates, drawn from the same rng in
+//! send order, the same delays, cuts and incarnations; they only report nothing (a lost probe
+//! is a peer not heard from). In the trace: `net #9 1->3 ClockProbe p4 delay 2.0ms`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use boundkv_consensus::clock_check::{ClockFrame, ClockMessage};
 use boundkv_consensus::raft::prelude::{Message, MessageType};
 use boundkv_consensus::transport::{Deliverer, Reporter, Transport};
 use rand::rngs::StdRng;
@@ -127,14 +135,24 @@ struct Member {
     deliverer: Option<Deliverer>,
 }
 
+/// What a message on the wire carries.
+#[derive(Clone)]
+enum Payload {
+    /// A Raft message.
+    Raft(Message),
+    /// A clock probe or answer.
+    Clock(ClockFrame),
+}
+
 /// One copy of a message on the wire.
 struct InFlight {
     from: u64,
     to: u64,
     /// The target's incarnation when the message was sent.
     to_incarnation: u64,
-    msg: Message,
-    reporter: Reporter,
+    msg: Payload,
+    /// Where a Raft message's fate is reported (clock frames report nothing).
+    reporter: Option<Reporter>,
     /// Whether this copy reports the snapshot's fate (the first copy of a `MsgSnapshot`).
     reports_snapshot: bool,
     /// The message's sequence number, shared by its duplicate, for the trace.
@@ -145,12 +163,21 @@ struct InFlight {
 struct Summary<'a> {
     id: u64,
     from: u64,
-    msg: &'a Message,
+    msg: &'a Payload,
 }
 
 impl fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.msg;
+        let m = match self.msg {
+            Payload::Raft(m) => m,
+            Payload::Clock(c) => {
+                let (kind, probe) = match c.message {
+                    ClockMessage::Probe { probe, .. } => ("ClockProbe", probe),
+                    ClockMessage::Reply { probe, .. } => ("ClockReply", probe),
+                };
+                return write!(f, "net #{} {}->{} {kind} p{probe}", self.id, self.from, c.to);
+            }
+        };
         write!(
             f,
             "net #{} {}->{} {:?} t{} i{} n{}",
@@ -362,7 +389,10 @@ impl SimNet {
         let (to, reporter, reports_snapshot) = (copy.to, copy.reporter, copy.reports_snapshot);
         let delivered = match target {
             Ok(deliverer) => {
-                let delivered = deliverer.deliver(copy.msg);
+                let delivered = match copy.msg {
+                    Payload::Raft(msg) => deliverer.deliver(msg),
+                    Payload::Clock(frame) => deliverer.deliver_clock(frame),
+                };
                 if delivered {
                     self.state().stats.delivered += 1;
                     self.inner.trace.record(format_args!("{line} deliver"));
@@ -377,6 +407,7 @@ impl SimNet {
                 false
             }
         };
+        let Some(reporter) = reporter else { return };
         if !delivered {
             reporter.unreachable(to);
         }
@@ -385,10 +416,12 @@ impl SimNet {
         }
     }
 
-    fn send(&self, from: u64, incarnation: u64, msg: Message, reporter: &Reporter) {
+    fn send(&self, from: u64, incarnation: u64, msg: Payload, reporter: Option<&Reporter>) {
         let now = self.inner.trace.time().now_nanos();
-        let to = msg.to;
-        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        let (to, is_snapshot) = match &msg {
+            Payload::Raft(m) => (m.to, m.get_msg_type() == MessageType::MsgSnapshot),
+            Payload::Clock(c) => (c.to, false),
+        };
         let mut s = self.state();
         s.stats.sent += 1;
         let id = s.next_seq;
@@ -400,7 +433,7 @@ impl SimNet {
             s.stats.dropped_dead_sender += 1;
             drop(s);
             self.inner.trace.record(format_args!("{line} DROP(dead sender)"));
-            if is_snapshot {
+            if is_snapshot && let Some(reporter) = reporter {
                 reporter.snapshot(to, false);
             }
             return;
@@ -417,9 +450,11 @@ impl SimNet {
         if let Some(why) = refused {
             drop(s);
             self.inner.trace.record(format_args!("{line} {why}"));
-            reporter.unreachable(to);
-            if is_snapshot {
-                reporter.snapshot(to, false);
+            if let Some(reporter) = reporter {
+                reporter.unreachable(to);
+                if is_snapshot {
+                    reporter.snapshot(to, false);
+                }
             }
             return;
         }
@@ -428,7 +463,7 @@ impl SimNet {
             s.stats.lost += 1;
             drop(s);
             self.inner.trace.record(format_args!("{line} DROP(loss)"));
-            if is_snapshot {
+            if is_snapshot && let Some(reporter) = reporter {
                 reporter.snapshot(to, false);
             }
             return;
@@ -446,7 +481,7 @@ impl SimNet {
                 to,
                 to_incarnation,
                 msg: msg.clone(),
-                reporter: reporter.clone(),
+                reporter: reporter.cloned(),
                 reports_snapshot: false,
                 id,
             };
@@ -457,7 +492,7 @@ impl SimNet {
             to,
             to_incarnation,
             msg,
-            reporter: reporter.clone(),
+            reporter: reporter.cloned(),
             reports_snapshot: is_snapshot,
             id,
         };
@@ -484,6 +519,10 @@ struct SimTransport {
 
 impl Transport for SimTransport {
     fn send(&self, msg: Message, reporter: &Reporter) {
-        self.net.send(self.id, self.incarnation, msg, reporter);
+        self.net.send(self.id, self.incarnation, Payload::Raft(msg), Some(reporter));
+    }
+
+    fn send_clock(&self, frame: ClockFrame) {
+        self.net.send(self.id, self.incarnation, Payload::Clock(frame), None);
     }
 }

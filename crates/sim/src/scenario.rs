@@ -17,8 +17,9 @@
 //! |---|---|---|
 //! | [`Scenario::LeaseHandover`] | leader A writes, is paused; B is elected and acknowledges a newer value; a read reaches A as it resumes, before its Raft loop runs | the read returns the newer value or an error, never the older one |
 //! | [`Scenario::SnapshotOverProposals`] | leader A is cut off with a commit (and its `Close`) appended but not committed; the majority compacts past them; A catches up by snapshot and is made leader again | the cut-off commit gets an answer; A, leading again, serves a read-write transaction and a commit in time |
-//! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), then steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; the leader acknowledges a write; F is asked for it at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
+//! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), the leader acknowledges a write; F's clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; F is asked for the write at once at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
+//! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
 //! its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
@@ -53,15 +54,18 @@ pub enum Scenario {
     DedupAcrossGc,
     /// A follower's clock steps back (or lies) while it runs.
     ClockStep,
+    /// A node restarted with a clock that lies consistently, asked to read and to lead.
+    ClockLieAtRestart,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::LeaseHandover,
         Scenario::SnapshotOverProposals,
         Scenario::DedupAcrossGc,
         Scenario::ClockStep,
+        Scenario::ClockLieAtRestart,
     ];
 
     /// A quarter of the seeds draw one scenario (equally likely), the rest none.
@@ -77,7 +81,7 @@ impl Scenario {
     /// for a snapshot, or none at all and a short GC retention.
     pub fn shape(self, config: &mut ClusterConfig) {
         match self {
-            Scenario::LeaseHandover | Scenario::ClockStep => {}
+            Scenario::LeaseHandover | Scenario::ClockStep | Scenario::ClockLieAtRestart => {}
             Scenario::SnapshotOverProposals => config.keep_entries = 20,
             Scenario::DedupAcrossGc => {
                 config.keep_entries = 10_000;
@@ -94,6 +98,7 @@ impl Scenario {
             Scenario::SnapshotOverProposals => "snapshot-over-proposals",
             Scenario::DedupAcrossGc => "dedup-across-gc",
             Scenario::ClockStep => "clock-step",
+            Scenario::ClockLieAtRestart => "clock-lie-at-restart",
         }
     }
 
@@ -113,6 +118,7 @@ impl Scenario {
             Scenario::SnapshotOverProposals => snapshot_over_proposals(cluster, rng).await,
             Scenario::DedupAcrossGc => dedup_across_gc(cluster, rng).await,
             Scenario::ClockStep => clock_step(cluster, rng).await,
+            Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -350,9 +356,9 @@ async fn dedup_across_gc(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     }
 }
 
-/// A follower F serves a read, then its clock steps back while it runs (the source keeps
-/// claiming its tiny bound); the leader acknowledges a write; a read of it at F at
-/// `ReadAt::Latest` must see it. Read raw, F's clock would place the read below the write.
+/// A follower F serves a read; the leader acknowledges a write; F's clock steps back while it
+/// runs (the source keeps claiming its tiny bound); a read of the key at F at `ReadAt::Latest`,
+/// sent at once, must see the write. Read raw, F's clock would place the read below it.
 async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
     let a = active_leader(cluster, None).await?;
     let leader = cluster.running(a)?;
@@ -370,7 +376,9 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
     } else {
         -250_000_000
     };
-    // A third of the time the clock strobes first (±200 ms every 10 ms), then settles behind.
+    // A third of the time the clock strobes first (±200 ms every 10 ms) and settles back; its
+    // peers' clock checks may fence it meanwhile, so wait for the fence to lift before the step
+    // that matters.
     if rng.random_ratio(1, 3) {
         let clock = cluster.clock(f);
         let base = clock.local_error_nanos();
@@ -380,11 +388,14 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
         }
         clock.set_offset_nanos(base);
         cluster.trace().record(format!("scenario: n{f}'s clock strobed ±200 ms"));
+        until(STEP, || follower.state().clock_fence.is_none()).await;
     }
+    // The write is acknowledged before the step, and the read is sent at once after it: before
+    // any probe round of the peer clock checks could notice, so only the step guard stands
+    // between the stepped clock and a stale read.
+    let acked = commit_at(&leader, &write(TxnId(rng.random()), &key, "after")).await?;
     cluster.clock(f).step_nanos(step);
     cluster.trace().record(format!("scenario: n{f}'s clock steps {step} ns, its bound unchanged"));
-    tokio::time::sleep(Duration::from_millis(rng.random_range(0..100))).await;
-    let acked = commit_at(&leader, &write(TxnId(rng.random()), &key, "after")).await?;
     let read = tokio::time::timeout(STEP, async {
         let ts = follower.begin_read_only(ReadAt::Latest).await?;
         follower.get(ts, &key).await.map(|v| (ts, v))
@@ -399,4 +410,102 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
         )]),
         _ => Some(Vec::new()),
     }
+}
+
+/// How far the restarted node's clock lies, either way, while claiming the bound it had.
+const LIE_NANOS: i64 = 250_000_000;
+
+/// Node V crashes and restarts with its clock `LIE_NANOS` behind or ahead, its bound unchanged:
+/// a lie no local check can see. Then, with W a write acknowledged before each step began:
+///
+/// 1. a read at V (`now().latest` of V's clock): behind, it lands below W and misses it;
+/// 2. V is made leader (transfers for a while) and commits X; ahead, its commit wait ends by
+///    its own clock, 250 ms early in true time, and a read at another node begun after X was
+///    acknowledged misses it.
+///
+/// With the peer clock checks V is fenced from its start: it refuses both, and refuses to
+/// lead. At the end V's clock is put right, and its fence must lift by itself (liveness).
+async fn clock_lie_at_restart(
+    cluster: &Arc<SimulatedCluster>,
+    rng: &mut StdRng,
+) -> Option<Vec<String>> {
+    let mut problems = Vec::new();
+    let key = Bytes::from_static(b"scenario/clock-lie");
+    let ids = cluster.node_ids();
+    let v = ids[rng.random_range(0..ids.len())];
+    let lie = if rng.random_bool(0.5) { -LIE_NANOS } else { LIE_NANOS };
+    let a = active_leader(cluster, None).await?;
+    commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "before")).await?;
+    cluster.crash(v);
+    cluster.clock(v).set_offset_nanos(lie);
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_000))).await;
+    cluster.restart(v);
+    cluster.trace().record(format!("scenario: n{v} restarted with its clock {lie} ns off"));
+    let lied = cluster.running(v)?;
+    // Let V catch up on the log (and, with the checks, hear its peers).
+    let leader = active_leader(cluster, Some(v)).await?;
+    let target = cluster.running(leader)?.state().commit_index;
+    if !until(STEP, || lied.state().applied_index >= target).await {
+        return None;
+    }
+    // 1. A write acknowledged, then a read at V.
+    let leader = active_leader(cluster, Some(v)).await?;
+    let w = commit_at(&cluster.running(leader)?, &write(TxnId(rng.random()), &key, "w")).await?;
+    let read = async {
+        let at = lied.begin_read_only(ReadAt::Latest).await?;
+        Ok::<_, boundkv_txn::Error>((at, lied.get(at, &key).await?))
+    };
+    match tokio::time::timeout(STEP, read).await {
+        Ok(Ok((at, got))) if at < w || got.as_deref() != Some(&b"w"[..]) => problems.push(format!(
+            "n{v}, its clock {lie} ns off, read {got:?} at {at} after `w` was acknowledged at {w}"
+        )),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => cluster.trace().record(format!("scenario: n{v} refused the read: {e}")),
+        Err(_) => {}
+    }
+    // 2. V leads (if it will), commits; another node reads after the acknowledgement.
+    let became = until(Duration::from_secs(3), || match cluster.leader() {
+        Some(l) if l == v => true,
+        Some(l) => {
+            if let Some(r) = cluster.running(l) {
+                r.node().transfer_leader(v);
+            }
+            false
+        }
+        None => false,
+    })
+    .await;
+    if became {
+        cluster.trace().record(format!("scenario: n{v} leads with its clock {lie} ns off"));
+        if let Some(x) = commit_at(&lied, &write(TxnId(rng.random()), &key, "x")).await {
+            let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
+            let reader = cluster.running(others[rng.random_range(0..others.len())])?;
+            let read = async {
+                let at = reader.begin_read_only(ReadAt::Latest).await?;
+                Ok::<_, boundkv_txn::Error>((at, reader.get(at, &key).await?))
+            };
+            if let Ok(Ok((at, got))) = tokio::time::timeout(STEP, read).await
+                && (at < x || got.as_deref() != Some(&b"x"[..]))
+            {
+                problems.push(format!(
+                    "n{}, reading after n{v} (its clock {lie} ns off, leading) acknowledged `x` \
+                     at {x}, read {got:?} at {at}",
+                    reader.id(),
+                ));
+            }
+        }
+    } else {
+        cluster.trace().record(format!("scenario: n{v} did not lead with its clock {lie} ns off"));
+    }
+    // The operator puts V's clock right; its fence lifts by itself.
+    cluster.clock(v).set_offset_nanos(0);
+    cluster.trace().record(format!("scenario: n{v}'s clock put right"));
+    let lifted =
+        until(STEP, || cluster.running(v).is_none_or(|r| r.state().clock_fence.is_none())).await;
+    if !lifted {
+        problems.push(format!(
+            "n{v}'s clock fence did not lift within {STEP:?} of its clock being put right"
+        ));
+    }
+    Some(problems)
 }

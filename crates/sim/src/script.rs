@@ -170,6 +170,7 @@ impl ClusterConfig {
                 lease: Duration::from_secs(1),
                 lease_renewal: Duration::from_millis(400),
                 read_timeout: Duration::from_secs(3),
+                clock_checks: None,
                 ..NodeConfig::default()
             },
             close_interval: Duration::from_millis(200),
@@ -264,6 +265,10 @@ impl Transport for HeldTransport {
         }
         net.queue.push_back(Held { msg, reporter: reporter.clone() });
     }
+
+    /// The scripts run without peer clock checks (`NodeConfig::clock_checks` is `None`), so
+    /// that their transcripts show Raft only: nothing is ever sent here.
+    fn send_clock(&self, _frame: boundkv_consensus::clock_check::ClockFrame) {}
 }
 
 fn report_dropped(msg: &Message, reporter: &Reporter) {

@@ -64,3 +64,19 @@ fn t11_the_clock_step_scenario_catches_the_step_guard_off_on_every_seed() {
         assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
     }
 }
+
+/// A node restarted with its clock 250 ms off (behind on some seeds, ahead on others) inside a
+/// claimed tiny bound: with the peer clock checks fencing off, a read at it, or a commit it
+/// acknowledges as leader, breaks real-time order on every seed; with them on, it is fenced
+/// (t11_every_scenario_passes_on_todays_code).
+#[test]
+fn t12_the_clock_lie_scenario_catches_the_peer_checks_off_on_every_seed() {
+    for seed in 1..=4 {
+        let options = RunOptions {
+            mutation: Some(Mutation::NoPeerChecks),
+            ..with(Scenario::ClockLieAtRestart, seed)
+        };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}

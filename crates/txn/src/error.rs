@@ -3,7 +3,8 @@
 //! - **retryable** ([`Error::is_retryable`]): the same transaction run again may well succeed
 //!   (a conflict, an expired transaction). `Db::transaction` retries these with backoff.
 //! - **deterministic, tell the client**: the request itself is the problem (a key too large, a
-//!   read below the GC horizon, a timestamp in the future, the clock unavailable right now).
+//!   read below the GC horizon, a timestamp in the future, the clock unavailable right now, the
+//!   clock fenced by its peers).
 //! - **fatal, stop the node** ([`Error::is_fatal`]): storage failed or the clock's high-water mark
 //!   could not be persisted; the node's state on disk is unknown.
 
@@ -117,6 +118,17 @@ pub enum Error {
         safe_time: Timestamp,
         /// The leader, if known.
         leader: Option<u64>,
+    },
+    /// This node's clock is fenced by the peer clock checks: it disagrees with a majority of
+    /// the voters' clocks (or has not been checked against them since the node started), so
+    /// the node issues no timestamps, holds no lease and serves no reads. Nothing happened.
+    /// Deterministic at this node until the fence lifts (it logs when): ask another node.
+    #[error("the clock of node {node} is fenced: {reason}")]
+    ClockFenced {
+        /// The fenced node.
+        node: u64,
+        /// Why (the measured offsets, or that no check has reached a majority yet).
+        reason: String,
     },
     /// The request cannot be carried out, and the same request never will be (an invalid
     /// membership change, a record the state machine refuses). Nothing happened.

@@ -669,3 +669,50 @@ async fn t90_the_gc_horizon_is_replicated_and_every_replica_collects() {
     }
     c.shutdown();
 }
+
+/// - three members; the leader's clock is set 250 ms ahead while it keeps claiming its bound;
+/// - within a few probe rounds its peers' clock checks fence it: it hands leadership to a
+///   member whose clock agrees, and answers reads and commits with `ClockFenced`, naming why;
+/// - its clock is put right: the fence lifts by itself and it serves follower reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t90_a_lying_member_is_fenced_and_unfenced() {
+    use std::time::Instant;
+    let c = Cluster::start(3, MS);
+    let liar = c.leader(WITHIN).await;
+    c.write(&[("k", Some("1"))], WITHIN).await;
+    c.clocks[&liar].set_offset_nanos(250_000_000);
+    let fenced = |id: u64| c.node(id).state().clock_fence;
+    let deadline = Instant::now() + WITHIN;
+    while fenced(liar).is_none() {
+        assert!(Instant::now() < deadline, "n{liar} was not fenced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let why = fenced(liar).unwrap();
+    assert!(why.contains("disagrees with the majority"), "{why}");
+    let new = c.new_leader(liar, WITHIN).await;
+    assert_ne!(new, liar, "the fenced leader handed leadership away");
+    for id in c.ids().into_iter().filter(|&i| i != liar) {
+        assert!(fenced(id).is_none(), "n{id} tells the truth and is not fenced");
+    }
+    match c.node(liar).begin_read_only(ReadAt::Latest).await {
+        Err(Error::ClockFenced { node, reason }) => {
+            assert_eq!(node, liar);
+            assert!(reason.contains("offsets"), "{reason}");
+        }
+        other => panic!("a fenced member must refuse a read: {other:?}"),
+    }
+    let report = c.node(liar).node().clock_checks();
+    assert!(report.peers.values().all(|p| !p.consistent && p.offset_nanos < -200_000_000));
+    // Put right: the fence lifts, and the member serves again.
+    c.clocks[&liar].set_offset_nanos(0);
+    let deadline = Instant::now() + WITHIN;
+    while fenced(liar).is_some() {
+        assert!(Instant::now() < deadline, "n{liar}'s fence did not lift");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = c.write(&[("k", Some("2"))], WITHIN).await;
+    let (ts, value) = c.read_latest(liar, "k").await.expect("a read after the fence lifted");
+    assert!(ts > info.ts);
+    assert_eq!(value.as_deref(), Some(&b"2"[..]));
+    c.shutdown();
+}

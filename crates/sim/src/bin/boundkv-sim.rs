@@ -57,7 +57,7 @@ struct Args {
     /// Add the clock faults boundkv does not survive yet (a clock outside its bound, a 1 s step back).
     #[arg(long)]
     unsafe_clocks: bool,
-    /// Plant a bug: `no-commit-wait`, `no-lease-check` or `no-step-guard`.
+    /// Plant a bug: `no-commit-wait`, `no-lease-check`, `no-step-guard` or `no-peer-checks`.
     #[arg(long)]
     mutation: Option<String>,
     /// Succeed only if some seed fails (for mutation checks): stops at the first failing seed.
@@ -104,7 +104,10 @@ fn main() -> anyhow::Result<()> {
         Some("no-commit-wait") => Some(Mutation::NoCommitWait),
         Some("no-lease-check") => Some(Mutation::NoLeaseCheck),
         Some("no-step-guard") => Some(Mutation::NoStepGuard),
-        Some(m) => bail!("unknown mutation {m} (no-commit-wait, no-lease-check, no-step-guard)"),
+        Some("no-peer-checks") => Some(Mutation::NoPeerChecks),
+        Some(m) => bail!(
+            "unknown mutation {m} (no-commit-wait, no-lease-check, no-step-guard, no-peer-checks)"
+        ),
     };
     let scenario = match args.scenario.as_str() {
         "drawn" => ScenarioChoice::Drawn,

@@ -152,6 +152,7 @@ pub fn commit_surely_not_applied(e: &Error) -> bool {
             | Error::Expired { .. }
             | Error::Clock(_)
             | Error::ClockBehind { .. }
+            | Error::ClockFenced { .. }
             | Error::NotLeader { .. }
             | Error::Unavailable(_)
             | Error::FollowerBehind { .. }

@@ -72,8 +72,12 @@ impl<E: Engine> Replica<E> {
             let Some(replica) = this.upgrade() else { return };
             let pending = {
                 let s = state.borrow_and_update();
+                // `ready_at` is `MAX` until the node has measured it on a usable, unfenced
+                // clock; the term starts once it has (it bounds the conflict index below).
                 s.leader_state.filter(|ls| {
-                    ls.caught_up && replica.gate.activated_term.load(Ordering::Acquire) != ls.term
+                    ls.caught_up
+                        && ls.ready_at != Timestamp::MAX
+                        && replica.gate.activated_term.load(Ordering::Acquire) != ls.term
                 })
             };
             if let Some(ls) = pending {

@@ -1,6 +1,7 @@
 //! Who may issue timestamps: the [`LeaderGate`] the transaction manager asks for every
-//! timestamp it chooses (an active leader, caught up, past every earlier lease, inside its own),
-//! and the replica's checks of its own leadership before serving.
+//! timestamp it chooses (an active leader, caught up, past every earlier lease, inside its own,
+//! its clock not fenced by the peer clock checks), and the replica's checks of its own
+//! leadership before serving.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,8 @@ pub(super) enum Leadership {
     Starting(String),
     /// Another node leads (or none is known).
     Follower { leader: Option<u64> },
+    /// This node's clock is fenced by the peer clock checks (whatever its role); why.
+    Fenced(String),
 }
 
 /// The timestamp gate of a replicated node (see the `replica` module's docs).
@@ -42,6 +45,9 @@ pub(super) struct LeaderGate {
 impl LeaderGate {
     pub(super) fn leadership(&self, reading: Option<&ClockReading>) -> Leadership {
         let state = self.node.borrow();
+        if let Some(why) = &state.clock_fence {
+            return Leadership::Fenced(why.clone());
+        }
         let Some(ls) = state.leader_state else {
             return Leadership::Follower { leader: state.leader };
         };
@@ -75,6 +81,7 @@ impl TimestampGate for LeaderGate {
                 Err(Error::NotLeader { leader, reason: "this node is not the leader".into() })
             }
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
+            Leadership::Fenced(reason) => Err(Error::ClockFenced { node: self.id, reason }),
             Leadership::Active { lease_until } => {
                 // The oracle hands out only readings the policy accepts; the gate says so too,
                 // so that a bound too wide for the lease is never reported as a lapsed lease.
@@ -122,6 +129,16 @@ impl<E: Engine> Replica<E> {
         self.options.policy.check(self.clock.now()).ok()
     }
 
+    /// Fails with [`Error::ClockFenced`] while the peer clock checks fence this node's clock:
+    /// it then serves no reads, not even at a follower's closed timestamp (its own clock would
+    /// choose the timestamp).
+    pub(super) fn check_clock_fence(&self) -> Result<()> {
+        match &self.state.borrow().clock_fence {
+            Some(reason) => Err(Error::ClockFenced { node: self.id, reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn not_leader(&self, leader: Option<u64>) -> Error {
         Error::NotLeader { leader, reason: "this node is not the leader".into() }
     }
@@ -133,6 +150,7 @@ impl<E: Engine> Replica<E> {
         match self.gate.leadership(Some(&reading)) {
             Leadership::Follower { leader } => Err(self.not_leader(leader)),
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
+            Leadership::Fenced(reason) => Err(Error::ClockFenced { node: self.id, reason }),
             Leadership::Active { lease_until } => {
                 if lease_until.is_some_and(|until| reading.latest() < until) {
                     return Ok(());

@@ -56,6 +56,7 @@ impl<E: Engine> Replica<E> {
     /// (or answers `FollowerBehind`).
     pub async fn begin_read_only(&self, at: ReadAt) -> Result<Timestamp> {
         self.txn_failed()?;
+        self.check_clock_fence()?;
         let active = match self.ensure_active().await {
             // No usable reading within the policy's timeout: a new timestamp needs one here too.
             Err(e @ Error::Clock(_)) => return Err(e),
