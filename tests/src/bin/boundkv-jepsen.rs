@@ -85,6 +85,10 @@ struct Args {
     /// under clock-lie or leap-step). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
     #[arg(long, hide = true)]
     unsafe_no_step_guard: bool,
+    /// Test only: start the nodes with --unsafe-no-peer-clock-checks (their clock checks never
+    /// fence). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
+    #[arg(long, hide = true)]
+    unsafe_no_peer_clock_checks: bool,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +96,9 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if (args.unsafe_skip_commit_wait || args.unsafe_no_step_guard)
+    if (args.unsafe_skip_commit_wait
+        || args.unsafe_no_step_guard
+        || args.unsafe_no_peer_clock_checks)
         && std::env::var("BOUNDKV_ALLOW_UNSAFE").as_deref() != Ok("1")
     {
         eprintln!(
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         store: args.store,
         unsafe_skip_commit_wait: args.unsafe_skip_commit_wait,
         unsafe_no_step_guard: args.unsafe_no_step_guard,
+        unsafe_no_peer_clock_checks: args.unsafe_no_peer_clock_checks,
         gc_retention: args.gc_retention.map(Duration::from_secs_f64),
         network,
         quiet: Duration::from_secs_f64(args.quiet),

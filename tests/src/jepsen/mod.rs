@@ -139,6 +139,8 @@ pub struct RunOptions {
     /// Run the nodes with `--unsafe-no-step-guard` (a mutant the checkers must catch under
     /// `clock-lie` or `leap-step`).
     pub unsafe_no_step_guard: bool,
+    /// Run the nodes with `--unsafe-no-peer-clock-checks` (their clock checks never fence).
+    pub unsafe_no_peer_clock_checks: bool,
     /// Run the nodes with this GC retention and a 1 s GC interval, so old versions are
     /// collected (and snapshots installed) while the faults run. `None`: the server's default
     /// (1 h, which a short run never reaches).
@@ -168,6 +170,7 @@ impl Default for RunOptions {
             store: PathBuf::from("jepsen-store"),
             unsafe_skip_commit_wait: false,
             unsafe_no_step_guard: false,
+            unsafe_no_peer_clock_checks: false,
             gc_retention: None,
             network: NetworkMode::Auto,
             quiet: Duration::from_secs(3),
@@ -290,7 +293,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     if opts.unsafe_no_step_guard {
         serve_args.push("--unsafe-no-step-guard".into());
     }
-    if opts.unsafe_skip_commit_wait || opts.unsafe_no_step_guard {
+    if opts.unsafe_no_peer_clock_checks {
+        serve_args.push("--unsafe-no-peer-clock-checks".into());
+    }
+    if opts.unsafe_skip_commit_wait || opts.unsafe_no_step_guard || opts.unsafe_no_peer_clock_checks
+    {
         env.push(("BOUNDKV_ALLOW_UNSAFE".to_string(), "1".to_string()));
     }
     if let Some(r) = opts.gc_retention {
@@ -394,8 +401,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "not_yet_expected_safe": unsafe_faults,
         "mutant": if opts.unsafe_skip_commit_wait {
             Some("--unsafe-skip-commit-wait")
-        } else if opts.unsafe_no_step_guard {
-            Some("--unsafe-no-step-guard")
+        } else if opts.unsafe_no_step_guard || opts.unsafe_no_peer_clock_checks {
+            Some("--unsafe-no-step-guard / --unsafe-no-peer-clock-checks")
         } else {
             None
         },

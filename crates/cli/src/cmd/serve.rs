@@ -104,6 +104,10 @@ pub(crate) struct Serve {
     /// Refused unless BOUNDKV_ALLOW_UNSAFE=1.
     #[arg(long, hide = true)]
     unsafe_no_step_guard: bool,
+    /// Test only: the peer clock checks measure but never fence (a clock that lies
+    /// consistently is trusted). Refused unless BOUNDKV_ALLOW_UNSAFE=1.
+    #[arg(long, hide = true)]
+    unsafe_no_peer_clock_checks: bool,
 }
 
 /// The settings a `--config` file may hold.
@@ -214,6 +218,19 @@ impl Serve {
             opened.clock
         };
         let mut config = ServerConfig::new(id, client, peer, data_dir, clock);
+        if self.unsafe_no_peer_clock_checks {
+            if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
+                bail!(
+                    "--unsafe-no-peer-clock-checks breaks external consistency under clock faults \
+                     and exists only for the consistency suite's mutation checks; set \
+                     {ALLOW_UNSAFE_ENV}=1 to allow it"
+                );
+            }
+            tracing::error!("UNSAFE: the peer clock checks never fence this node");
+            if let Some(checks) = config.raft.clock_checks.as_mut() {
+                checks.unsafe_never_fence = true;
+            }
+        }
         if let Some(list) = self.initial_cluster.as_ref().or(file.initial_cluster.as_ref()) {
             config.initial_cluster = parse_members(list)?;
         }

@@ -45,12 +45,13 @@ pub(super) struct LeaderGate {
 impl LeaderGate {
     pub(super) fn leadership(&self, reading: Option<&ClockReading>) -> Leadership {
         let state = self.node.borrow();
-        if let Some(why) = &state.clock_fence {
-            return Leadership::Fenced(why.clone());
-        }
+        // A follower redirects whatever its clock: a commit sent to it belongs at the leader.
         let Some(ls) = state.leader_state else {
             return Leadership::Follower { leader: state.leader };
         };
+        if let Some(why) = &state.clock_fence {
+            return Leadership::Fenced(why.clone());
+        }
         if !ls.caught_up {
             return Leadership::Starting(
                 "the new leader is still applying earlier terms' entries".into(),
