@@ -106,7 +106,7 @@ use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
 use boundkv_storage::{Engine, WriteBatch};
 
 use crate::clock_check::{
-    ClockCheckOptions, ClockCheckReport, ClockChecker, ClockFrame, ClockMessage, FenceChange,
+    ClockCheckOptions, ClockCheckReport, ClockChecker, ClockFrame, ClockMessage, Fence, FenceChange,
 };
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
@@ -331,6 +331,9 @@ pub struct NodeState {
     /// Why this member's clock is fenced by the peer clock checks, if it is: it then issues no
     /// timestamps, holds no lease, serves no reads, and hands leadership away.
     pub clock_fence: Option<String>,
+    /// Whether that fence is only the one every member starts with, before its first check has
+    /// reached a majority (a transient "starting", not a disagreement).
+    pub clock_unchecked: bool,
 }
 
 impl NodeState {
@@ -780,6 +783,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             progress: BTreeMap::new(),
             failed: None,
             clock_fence: None,
+            clock_unchecked: false,
         });
         let id = config.id;
         let election_rng = match config.seed {
@@ -1675,6 +1679,10 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 .as_ref()
                 .filter(|c| c.is_fenced())
                 .and_then(|c| c.fence().reason()),
+            clock_unchecked: self
+                .clock_check
+                .as_ref()
+                .is_some_and(|c| c.is_fenced() && matches!(c.fence(), Fence::Unchecked)),
         };
         self.state.send_if_modified(|s| {
             if *s != state {

@@ -50,6 +50,9 @@ impl LeaderGate {
             return Leadership::Follower { leader: state.leader };
         };
         if let Some(why) = &state.clock_fence {
+            if state.clock_unchecked {
+                return Leadership::Starting(why.clone());
+            }
             return Leadership::Fenced(why.clone());
         }
         if !ls.caught_up {
@@ -133,8 +136,15 @@ impl<E: Engine> Replica<E> {
     /// Fails with [`Error::ClockFenced`] while the peer clock checks fence this node's clock:
     /// it then serves no reads, not even at a follower's closed timestamp (its own clock would
     /// choose the timestamp).
+    ///
+    /// The fence every member starts with, until its first check reaches a majority, is a
+    /// transient start-up state: it answers `Unavailable` (retry), not `ClockFenced`.
     pub(super) fn check_clock_fence(&self) -> Result<()> {
-        match &self.state.borrow().clock_fence {
+        let state = self.state.borrow();
+        match &state.clock_fence {
+            Some(reason) if state.clock_unchecked => {
+                Err(Error::Unavailable(format!("node {} is starting: {reason}", self.id)))
+            }
             Some(reason) => Err(Error::ClockFenced { node: self.id, reason: reason.clone() }),
             None => Ok(()),
         }
