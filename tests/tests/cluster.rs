@@ -461,3 +461,41 @@ async fn t90_old_versions_are_collected_on_every_node() -> Result {
     }
     Ok(())
 }
+
+/// Peer clock checks, as `status` shows them: every node reports what it measured of each other
+/// member's clock (offset, uncertainty, consistent), and on one healthy machine every clock
+/// agrees, within its uncertainty, and no node is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t61_status_shows_each_members_measured_clock_offset() -> Result {
+    let cluster = TestCluster::start(ClusterOptions::default())?;
+    let client = cluster.client().await?;
+    client.put("c", "1").await?;
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &id in &ids {
+        loop {
+            let s = client.status_of(id).await?;
+            let peers: Vec<u64> = s.clock.peers.iter().map(|p| p.id).collect();
+            let others: Vec<u64> = ids.iter().copied().filter(|&o| o != id).collect();
+            if peers == others {
+                for p in &s.clock.peers {
+                    assert!(
+                        p.consistent,
+                        "node {id} finds node {}'s clock inconsistent: {p:?}",
+                        p.id
+                    );
+                    assert!(
+                        p.offset_nanos.unsigned_abs() as u128 <= p.uncertainty.as_nanos(),
+                        "node {id}: node {}'s offset is outside its uncertainty: {p:?}",
+                        p.id
+                    );
+                }
+                assert!(s.clock.problem.is_none(), "node {id}: {:?}", s.clock.problem);
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} measured {peers:?}, not {others:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

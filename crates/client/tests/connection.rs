@@ -115,14 +115,14 @@ async fn a_connection_error_frame_fails_requests_in_flight_and_reconnects() {
     .await;
 }
 
-/// Scenario: a server that answers in frames of protocol version 2. `connect` fails at once
+/// Scenario: a server that answers in frames of protocol version 3. `connect` fails at once
 /// with the typed version mismatch instead of hanging or retrying.
 #[tokio::test]
 async fn a_server_of_another_protocol_version_is_a_clear_error() {
     within(async {
         let node = MockServer::with_handler(|incoming| {
-            // Version 2 (varint 02), then the id, then a body this client cannot parse.
-            let mut payload = vec![0x02];
+            // Version 3 (varint 03), then the id, then a body this client cannot parse.
+            let mut payload = vec![0x03];
             let mut id = incoming.id;
             loop {
                 let byte = (id & 0x7F) as u8;
@@ -140,12 +140,12 @@ async fn a_server_of_another_protocol_version_is_a_clear_error() {
         .await;
         let started = Instant::now();
         let err = Client::connect_with([node.address.clone()], quick()).await.unwrap_err();
-        assert_eq!(err, Error::Server(WireError::UnsupportedVersion { server: 2, client: 1 }));
+        assert_eq!(err, Error::Server(WireError::UnsupportedVersion { server: 3, client: 2 }));
         assert!(!err.is_retryable());
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             err.to_string(),
-            "unsupported protocol version: the server speaks version 2, the client version 1"
+            "unsupported protocol version: the server speaks version 3, the client version 2"
         );
     })
     .await;

@@ -57,6 +57,19 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
         Some(report) if !report.health.is_usable() => Some(report.to_string()),
         _ => problem,
     };
+    let peers: Vec<wire::PeerClockInfo> = replica
+        .node()
+        .clock_checks()
+        .peers
+        .into_iter()
+        .map(|(id, p)| wire::PeerClockInfo {
+            id,
+            offset_nanos: p.offset_nanos,
+            uncertainty: p.uncertainty,
+            consistent: p.consistent,
+            age: p.age,
+        })
+        .collect();
     match now {
         Ok(r) => wire::ClockInfo {
             source: clock.describe(),
@@ -65,6 +78,7 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             latest: ts_out(r.latest()),
             bound: r.bound(),
             problem,
+            peers,
         },
         Err(e) => wire::ClockInfo {
             source: clock.describe(),
@@ -73,6 +87,7 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             latest: wire::Timestamp::ZERO,
             bound: std::time::Duration::ZERO,
             problem: Some(problem.unwrap_or_else(|| e.to_string())),
+            peers,
         },
     }
 }

@@ -288,6 +288,25 @@ pub struct ClockInfo {
     pub bound: Duration,
     /// Why the clock may not be used for timestamps right now, if it may not.
     pub problem: Option<String>,
+    /// What the peer clock checks last measured of every other member's clock, from this node
+    /// (empty when the checks are off).
+    pub peers: Vec<PeerClockInfo>,
+}
+
+/// One peer's clock as a node's peer clock checks last measured it (Cristian's method).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerClockInfo {
+    /// The peer's node id.
+    pub id: u64,
+    /// The peer's clock minus this node's, in signed nanoseconds (midpoints).
+    pub offset_nanos: i64,
+    /// How far two honest clocks may differ in that measurement: half the round trip plus both
+    /// bounds.
+    pub uncertainty: Duration,
+    /// Whether the peer's interval met this node's, widened by the round trip.
+    pub consistent: bool,
+    /// How long ago the answer arrived.
+    pub age: Duration,
 }
 
 /// A node's view of itself and the cluster.

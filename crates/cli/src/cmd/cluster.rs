@@ -63,6 +63,18 @@ pub(crate) fn print_status(c: &Cluster) -> anyhow::Result<ExitCode> {
                         format!(" follower reads lag {}", fmt::duration(Duration::from_nanos(lag)))
                     },
                 );
+                // What this node's peer clock checks measured of the others.
+                for p in &s.clock.peers {
+                    let sign = if p.offset_nanos < 0 { "-" } else { "+" };
+                    println!(
+                        "         clock of node {:<3} {sign}{} ±{} from node {}'s{}",
+                        p.id,
+                        fmt::duration(Duration::from_nanos(p.offset_nanos.unsigned_abs())),
+                        fmt::duration(p.uncertainty),
+                        s.id,
+                        if p.consistent { "" } else { "  INCONSISTENT" },
+                    );
+                }
             }
             Some(Err(e)) => {
                 println!("node {:<3} UNREACHABLE   clients {:<21} {e}", m.id, m.client_address)

@@ -268,6 +268,7 @@ pub fn status(id: u64, role: Role, leader: Option<Member>, members: Vec<Member>)
             latest: Timestamp::ZERO,
             bound: Duration::ZERO,
             problem: None,
+            peers: Vec::new(),
         },
         safe_time: Timestamp::ZERO,
         closed_ts: Timestamp::ZERO,

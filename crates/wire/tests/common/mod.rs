@@ -11,8 +11,8 @@ use std::ops::Bound;
 use std::time::Duration;
 
 use boundkv_wire::{
-    ClockInfo, CommitInfo, CommitRequest, Member, NodeStatus, ReadAt, Request, RequestFrame,
-    Response, ResponseFrame, Role, Timestamp, WireError,
+    ClockInfo, CommitInfo, CommitRequest, Member, NodeStatus, PeerClockInfo, ReadAt, Request,
+    RequestFrame, Response, ResponseFrame, Role, Timestamp, WireError,
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -178,6 +178,22 @@ pub(crate) fn node_status_example() -> NodeStatus {
             latest: ts(1_700_000_000_000_500_000),
             bound: Duration::from_micros(250),
             problem: None,
+            peers: vec![
+                PeerClockInfo {
+                    id: 2,
+                    offset_nanos: -12_345,
+                    uncertainty: Duration::from_micros(300),
+                    consistent: true,
+                    age: Duration::from_millis(120),
+                },
+                PeerClockInfo {
+                    id: 3,
+                    offset_nanos: 250_000_000,
+                    uncertainty: Duration::from_micros(310),
+                    consistent: false,
+                    age: Duration::from_millis(80),
+                },
+            ],
         },
         safe_time: ts(1_699_999_999_999_000_000),
         closed_ts: ts(1_699_999_999_998_000_000),
@@ -342,15 +358,32 @@ pub(crate) fn arb_role() -> impl Strategy<Value = Role> {
     ]
 }
 
+pub(crate) fn arb_peer_clock() -> impl Strategy<Value = PeerClockInfo> {
+    (any::<u64>(), any::<i64>(), arb_duration(), any::<bool>(), arb_duration()).prop_map(
+        |(id, offset_nanos, uncertainty, consistent, age)| PeerClockInfo {
+            id,
+            offset_nanos,
+            uncertainty,
+            consistent,
+            age,
+        },
+    )
+}
+
 pub(crate) fn arb_clock_info() -> impl Strategy<Value = ClockInfo> {
-    (arb_string(), arb_string(), arb_ts(), arb_ts(), arb_duration(), prop::option::of(arb_string()))
-        .prop_map(|(source, status, earliest, latest, bound, problem)| ClockInfo {
+    (
+        (arb_string(), arb_string(), arb_ts(), arb_ts(), arb_duration()),
+        prop::option::of(arb_string()),
+        prop::collection::vec(arb_peer_clock(), 0..4),
+    )
+        .prop_map(|((source, status, earliest, latest, bound), problem, peers)| ClockInfo {
             source,
             status,
             earliest,
             latest,
             bound,
             problem,
+            peers,
         })
 }
 
