@@ -931,6 +931,14 @@ fn readers_see_a_consistent_log_while_it_changes<E: Engine>(fresh: Fresh<E>) {
                 }
             });
         }
+        // The writer starts once a reader has read (on a memory engine the 190 appends can end
+        // before a reader thread is first scheduled, and then nothing raced).
+        let started = std::time::Instant::now();
+        while reads.load(Ordering::Relaxed) == 0
+            && started.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::yield_now();
+        }
         for i in 11..=200 {
             append_committed(&store, &[entry(i, term(i))]);
             if i % 20 == 0 {
