@@ -315,17 +315,7 @@ fn log_change(name: &str, c: &HealthChange, ceiling: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::{TimeInterval, Timestamp};
-
-    fn reading(status: ClockStatus, bound_ms: u64) -> Result<ClockReading, ClockError> {
-        Ok(ClockReading {
-            interval: TimeInterval::around(
-                Timestamp::from_nanos(1 << 60),
-                Duration::from_millis(bound_ms),
-            ),
-            status,
-        })
-    }
+    use crate::policy::tests::reading;
 
     #[test]
     fn each_change_of_state_is_reported_once() {

@@ -118,11 +118,12 @@ impl ClockPolicy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::time::{TimeInterval, Timestamp};
 
-    fn reading(status: ClockStatus, bound_ms: u64) -> Result<ClockReading, ClockError> {
+    /// A reading with `status` and a bound of `bound_ms`, for tests of policies and health.
+    pub(crate) fn reading(status: ClockStatus, bound_ms: u64) -> Result<ClockReading, ClockError> {
         Ok(ClockReading {
             interval: TimeInterval::around(
                 Timestamp::from_nanos(1 << 60),

@@ -360,6 +360,24 @@ impl SimulatedCluster {
             .map(|(id, _)| id)
     }
 
+    /// Asks whichever node leads to hand leadership to `target` until `target` leads; false if
+    /// it does not within `within` of simulated time.
+    pub async fn make_leader(&self, target: u64, within: Duration) -> bool {
+        eventually(within, || {
+            match self.leader() {
+                Some(l) if l == target => return true,
+                Some(l) => {
+                    if let Some(r) = self.running(l) {
+                        r.node().transfer_leader(target);
+                    }
+                }
+                None => {}
+            }
+            false
+        })
+        .await
+    }
+
     /// Power loss at node `id`: what was not synced may be lost; the node is down until
     /// [`SimulatedCluster::restart`].
     pub fn crash(&self, id: u64) {
@@ -511,5 +529,20 @@ impl SimCluster<SimDisk> for SimulatedCluster {
 
     fn now_nanos(&self) -> u64 {
         self.time.now_nanos()
+    }
+}
+
+/// Polls `ready` every 10 ms of simulated time until it holds (true), or `within` has passed and
+/// it still does not (false).
+pub async fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if ready() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

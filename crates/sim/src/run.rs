@@ -33,7 +33,7 @@ use boundkv_tests::check::{CheckResult, Event, EventType, Validity, overall};
 use boundkv_txn::replica::ReadAt;
 use boundkv_txn::{CommitRequest, TxnId};
 
-use crate::cluster::{ClusterConfig, SimulatedCluster};
+use crate::cluster::{ClusterConfig, SimulatedCluster, eventually};
 use crate::nemesis::Nemesis;
 use crate::scenario::Scenario;
 use crate::time::SimTime;
@@ -317,20 +317,6 @@ fn result(checker: &str, problems: Vec<String>) -> CheckResult {
     r
 }
 
-/// Waits up to `limit` of simulated time for `f` to hold, polling every 10 ms.
-async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A client that reuses transaction ids: it commits `probe/N = first`, then, 0.2–3 s later
 /// (within the dedup window or past the GC horizon), sends the same transaction id again with
 /// `probe/N = reused`. Whether the second is a duplicate or a new commit depends on the GC
@@ -378,21 +364,7 @@ async fn check_liveness(cluster: &Arc<SimulatedCluster>, seed: u64) -> CheckResu
     }
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6c69_7665);
     for (round, &target) in ids.iter().enumerate() {
-        // Hand leadership to `target`.
-        let became = eventually(step, || {
-            match cluster.leader() {
-                Some(l) if l == target => return true,
-                Some(l) => {
-                    if let Some(r) = cluster.running(l) {
-                        r.node().transfer_leader(target);
-                    }
-                }
-                None => {}
-            }
-            false
-        })
-        .await;
-        if !became {
+        if !cluster.make_leader(target, step).await {
             problems.push(format!("n{target} did not become leader within {step:?}"));
             continue;
         }

@@ -39,7 +39,7 @@ use boundkv_clockbound::Timestamp;
 use boundkv_txn::replica::{ReadAt, Replica};
 use boundkv_txn::{CommitRequest, TxnId};
 
-use crate::cluster::{ClusterConfig, SimulatedCluster};
+use crate::cluster::{ClusterConfig, SimulatedCluster, eventually};
 use crate::disk::SimDisk;
 use crate::workload::SimCluster;
 
@@ -132,24 +132,12 @@ impl Scenario {
 /// How long any one step of a scenario may wait.
 const STEP: Duration = Duration::from_secs(10);
 
-/// Polls `ready` every 10 ms until it holds (true) or `within` passes (false).
-async fn until(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + within;
-    while tokio::time::Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
 /// A leader other than `not` that holds a valid lease (or, with the lease check off, any
 /// leader other than `not`).
 async fn active_leader(cluster: &Arc<SimulatedCluster>, not: Option<u64>) -> Option<u64> {
     let ignore_lease = cluster.config().unsafe_ignore_lease;
     let mut found = None;
-    until(STEP, || {
+    eventually(STEP, || {
         found = cluster.leader().filter(|&l| {
             Some(l) != not && cluster.running(l).is_some_and(|r| ignore_lease || r.lease_valid())
         });
@@ -261,7 +249,7 @@ async fn snapshot_over_proposals(
     cluster.net().heal();
     cluster.trace().record(format!("scenario: n{a} rejoins"));
     let target = new.state().commit_index;
-    if !until(STEP, || old.state().applied_index >= target).await {
+    if !eventually(STEP, || old.state().applied_index >= target).await {
         return None; // A did not catch up (the liveness check will say why).
     }
     match tokio::time::timeout(STEP, cut_off).await {
@@ -270,20 +258,7 @@ async fn snapshot_over_proposals(
             .push(format!("n{a}'s cut-off commit got no answer {STEP:?} after n{a} caught up")),
     }
     // A leads again: it must be able to serve.
-    let became = until(STEP, || {
-        match cluster.leader() {
-            Some(l) if l == a => return true,
-            Some(l) => {
-                if let Some(r) = cluster.running(l) {
-                    r.node().transfer_leader(a);
-                }
-            }
-            None => {}
-        }
-        false
-    })
-    .await;
-    if !became {
+    if !cluster.make_leader(a, STEP).await {
         return Some(problems);
     }
     let served = tokio::time::timeout(STEP, async {
@@ -321,7 +296,7 @@ async fn dedup_across_gc(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     let key = Bytes::from(format!("scenario/dedup/{}", rng.random::<u32>()));
     let id = TxnId(rng.random());
     let s1 = commit_at(&leader, &write(id, &key, "first")).await?;
-    if !until(STEP, || leader.gc_horizon() > s1).await {
+    if !eventually(STEP, || leader.gc_horizon() > s1).await {
         return None;
     }
     let s2 = commit_at(&leader, &write(id, &key, "second")).await?;
@@ -333,7 +308,7 @@ async fn dedup_across_gc(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     cluster.trace().record(format!("scenario: n{f} rejoins"));
     let follower = cluster.running(f)?;
     let target = leader.state().commit_index;
-    if !until(STEP, || follower.state().applied_index >= target).await {
+    if !eventually(STEP, || follower.state().applied_index >= target).await {
         return None;
     }
     let value_at = |r: Arc<Replica<SimDisk>>| {
@@ -388,7 +363,7 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
         }
         clock.set_offset_nanos(base);
         cluster.trace().record(format!("scenario: n{f}'s clock strobed ±200 ms"));
-        until(STEP, || follower.state().clock_fence.is_none()).await;
+        eventually(STEP, || follower.state().clock_fence.is_none()).await;
     }
     // The write is acknowledged before the step, and the read is sent at once after it: before
     // any probe round of the peer clock checks could notice, so only the step guard stands
@@ -445,7 +420,7 @@ async fn clock_lie_at_restart(
     // Let V catch up on the log (and, with the checks, hear its peers).
     let leader = active_leader(cluster, Some(v)).await?;
     let target = cluster.running(leader)?.state().commit_index;
-    if !until(STEP, || lied.state().applied_index >= target).await {
+    if !eventually(STEP, || lied.state().applied_index >= target).await {
         return None;
     }
     // 1. A write acknowledged, then a read at V.
@@ -464,18 +439,7 @@ async fn clock_lie_at_restart(
         Err(_) => {}
     }
     // 2. V leads (if it will), commits; another node reads after the acknowledgement.
-    let became = until(Duration::from_secs(3), || match cluster.leader() {
-        Some(l) if l == v => true,
-        Some(l) => {
-            if let Some(r) = cluster.running(l) {
-                r.node().transfer_leader(v);
-            }
-            false
-        }
-        None => false,
-    })
-    .await;
-    if became {
+    if cluster.make_leader(v, Duration::from_secs(3)).await {
         cluster.trace().record(format!("scenario: n{v} leads with its clock {lie} ns off"));
         if let Some(x) = commit_at(&lied, &write(TxnId(rng.random()), &key, "x")).await {
             let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
@@ -501,7 +465,8 @@ async fn clock_lie_at_restart(
     cluster.clock(v).set_offset_nanos(0);
     cluster.trace().record(format!("scenario: n{v}'s clock put right"));
     let lifted =
-        until(STEP, || cluster.running(v).is_none_or(|r| r.state().clock_fence.is_none())).await;
+        eventually(STEP, || cluster.running(v).is_none_or(|r| r.state().clock_fence.is_none()))
+            .await;
     if !lifted {
         problems.push(format!(
             "n{v}'s clock fence did not lift within {STEP:?} of its clock being put right"

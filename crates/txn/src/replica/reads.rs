@@ -79,9 +79,7 @@ impl<E: Engine> Replica<E> {
                 Ok(ts) => {
                     self.check_horizon(ts)?;
                     self.txn.wait_safe(ts).await;
-                    if at == ReadAt::Latest {
-                        self.latest_read_floor.fetch_max(ts.as_nanos(), Ordering::AcqRel);
-                    }
+                    self.served_read(at, ts);
                     return Ok(ts);
                 }
                 Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_))) => {
@@ -110,10 +108,15 @@ impl<E: Engine> Replica<E> {
         };
         self.check_horizon(ts)?;
         self.wait_until_safe(ts).await?;
+        self.served_read(at, ts);
+        Ok(ts)
+    }
+
+    /// Records a `ReadAt::Latest` read's timestamp in the floor later ones keep above.
+    fn served_read(&self, at: ReadAt, ts: Timestamp) {
         if at == ReadAt::Latest {
             self.latest_read_floor.fetch_max(ts.as_nanos(), Ordering::AcqRel);
         }
-        Ok(ts)
     }
 
     /// The lowest timestamp a `ReadAt::Latest` read may take here: above every one this node
