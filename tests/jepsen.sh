@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup-jepsen.sh
-cargo build --release --locked -q -p boundkv-cli --bin boundkv -p boundkv-tests --bin boundkv-jepsen
+cargo build --release --locked -q -p boundkv-cli --bin boundkv -p boundkv-tests --bin boundkv-jepsen -p boundkv-oscillator
 bin=target/release/boundkv-jepsen
 export BOUNDKV_BIN="$PWD/target/release/boundkv"
 if (($# > 0)); then

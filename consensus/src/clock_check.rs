@@ -64,6 +64,23 @@
 //! the next probe round shows it (up to one `probe_interval` plus a round trip; the local step
 //! guard is what sees a step).
 //!
+//! # Answers age
+//!
+//! A verdict weighs answers up to [`ClockCheckOptions::sample_ttl`] old against this member's
+//! reading *now*, and between the two this member's clock may have been corrected (a time
+//! service slews a clock by up to 83 ms a second) and both clocks have run on. An answer kept in
+//! the frame of this member's clock at the time would then be off by the correction, and an
+//! honest member just corrected would be judged against its own old error. So an answer is kept
+//! in the frame of the **monotonic clock**, which no correction steps: since `T` fell between
+//! `t0` and `t1` on it, `T − mono(T) ∈ [rB.earliest − mono(t1), rB.latest − mono(t0)]`. At the
+//! verdict, `n` on the monotonic clock, the same quantity for the true time `T_n` has moved by
+//! `(T_n − T) − (n − mono(T))`, at most `ρ · (n − t0)` with `ρ` the monotonic clock's drift
+//! ([`ClockCheckOptions::max_drift_ppm`]); and this member's frame is `mid(now) − n` away. So the
+//! answer says `T_n − mid(now) ∈ [lo − ρ(n − t0) − d, hi + ρ(n − t0) − d]`, `d = mid(now) − n`,
+//! which contains the truth whenever the peer's answer did. (Found by the consistency suite's
+//! drift experiment: clocks corrected every 2 s were fenced by answers from before the
+//! correction.)
+//!
 //! # A worked example
 //!
 //! Three voters, bounds 50 µs. Node 3 restarted with its clock 250 ms behind. Node 3 probes
@@ -96,6 +113,10 @@ pub struct ClockCheckOptions {
     pub probe_interval: Duration,
     /// How long a peer's answer counts as "heard from recently". Default 1 s.
     pub sample_ttl: Duration,
+    /// How far the monotonic clock may drift from true time, in parts per million: a kept
+    /// answer is widened by this much of its age (see "Answers age" in the module docs).
+    /// Default 500, the kernel's largest slew (the step guard assumes the same).
+    pub max_drift_ppm: u32,
     /// **Mutation switch**: when `true` the checks still measure (and show what they
     /// measure) but never fence. Unsafe: a lying clock is trusted.
     pub unsafe_never_fence: bool,
@@ -106,6 +127,7 @@ impl Default for ClockCheckOptions {
         ClockCheckOptions {
             probe_interval: Duration::from_millis(200),
             sample_ttl: Duration::from_secs(1),
+            max_drift_ppm: 500,
             unsafe_never_fence: false,
         }
     }
@@ -158,9 +180,36 @@ pub struct PeerClock {
     pub consistent: bool,
     /// When the answer arrived (monotonic).
     pub at: Instant,
-    /// The peer's claim, in this member's frame: `T − mid(T) ∈ [lo, hi]`, in nanoseconds.
-    lo: i64,
-    hi: i64,
+    /// When the probe left (monotonic).
+    pub sent: Instant,
+    /// The peer's claim in the monotonic frame: `T − mono(T) ∈ [lo, hi]`, nanoseconds, with
+    /// `mono` counted from the checker's epoch (see "Answers age").
+    lo: i128,
+    hi: i128,
+}
+
+impl PeerClock {
+    /// The peer's claim carried to monotonic time `now`, in the frame of this member's
+    /// reading `mine` taken then: `T_now − mid(now) ∈ [lo, hi]`, nanoseconds.
+    fn claim_at(&self, now: Instant, mine: &ClockReading, epoch: Instant, ppm: u32) -> (i64, i64) {
+        let widen = now.saturating_duration_since(self.sent).as_nanos() as i128 * i128::from(ppm)
+            / 1_000_000;
+        let d = i128::from(mine.interval.midpoint().as_nanos()) - mono_nanos(epoch, now);
+        (clamp(self.lo - widen - d), clamp(self.hi + widen - d))
+    }
+}
+
+/// Monotonic time `t` as nanoseconds since `epoch` (negative before it).
+fn mono_nanos(epoch: Instant, t: Instant) -> i128 {
+    if t >= epoch {
+        t.duration_since(epoch).as_nanos() as i128
+    } else {
+        -(epoch.duration_since(t).as_nanos() as i128)
+    }
+}
+
+fn clamp(x: i128) -> i64 {
+    i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Where this member's fence stands.
@@ -255,6 +304,8 @@ pub struct ClockChecker {
     outstanding: BTreeMap<u64, Outstanding>,
     samples: BTreeMap<u64, PeerClock>,
     fence: Fence,
+    /// Where its monotonic frame counts from.
+    epoch: Instant,
 }
 
 impl ClockChecker {
@@ -268,6 +319,7 @@ impl ClockChecker {
             outstanding: BTreeMap::new(),
             samples: BTreeMap::new(),
             fence: Fence::Unchecked,
+            epoch: now,
         }
     }
 
@@ -349,7 +401,7 @@ impl ClockChecker {
             }
             return false;
         };
-        match measure(&out.r0, &peer, &r1, t1.saturating_duration_since(out.t0), t1) {
+        match measure(&out.r0, &peer, &r1, out.t0, t1, self.epoch) {
             Some(sample) => {
                 self.samples.insert(from, sample);
                 true
@@ -372,7 +424,8 @@ impl ClockChecker {
             if voter_set.contains(&id)
                 && now.saturating_duration_since(s.at) <= self.options.sample_ttl
             {
-                sources.push(Source { id, lo: s.lo, hi: s.hi });
+                let (lo, hi) = s.claim_at(now, mine, self.epoch, self.options.max_drift_ppm);
+                sources.push(Source { id, lo, hi });
             }
         }
         let heard = sources.iter().filter(|s| voter_set.contains(&s.id)).count();
@@ -466,15 +519,17 @@ impl ClockChecker {
     }
 }
 
-/// Cristian's measurement from the prober's readings `r0` (at `t0`) and `r1` (at `t1`, after
-/// `rtt`) and the peer's reading. `None` if the prober's own clock went backwards between its
-/// two readings (the interval would be inverted; the step guard's business, not a measurement).
+/// Cristian's measurement from the prober's readings `r0` (at monotonic `t0`) and `r1` (at
+/// `t1`) and the peer's reading, its claim kept in the monotonic frame counted from `epoch`.
+/// `None` if the prober's own clock went backwards between its two readings (the interval would
+/// be inverted; the step guard's business, not a measurement).
 pub fn measure(
     r0: &ClockReading,
     peer: &ClockReading,
     r1: &ClockReading,
-    rtt: Duration,
+    t0: Instant,
     t1: Instant,
+    epoch: Instant,
 ) -> Option<PeerClock> {
     let n = |t: boundkv_clockbound::Timestamp| i128::from(t.as_nanos());
     let (m0, m1) = (n(r0.interval.midpoint()), n(r1.interval.midpoint()));
@@ -483,16 +538,17 @@ pub fn measure(
     }
     let (pe, pl, pm) = (n(peer.earliest()), n(peer.latest()), n(peer.interval.midpoint()));
     let (e0, l1) = (n(r0.earliest()), n(r1.latest()));
-    let clamp = |x: i128| i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX });
     let own_bound = r0.bound().max(r1.bound());
+    let rtt = t1.saturating_duration_since(t0);
     Some(PeerClock {
         offset_nanos: clamp(pm - (m0 + m1) / 2),
         uncertainty: rtt / 2 + peer.bound() + own_bound,
         round_trip: rtt,
         consistent: pl >= e0 && pe <= l1,
         at: t1,
-        lo: clamp(pe - m1),
-        hi: clamp(pl - m0),
+        sent: t0,
+        lo: pe - mono_nanos(epoch, t1),
+        hi: pl - mono_nanos(epoch, t0),
     })
 }
 
@@ -685,22 +741,36 @@ mod tests {
         /// errors inside the bounds.
         #[test]
         fn cristian_never_accuses_truthful_clocks(
-            t0 in 1_000_000_000u64..2_000_000_000,
-            out in 0u64..50_000_000, back in 0u64..50_000_000,
-            b0 in 0u64..1_000_000, b1 in 0u64..1_000_000, bp in 0u64..1_000_000,
-            e0 in -1.0f64..=1.0, e1 in -1.0f64..=1.0, ep in -1.0f64..=1.0,
+            t0 in 1_000_000_000u64..2_000_000_000, origin in 0u64..1_000_000_000,
+            out in 0u64..50_000_000, back in 0u64..50_000_000, later in 0u64..1_000_000_000,
+            b0 in 0u64..100_000, b1 in 0u64..100_000, bp in 0u64..100_000, bn in 0u64..100_000,
+            e0 in -1.0f64..=1.0, e1 in -1.0f64..=1.0, ep in -1.0f64..=1.0, en in -1.0f64..=1.0,
+            drift in -500i64..=500,
         ) {
+            // True time and the monotonic clock, which started counting at true time `origin`
+            // (the checker's epoch) and runs `drift` ppm off; every reading inside its bound,
+            // its error anywhere in it (so the prober's clock may have been corrected between
+            // its readings and the verdict).
+            let epoch = Instant::now();
+            let mono = |truth: u64| {
+                let since = (truth - origin) as i64;
+                epoch + Duration::from_nanos((since + since * drift / 1_000_000) as u64)
+            };
             let off = |b: u64, e: f64| (b as f64 * e) as i64;
             let at = |truth: u64, b: u64, e: f64| reading((truth as i64 + off(b, e)) as u64, b);
             let tp = t0 + out;
             let t1 = tp + back;
+            let tn = t1 + later;
             let m = measure(&at(t0, b0, e0), &at(tp, bp, ep), &at(t1, b1, e1),
-                Duration::from_nanos(t1 - t0), Instant::now());
+                mono(t0), mono(t1), epoch);
             if let Some(m) = m {
                 prop_assert!(m.consistent);
                 prop_assert!(m.offset_nanos.unsigned_abs() as u128 <= m.uncertainty.as_nanos() + 1);
-                // The peer's claim in the prober's frame meets the prober's own claim.
-                prop_assert!(m.lo <= b0.max(b1) as i64 && -(b0.max(b1) as i64) <= m.hi);
+                // The peer's claim, carried to the verdict and into the prober's frame then,
+                // meets the prober's own claim then.
+                let mine = at(tn, bn, en);
+                let (lo, hi) = m.claim_at(mono(tn), &mine, epoch, 500);
+                prop_assert!(lo <= bn as i64 + 1 && -(bn as i64) - 1 <= hi, "{lo} {hi} ±{bn}");
             }
         }
 

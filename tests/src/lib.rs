@@ -35,27 +35,43 @@ pub fn boundkv_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("BOUNDKV_BIN") {
         return Ok(PathBuf::from(p));
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/boundkv
+    built("boundkv", &["-p", "boundkv-cli", "--bin", "boundkv"])
+}
+
+/// Where the bad-oscillator library (`tests/oscillator`) is (building it if needed): next to
+/// the `boundkv` binary.
+pub fn oscillator_lib() -> anyhow::Result<PathBuf> {
+    let lib = boundkv_bin()?.with_file_name("libboundkv_oscillator.so");
+    if lib.exists() {
+        return Ok(lib);
+    }
+    built("libboundkv_oscillator.so", &["-p", "boundkv-oscillator"])
+}
+
+/// `file` in this build's target directory (`target/<profile>/`), built with `cargo build
+/// ARGS` (in the same profile) if it is not there.
+fn built(file: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+    // target/<profile>/deps/<test binary> -> target/<profile>/<file>
     let exe = std::env::current_exe()?;
     let profile_dir = exe
         .parent()
         .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
         .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
-    let bin = profile_dir.join("boundkv");
-    if !bin.exists() {
+    let path = profile_dir.join(file);
+    if !path.exists() {
         let release = profile_dir.ends_with("release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "boundkv-cli", "--bin", "boundkv"]);
+        cmd.args(["build", "-q"]).args(args);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().context("building the boundkv binary")?;
-        if !status.success() || !bin.exists() {
-            bail!("could not build {}", bin.display());
+        let status = cmd.status().with_context(|| format!("building {file}"))?;
+        if !status.success() || !path.exists() {
+            bail!("could not build {}", path.display());
         }
     }
-    Ok(bin)
+    Ok(path)
 }
 
 /// A free port on 127.0.0.1 (bound and released; another process could take it in between,
@@ -65,6 +81,23 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// A node's `/metrics` page (`address` is its metrics address), the HTTP response whole.
+pub fn scrape_metrics(address: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The value of the sample `name` (with its labels, if any, exactly as exposed) in a
+/// `/metrics` page.
+pub fn metric_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Where and how one node runs, for clusters whose nodes need more than a port on 127.0.0.1

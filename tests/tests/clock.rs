@@ -4,8 +4,6 @@
 //! Timing is asserted only as generous upper bounds (the answer must come well inside the
 //! client's 30 s commit deadline); every wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,13 +21,7 @@ const OUTAGE: Duration = Duration::from_secs(30);
 /// What a refused request may take at most: the timeout plus 2 s for a noisy machine.
 const PROMPT: Duration = UNAVAILABLE_TIMEOUT.saturating_add(Duration::from_secs(2));
 
-fn metrics(address: &str) -> Result<String> {
-    let mut s = TcpStream::connect(address)?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
+use boundkv_tests::scrape_metrics as metrics;
 
 /// - one node on a ClockBound segment written every 100 ms, healthy, with a ±150 ms bound
 ///   (commit wait about 300 ms) under a 1 s lease;

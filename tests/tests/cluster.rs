@@ -305,10 +305,7 @@ async fn t60_metrics_are_served() -> Result {
     let cluster = TestCluster::start(ClusterOptions { nodes: 1, ..ClusterOptions::default() })?;
     let client = cluster.client().await?;
     client.put("m", "1").await?;
-    let mut s = TcpStream::connect(&cluster.node(1).metrics)?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
+    let body = boundkv_tests::scrape_metrics(&cluster.node(1).metrics)?;
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for name in [
         "boundkv_commit_wait_seconds_bucket",
@@ -448,14 +445,8 @@ async fn t90_old_versions_are_collected_on_every_node() -> Result {
             }
         }
         assert_eq!(reader.get("k").await?.as_deref(), Some(&b"v4"[..]), "node {}", node.id);
-        let mut s = TcpStream::connect(&node.metrics)?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        let age: f64 = body
-            .lines()
-            .find_map(|l| l.strip_prefix("boundkv_gc_horizon_age_seconds "))
-            .and_then(|v| v.trim().parse().ok())
+        let body = boundkv_tests::scrape_metrics(&node.metrics)?;
+        let age: f64 = boundkv_tests::metric_value(&body, "boundkv_gc_horizon_age_seconds")
             .ok_or_else(|| anyhow::anyhow!("no gc_horizon_age_seconds in /metrics"))?;
         assert!(age > 0.0, "node {}: the horizon's age {age}", node.id);
     }

@@ -21,6 +21,12 @@
 //! | `boundkv_bad_frames_total` | counter | client frames that did not decode or were too large |
 //! | `boundkv_peer_messages_sent_total{peer}`, `boundkv_peer_messages_dropped_total{peer}`, `boundkv_peer_connected{peer}` | gauges | the Raft transport, per peer |
 //! | `boundkv_storage_bytes` | gauge | the database's size on disk |
+//! | `boundkv_system_clock_seconds` | gauge | the system clock (`CLOCK_REALTIME`, raw, unguarded) when scraped |
+//! | `boundkv_uptime_seconds` | gauge | the monotonic clock's time since the process started, when scraped |
+//!
+//! The last two let an outside observer measure this machine's clocks against its own: two
+//! scrapes give the rate of each (the consistency suite shows with them that a drifting node's
+//! wall and monotonic clocks really drifted together).
 //!
 //! The gauges are read from the node when scraped, so they are never stale. The HTTP server is
 //! a few lines over tokio rather than a web framework: it answers one path, and keeping hyper and
@@ -85,6 +91,9 @@ pub struct Metrics {
     clock_peer_offset: Family<Labels1, FloatGauge>,
     clock_peer_uncertainty: Family<Labels1, FloatGauge>,
     storage_bytes: Gauge,
+    system_clock: FloatGauge,
+    uptime: FloatGauge,
+    started: std::time::Instant,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -227,6 +236,18 @@ impl Metrics {
             clock_peer_uncertainty.clone(),
         );
         let storage_bytes = gauge(&mut registry, "storage_bytes", "The database's size on disk");
+        let system_clock = FloatGauge::default();
+        registry.register(
+            "system_clock_seconds",
+            "The system clock (CLOCK_REALTIME, raw) when scraped, seconds since the Unix epoch",
+            system_clock.clone(),
+        );
+        let uptime = FloatGauge::default();
+        registry.register(
+            "uptime_seconds",
+            "The monotonic clock's time since the metrics were set up (the process's start)",
+            uptime.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -258,6 +279,9 @@ impl Metrics {
             clock_peer_offset,
             clock_peer_uncertainty,
             storage_bytes,
+            system_clock,
+            uptime,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -341,6 +365,10 @@ impl Metrics {
         if let Ok(status) = replica.mvcc().engine().status() {
             self.storage_bytes.set(status.size_on_disk as i64);
         }
+        self.uptime.set(self.started.elapsed().as_secs_f64());
+        let since_epoch =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.system_clock.set(since_epoch.as_secs_f64());
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out

@@ -36,9 +36,10 @@ struct Args {
     /// serializability), bank (snapshot totals), causal (acknowledged writes seen by followers).
     #[arg(long, default_value = "register")]
     workload: String,
-    /// Faults, comma-separated: partition, kill, pause, member, clock-skew, clock-bound,
-    /// clock-status, clock-stale, clock-step-restart, clock-lie, leap-step. clock-lie and leap-step
-    /// are not yet expected to be safe.
+    /// Faults, comma-separated: partition, slow-net, kill, pause, member, clock-skew,
+    /// clock-bound, clock-status, clock-stale, clock-step-restart, clock-lie, leap-step,
+    /// leap-mixed, clock-strobe, clock-drift (each described in tests/README.md). clock-drift
+    /// fakes the nodes' monotonic clocks too, so it runs apart from the faults that step clocks.
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<String>,
     /// Nodes: 3 or 5.
@@ -74,6 +75,12 @@ struct Args {
     /// versions are collected while the faults run [default: the server's, 1 h].
     #[arg(long, value_name = "SECONDS")]
     gc_retention: Option<f64>,
+    /// Run the drift experiment alongside the workload: every node's clock (wall and
+    /// monotonic) drifts at its own random rate within ±RHO ppm and is corrected every R
+    /// seconds; the report compares the worst offset the peer clock checks measured with the
+    /// theoretical 2ρR. Format RHO_PPM:R_SECONDS, e.g. 200:2. Runs apart from clock faults.
+    #[arg(long, value_name = "RHO_PPM:R_SECONDS")]
+    drift_experiment: Option<jepsen::drift::DriftExperiment>,
     /// Never show a progress bar (it shows only on a terminal anyway).
     #[arg(long)]
     progress_off: bool,
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         hold: Duration::from_secs_f64(args.hold),
         recovery: Duration::from_secs(5),
         progress: !args.progress_off,
+        drift_experiment: args.drift_experiment,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

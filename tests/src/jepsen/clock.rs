@@ -1,13 +1,12 @@
 //! The suite's clocks: for every node, a ClockBound segment the runner writes (standing in for
-//! the ClockBound daemon) and a libfaketime offset file (standing in for the node's system clock
-//! being wrong). The node runs the real reader, unchanged, with `--clock clockbound:SEGMENT`,
-//! under `LD_PRELOAD=libfaketime.so.1` with `FAKETIME_TIMESTAMP_FILE`, `FAKETIME_NO_CACHE=1`
-//! (the offset can change while it runs) and `DONT_FAKE_MONOTONIC=1` (the segment's `as_of` is on
-//! the monotonic clock, which stays true).
+//! the ClockBound daemon) and a libfaketime file (standing in for the node's system clock being
+//! wrong). The node runs the real reader, unchanged, with `--clock clockbound:SEGMENT`, under
+//! `LD_PRELOAD=libfaketime.so.1` with `FAKETIME_TIMESTAMP_FILE` and `FAKETIME_NO_CACHE=1` (the
+//! file can change while it runs).
 //!
 //! What a node's reader computes is `[realtime - bound', realtime + bound']` with `realtime` its
 //! faked `CLOCK_REALTIME` and `bound'` the segment's bound grown by its drift allowance since
-//! `as_of`. So with offset `o` and segment bound `b`:
+//! `as_of`. So with error `o` (the node's clock minus true time) and segment bound `b`:
 //!
 //! | fault | o | b | status | true time inside the interval? |
 //! |---|---|---|---|---|
@@ -16,8 +15,27 @@
 //! | inflated bound | 0 | 500 ms | Synchronized | yes: safe, slower |
 //! | status flip | 0 | 50 µs | FreeRunning / Unknown / Disrupted | FreeRunning usable, others refused |
 //! | stale daemon | 0 | grows 50 µs/s | Synchronized, then FreeRunning after 5 s | yes |
-//! | lying clock | \|o\| ≫ b | 50 µs | Synchronized | **no**: not expected to be safe |
-//! | leap step | every node −1 s | 50 µs | Synchronized | **no**: not expected to be safe |
+//! | lying clock, leap step, strobe | \|o\| ≫ b, in steps | 50 µs | Synchronized | **no**: the step guard must see the steps |
+//! | drifting oscillator | grows at 100–1,000 ppm | 50 µs, 50 ppm claimed | Synchronized | **no**: only the peer checks can see it |
+//!
+//! # Two kinds of error: steps and drift
+//!
+//! **Steps** (every fault but drift) move `CLOCK_REALTIME` alone: the nodes run with
+//! `DONT_FAKE_MONOTONIC=1`, so their monotonic clock, on which the step guard carries its
+//! history forward, stays true, as it does when a kernel or an operator steps the wall clock.
+//!
+//! **Drift** is a bad oscillator, which moves every clock of the machine together, the
+//! monotonic clock included; then the step guard, which compares the two, cannot see it. A run
+//! that drifts clocks ([`ClockMode::Oscillators`]) preloads `tests/oscillator`'s library
+//! instead of libfaketime: every clock of the node reads `true + e0 + (m − m0) · rate`, with
+//! `m0`, `e0` and `rate` in a small shared control file the runner rewrites (see that crate).
+//! The runner changes a rate at `m0 = now` with `e0 = error(now)`, so no clock ever jumps; it
+//! slews an error back to zero with a negative rate instead of stepping it (a monotonic clock
+//! never steps back); and it writes the segment's `as_of` on the node's own, drifted,
+//! monotonic clock, as the daemon on that machine would. (libfaketime cannot do this: it counts
+//! a faked monotonic clock from the faked wall clock's value, and the futex deadlines Rust
+//! computes from that never arrive.) Faults that step the wall clock alone are refused in such
+//! a run.
 //!
 //! A background thread rewrites every segment every 100 ms (ClockBound 2.0.3's rate) from its
 //! node's current settings, unless the node's daemon is "stopped" (stale).
@@ -26,7 +44,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use boundkv_clockbound::segment::layout::SegmentBody;
@@ -41,17 +59,32 @@ pub const HEALTHY_BOUND: Duration = Duration::from_micros(50);
 /// The drift allowance the segments advertise (50 ppm, ClockBound's recommended setting).
 pub const MAX_DRIFT_PPB: u32 = 50_000;
 
+/// Which clocks libfaketime moves (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClockMode {
+    /// `CLOCK_REALTIME` alone, by steps; the monotonic clock stays true.
+    #[default]
+    Steps,
+    /// Every clock, by rates (a bad oscillator); the error changes continuously.
+    Oscillators,
+}
+
 /// One node's clock settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeClock {
-    /// The advertised bound.
+    /// The advertised bound (at the last synchronisation, when `synced_at` is set).
     pub bound: Duration,
     /// The advertised status.
     pub status: ClockStatus,
-    /// The system clock's error, nanoseconds (local minus true).
+    /// The stepped part of the system clock's error, nanoseconds (local minus true).
     pub offset_nanos: i64,
     /// Whether the "daemon" updates the segment.
     pub daemon_running: bool,
+    /// The drift allowance the segment advertises, parts per billion.
+    pub max_drift_ppb: u32,
+    /// When set, the daemon last synchronised then, and the bound it writes grows from `bound`
+    /// at `max_drift_ppb` since (as a daemon's does between corrections).
+    pub synced_at: Option<Instant>,
 }
 
 impl Default for NodeClock {
@@ -61,19 +94,145 @@ impl Default for NodeClock {
             status: ClockStatus::Synchronized,
             offset_nanos: 0,
             daemon_running: true,
+            max_drift_ppb: MAX_DRIFT_PPB,
+            synced_at: None,
         }
     }
+}
+
+#[path = "../../oscillator/src/control.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod control;
+
+/// How the runner moves node's system clock.
+enum NodeTime {
+    /// A libfaketime offset file ([`ClockMode::Steps`]).
+    Faketime(PathBuf),
+    /// An oscillator control file, mapped ([`ClockMode::Oscillators`]).
+    Oscillator(MappedControl),
+}
+
+/// An oscillator control file, mapped shared and writable.
+struct MappedControl {
+    path: PathBuf,
+    control: *mut control::Control,
+}
+
+// SAFETY: the mapping is owned by this value and the control block's fields are atomics.
+unsafe impl Send for MappedControl {}
+
+impl MappedControl {
+    fn create(path: &Path) -> anyhow::Result<MappedControl> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        file.set_len(control::CONTROL_LEN as u64)?;
+        // SAFETY: a shared mapping of a file we just sized; unmapped in Drop.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                control::CONTROL_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        anyhow::ensure!(addr != libc::MAP_FAILED, "mapping {}", path.display());
+        Ok(MappedControl { path: path.to_path_buf(), control: addr.cast() })
+    }
+
+    fn get(&self) -> &control::Control {
+        // SAFETY: mapped for our lifetime; the fields are atomics.
+        unsafe { &*self.control }
+    }
+
+    /// The node's clock error now, nanoseconds.
+    fn error(&self) -> i64 {
+        self.get().error_at(true_monotonic_nanos())
+    }
+
+    /// From now on, the error grows at `rate_ppb`, starting from where it is.
+    fn set_rate(&self, rate_ppb: i64) {
+        let m = true_monotonic_nanos();
+        let error = self.get().error_at(m);
+        self.get().set(m, error, rate_ppb);
+    }
+
+    /// The rate now, parts per billion.
+    fn rate(&self) -> i64 {
+        self.get().rate_ppb.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Steps the error to `error` (used only to remove a slew's residue of microseconds).
+    fn set_error(&self, error: i64) {
+        let control = self.get();
+        control.set(true_monotonic_nanos(), error, self.rate());
+    }
+}
+
+impl Drop for MappedControl {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, not used after this.
+        unsafe { libc::munmap(self.control.cast(), control::CONTROL_LEN) };
+    }
+}
+
+/// This process's `CLOCK_MONOTONIC` (the runner's clocks are true), nanoseconds.
+fn true_monotonic_nanos() -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 struct Node {
     settings: NodeClock,
     writer: SegmentWriter,
-    faketime: PathBuf,
+    time: NodeTime,
+}
+
+impl Node {
+    fn body(&self) -> SegmentBody {
+        let mut as_of = monotonic_coarse_nanos();
+        if let NodeTime::Oscillator(c) = &self.time {
+            // The daemon on a drifting machine reads the drifted coarse monotonic clock (the
+            // error taken at the coarse time, as the oscillator library takes it).
+            as_of += c.get().error_at(as_of);
+        }
+        let s = &self.settings;
+        let grown = s
+            .synced_at
+            .map_or(Duration::ZERO, |at| at.elapsed().mul_f64(s.max_drift_ppb as f64 / 1e9));
+        SegmentBody::healthy(as_of, s.bound + grown, s.max_drift_ppb, s.status)
+    }
+
+    /// The node's clock error now, nanoseconds.
+    fn error(&self) -> i64 {
+        match &self.time {
+            NodeTime::Faketime(_) => self.settings.offset_nanos,
+            NodeTime::Oscillator(c) => c.error(),
+        }
+    }
+
+    fn oscillator(&self) -> anyhow::Result<&MappedControl> {
+        match &self.time {
+            NodeTime::Oscillator(c) => Ok(c),
+            NodeTime::Faketime(_) => anyhow::bail!("drift needs ClockMode::Oscillators"),
+        }
+    }
 }
 
 /// Every node's clock (see the module docs).
 pub struct Clocks {
     dir: PathBuf,
+    mode: ClockMode,
+    /// The oscillator library, in [`ClockMode::Oscillators`].
+    oscillator: Option<PathBuf>,
     nodes: Arc<Mutex<BTreeMap<u64, Node>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -87,9 +246,20 @@ impl Clocks {
 
     /// Segments and offset files for `nodes` in `dir`, healthy, and the updater thread.
     pub fn start(dir: &Path, nodes: &[u64]) -> anyhow::Result<Clocks> {
+        Self::start_with(dir, nodes, ClockMode::Steps)
+    }
+
+    /// [`Clocks::start`] in `mode`.
+    pub fn start_with(dir: &Path, nodes: &[u64], mode: ClockMode) -> anyhow::Result<Clocks> {
         std::fs::create_dir_all(dir)?;
+        let oscillator = match mode {
+            ClockMode::Steps => None,
+            ClockMode::Oscillators => Some(crate::oscillator_lib()?),
+        };
         let clocks = Clocks {
             dir: dir.to_path_buf(),
+            mode,
+            oscillator,
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
@@ -103,7 +273,8 @@ impl Clocks {
             while !stop.load(Ordering::Relaxed) {
                 for node in nodes.lock().unwrap_or_else(|e| e.into_inner()).values_mut() {
                     if node.settings.daemon_running {
-                        node.writer.write(&body(&node.settings));
+                        let body = node.body();
+                        node.writer.write(&body);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -112,19 +283,35 @@ impl Clocks {
         Ok(clocks)
     }
 
+    /// Which clocks move.
+    pub fn mode(&self) -> ClockMode {
+        self.mode
+    }
+
     fn add(&self, id: u64) -> anyhow::Result<()> {
         let segment = self.segment(id);
-        let mut writer = SegmentWriter::create(&segment)
+        let writer = SegmentWriter::create(&segment)
             .with_context(|| format!("creating the segment {}", segment.display()))?;
-        let settings = NodeClock::default();
-        writer.write(&body(&settings));
-        let faketime = self.dir.join(format!("n{id}.faketime"));
-        write_offset(&faketime, 0)?;
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Node { settings, writer, faketime });
+        let time = match self.mode {
+            ClockMode::Steps => {
+                let path = self.dir.join(format!("n{id}.faketime"));
+                write_offset(&path, 0)?;
+                NodeTime::Faketime(path)
+            }
+            ClockMode::Oscillators => NodeTime::Oscillator(MappedControl::create(
+                &self.dir.join(format!("n{id}.oscillator")),
+            )?),
+        };
+        let mut node = Node { settings: NodeClock::default(), writer, time };
+        let body = node.body();
+        node.writer.write(&body);
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner()).insert(id, node);
         Ok(())
+    }
+
+    fn with_node<T>(&self, id: u64, f: impl FnOnce(&mut Node) -> T) -> anyhow::Result<T> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(f(nodes.get_mut(&id).context("an unknown node")?))
     }
 
     /// Node `id`'s segment path.
@@ -137,17 +324,23 @@ impl Clocks {
         format!("clockbound:{}", self.segment(id).display())
     }
 
-    /// The environment node `id` runs with (libfaketime on its offset file).
+    /// The environment node `id` runs with: libfaketime on its offset file, or the oscillator
+    /// library on its control file.
     pub fn env(&self, id: u64) -> Vec<(String, String)> {
-        vec![
-            ("LD_PRELOAD".into(), LIBFAKETIME.into()),
-            (
-                "FAKETIME_TIMESTAMP_FILE".into(),
-                self.dir.join(format!("n{id}.faketime")).display().to_string(),
-            ),
-            ("FAKETIME_NO_CACHE".into(), "1".into()),
-            ("DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ]
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match (nodes.get(&id).map(|n| &n.time), &self.oscillator) {
+            (Some(NodeTime::Oscillator(c)), Some(lib)) => vec![
+                ("LD_PRELOAD".into(), lib.display().to_string()),
+                (control::CONTROL_VAR.into(), c.path.display().to_string()),
+            ],
+            (Some(NodeTime::Faketime(path)), _) => vec![
+                ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+                ("FAKETIME_TIMESTAMP_FILE".into(), path.display().to_string()),
+                ("FAKETIME_NO_CACHE".into(), "1".into()),
+                ("DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ],
+            _ => Vec::new(),
+        }
     }
 
     /// Node `id`'s current settings.
@@ -155,18 +348,25 @@ impl Clocks {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())[&id].settings.clone()
     }
 
-    /// Changes node `id`'s settings; the segment and offset file are rewritten at once.
+    /// Changes node `id`'s settings; the segment and offset file are rewritten at once. A
+    /// change of `offset_nanos` needs [`ClockMode::Steps`].
     pub fn set(&self, id: u64, settings: NodeClock) -> anyhow::Result<()> {
-        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-        let node = nodes.get_mut(&id).context("an unknown node")?;
-        if settings.offset_nanos != node.settings.offset_nanos {
-            write_offset(&node.faketime, settings.offset_nanos)?;
-        }
-        if settings.daemon_running {
-            node.writer.write(&body(&settings));
-        }
-        node.settings = settings;
-        Ok(())
+        self.with_node(id, |node| {
+            if settings.offset_nanos != node.settings.offset_nanos {
+                match &node.time {
+                    NodeTime::Faketime(path) => write_offset(path, settings.offset_nanos)?,
+                    NodeTime::Oscillator(_) => {
+                        anyhow::bail!("steps need ClockMode::Steps (clock-drift runs apart)")
+                    }
+                }
+            }
+            node.settings = settings;
+            if node.settings.daemon_running {
+                let body = node.body();
+                node.writer.write(&body);
+            }
+            Ok(())
+        })?
     }
 
     /// Changes node `id`'s settings with `f`.
@@ -176,9 +376,46 @@ impl Clocks {
         self.set(id, s)
     }
 
+    /// Makes node `id`'s clocks run `ppb` parts per billion fast (negative: slow), from now,
+    /// without a jump ([`ClockMode::Oscillators`] only).
+    pub fn set_drift(&self, id: u64, ppb: i64) -> anyhow::Result<()> {
+        self.with_node(id, |node| -> anyhow::Result<()> {
+            node.oscillator()?.set_rate(ppb);
+            Ok(())
+        })?
+    }
+
+    /// Node `id`'s clock error now, nanoseconds (its clocks minus true time).
+    pub fn error_nanos(&self, id: u64) -> i64 {
+        self.with_node(id, |node| node.error()).unwrap_or(0)
+    }
+
+    /// Slews the error of every node in `ids` back to zero over `over`, as a time service
+    /// corrects a clock (at `error / over`, every clock of the node together), then lets them
+    /// run true.
+    pub async fn slew_back(&self, ids: &[u64], over: Duration) -> anyhow::Result<()> {
+        let over_nanos = over.as_nanos().max(1) as i128;
+        for &id in ids {
+            let error = self.error_nanos(id) as i128;
+            self.set_drift(id, (-error * 1_000_000_000 / over_nanos) as i64)?;
+        }
+        tokio::time::sleep(over).await;
+        for &id in ids {
+            self.with_node(id, |node| -> anyhow::Result<()> {
+                let c = node.oscillator()?;
+                c.set_rate(0);
+                // What is left is the sleep's overshoot times the rate: a few microseconds,
+                // within the healthy bound; stepped away.
+                c.set_error(0);
+                Ok(())
+            })??;
+        }
+        Ok(())
+    }
+
     /// Every node healthy again: offsets first, then bounds (so that no moment has a large
-    /// offset under a small bound).
-    pub fn heal(&self) -> anyhow::Result<()> {
+    /// offset under a small bound). Drifting clocks are slewed back (over 1 s), never stepped.
+    pub async fn heal(&self) -> anyhow::Result<()> {
         let ids: Vec<u64> =
             self.nodes.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
         for &id in &ids {
@@ -188,10 +425,21 @@ impl Clocks {
                 s.status = ClockStatus::Synchronized;
             })?;
         }
+        if self.mode == ClockMode::Oscillators {
+            let drifting: Vec<u64> =
+                ids.iter().copied().filter(|&id| self.error_nanos(id) != 0).collect();
+            if !drifting.is_empty() {
+                self.slew_back(&drifting, Duration::from_secs(1)).await?;
+            }
+        }
         // Let every node's libfaketime see the offset back at zero before the bound shrinks.
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for &id in &ids {
-            self.update(id, |s| s.bound = HEALTHY_BOUND)?;
+            self.update(id, |s| {
+                s.bound = HEALTHY_BOUND;
+                s.max_drift_ppb = MAX_DRIFT_PPB;
+                s.synced_at = None;
+            })?;
         }
         Ok(())
     }
@@ -206,10 +454,6 @@ impl Drop for Clocks {
     }
 }
 
-fn body(s: &NodeClock) -> SegmentBody {
-    SegmentBody::healthy(monotonic_coarse_nanos(), s.bound, MAX_DRIFT_PPB, s.status)
-}
-
 /// Writes an offset in libfaketime's relative format (`+0.000250000s`), atomically.
 fn write_offset(path: &Path, nanos: i64) -> anyhow::Result<()> {
     let sign = if nanos < 0 { '-' } else { '+' };
@@ -219,4 +463,28 @@ fn write_offset(path: &Path, nanos: i64) -> anyhow::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_rate_keeps_the_clock_continuous() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let c = MappedControl::create(&dir.path().join("c"))?;
+        assert_eq!(c.error(), 0);
+        c.set_rate(1_000_000_000); // twice as fast: easy to see over a short sleep
+        std::thread::sleep(Duration::from_millis(20));
+        let e = c.error();
+        assert!((20_000_000..200_000_000).contains(&e), "{e}");
+        c.set_rate(0);
+        let held = c.error();
+        assert!(held >= e && held - e < 50_000_000, "{held} after {e}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(c.error(), held, "a zero rate holds the error");
+        c.set_error(0);
+        assert_eq!(c.error(), 0);
+        Ok(())
+    }
 }

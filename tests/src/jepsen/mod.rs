@@ -26,6 +26,7 @@
 //! ```
 
 pub mod clock;
+pub mod drift;
 pub mod nemesis;
 pub mod net;
 pub mod proxy;
@@ -43,8 +44,8 @@ use boundkv_client::{Client, ReadPreference};
 use serde_json::json;
 
 use crate::{ClusterOptions, NodeSetup, TestCluster};
-use clock::Clocks;
-use nemesis::{Nemesis, UNSAFE_NEMESES, needs_clocks};
+use clock::{ClockMode, Clocks};
+use nemesis::{Nemesis, STEPPING_NEMESES, UNSAFE_NEMESES, needs_clocks};
 use net::Netns;
 use proxy::PeerProxy;
 use recorder::Recorder;
@@ -155,6 +156,8 @@ pub struct RunOptions {
     pub recovery: Duration,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Run the drift experiment (see [`drift`]) alongside the workload.
+    pub drift_experiment: Option<drift::DriftExperiment>,
 }
 
 impl Default for RunOptions {
@@ -177,6 +180,7 @@ impl Default for RunOptions {
             hold: Duration::from_secs(5),
             recovery: Duration::from_secs(5),
             progress: true,
+            drift_experiment: None,
         }
     }
 }
@@ -250,9 +254,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     }
     // The clocks.
     let want_clocks = opts.nemeses.iter().any(|n| needs_clocks(n));
+    let drift = opts.nemeses.iter().any(|n| n == "clock-drift");
+    if drift && let Some(n) = opts.nemeses.iter().find(|n| STEPPING_NEMESES.contains(&n.as_str())) {
+        bail!(
+            "clock-drift fakes the nodes' monotonic clocks too, so {n} would step them: run it apart"
+        );
+    }
+    if opts.drift_experiment.is_some()
+        && let Some(n) = opts.nemeses.iter().find(|n| needs_clocks(n))
+    {
+        bail!("the drift experiment sets every clock itself: run {n} apart");
+    }
+    let mode = if drift || opts.drift_experiment.is_some() {
+        ClockMode::Oscillators
+    } else {
+        ClockMode::Steps
+    };
     let clocks = if Clocks::faketime_available() {
-        Some(Arc::new(Clocks::start(&dir.join("clock"), &ids)?))
-    } else if want_clocks || opts.unsafe_skip_commit_wait {
+        Some(Arc::new(Clocks::start_with(&dir.join("clock"), &ids, mode)?))
+    } else if want_clocks || opts.unsafe_skip_commit_wait || opts.drift_experiment.is_some() {
         bail!("clock faults need libfaketime ({}): run tests/setup-jepsen.sh", clock::LIBFAKETIME);
     } else {
         None
@@ -339,12 +359,27 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let active = nemesis.active();
     let nemesis_task =
         tokio::spawn(nemesis.run(opts.nemeses.clone(), deadline, opts.quiet, opts.hold));
+    let drift_task = match (opts.drift_experiment, &clocks) {
+        (Some(exp), Some(c)) => Some(tokio::spawn(drift::run(
+            exp,
+            c.clone(),
+            admin.clone(),
+            ids.clone(),
+            opts.seed,
+            deadline,
+        ))),
+        _ => None,
+    };
     let clients = spawn_clients(&opts, &shared, &nodes, leader, deadline).await?;
     let progress = progress_bar(&opts, recorder.clone(), active, start);
     for c in clients {
         let _ = c.await;
     }
     let timeline = nemesis_task.await.unwrap_or_default();
+    let drift_report = match drift_task {
+        Some(t) => Some(t.await.map_err(anyhow::Error::from).and_then(|r| r)?),
+        None => None,
+    };
 
     // Recovery and final reads.
     tokio::time::sleep(opts.recovery).await;
@@ -365,6 +400,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         p.finish_and_clear();
     }
     let elapsed = start.elapsed();
+    let refusals = clock_refusals(&cluster).await;
     {
         let mut c = cluster.lock().unwrap_or_else(|e| e.into_inner());
         for &id in &ids {
@@ -415,6 +451,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "network": network_used,
         "clock": if Clocks::faketime_available() { "per-node ClockBound segments + libfaketime" } else { "system clock, ±1 ms assumed" },
         "counts": {"invoked": counts.invoked, "ok": counts.ok, "fail": counts.fail, "info": counts.info},
+        "clock_refusals": refusals,
+        "drift_experiment": drift_report,
         "checkers": checked.results,
         "faults": timeline,
         "proxy_frames": proxy_counts.map(|(forwarded, dropped)| json!({"forwarded": forwarded, "dropped": dropped})),
@@ -423,6 +461,33 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     write_index(&dir, &opts, &results)?;
     Ok(RunSummary { dir, valid: checked.valid, counts, anomalies: checked.anomalies, results })
+}
+
+/// How many client requests each node refused because its clock was unusable or fenced
+/// (`boundkv_requests_total{outcome="clock_unavailable"}` summed over kinds), scraped from every
+/// running node before the cluster stops; by node id (`null`: the scrape failed).
+async fn clock_refusals(cluster: &Arc<Mutex<TestCluster>>) -> serde_json::Value {
+    let nodes: Vec<(u64, String)> = {
+        let c = cluster.lock().unwrap_or_else(|e| e.into_inner());
+        c.nodes.iter().map(|n| (n.id, n.metrics.clone())).collect()
+    };
+    let counted = tokio::task::spawn_blocking(move || {
+        let mut out = serde_json::Map::new();
+        for (id, address) in nodes {
+            let count = crate::scrape_metrics(&address).ok().map(|page| {
+                page.lines()
+                    .filter(|l| {
+                        l.starts_with("boundkv_requests_total{")
+                            && l.contains("outcome=\"clock_unavailable\"")
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as u64
+            });
+            out.insert(format!("n{id}"), json!(count));
+        }
+        serde_json::Value::Object(out)
+    });
+    counted.await.unwrap_or(serde_json::Value::Null)
 }
 
 /// Starts the client processes; each runs until `deadline`.
@@ -603,9 +668,37 @@ fn write_index(
     let _ = writeln!(md, "- clock: {}", results["clock"].as_str().unwrap_or(""));
     let _ = writeln!(
         md,
-        "- operations: {} invoked, {} ok, {} fail, {} info\n",
+        "- operations: {} invoked, {} ok, {} fail, {} info",
         c["invoked"], c["ok"], c["fail"], c["info"]
     );
+    let _ = writeln!(
+        md,
+        "- requests each node refused for its clock (unusable or fenced): {}\n",
+        results["clock_refusals"]
+    );
+    if let Some(d) = results["drift_experiment"].as_object() {
+        let (w, any) = (&d["measured_worst"], &d["measured_worst_any"]);
+        let us = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "## Drift experiment\n\nEvery clock drifting within ±{} ppm (rates {}), corrected every {} s ({} corrections); {} peer-check measurements polled.\n\n| theoretical 2ρR | true worst offset | worst measured (round trip ≤ 1 ms) | its half round trip | truly | within theory | worst measured at all (uncertainty) |\n|---:|---:|---:|---:|---:|---|---:|\n| {:.0} µs | {:.0} µs | {:.0} µs (n{} of n{}) | {:.0} µs | {:.0} µs | {} | {:.0} µs (±{:.0} µs) |\n",
+            d["rho_ppm"],
+            d["rates_ppm"],
+            d["correct_every_s"],
+            d["corrections"],
+            d["measurements"],
+            us(&d["theoretical_us"]),
+            us(&d["true_worst_us"]),
+            us(&w["offset_us"]),
+            w["by"],
+            w["of"],
+            us(&w["half_rtt_us"]),
+            us(&w["true_offset_us"]),
+            d["within_theory"],
+            us(&any["offset_us"]),
+            us(&any["uncertainty_us"]),
+        );
+    }
     let _ = writeln!(md, "## Checkers\n\n| checker | verdict | anomalies |\n|---|---|---|");
     if let Some(list) = results["checkers"].as_array() {
         for r in list {

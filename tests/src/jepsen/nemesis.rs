@@ -15,6 +15,9 @@
 //! | `clock-step-restart` | a node runs 800 ms fast (under a 900 ms bound), is killed, and restarts with a correct clock: a backward step across the restart | safe |
 //! | `clock-lie` | a node's clock 250 ms off while its segment reports 50 µs | safe: the step guard sees the step and holds the node over on its monotonic clock |
 //! | `leap-step` | every node's clock steps back 1 s together, segments reporting 50 µs | safe: every node holds over on its monotonic clock |
+//! | `leap-mixed` | a leap second, mixed: some nodes step back 1 s at once, the others smear the same second over the fault (2 ms every 10 ms) | safe: the steps and the smear's jumps are steps to the guard; peers that disagree are fenced |
+//! | `clock-strobe` | a node's clock jumps between true and ±200 ms every 10 ms for up to 4 s (Jepsen's CockroachDB strobe) | safe: the guard holds over through every jump |
+//! | `clock-drift` | a minority of nodes' oscillators run 100–1,000 ppm fast or slow (wall **and** monotonic clocks, so the guard cannot see it) while their segments claim 50 ppm; slewed back after | safe: the peer checks fence the drifting node within a few probes |
 //!
 //! The schedule alternates quiet and faulty periods (by default 3 s and 5 s), choosing each
 //! fault at random (seeded) among those asked for; every fault is healed before the next, and
@@ -50,7 +53,15 @@ pub const NEMESES: &[&str] = &[
     "clock-step-restart",
     "clock-lie",
     "leap-step",
+    "leap-mixed",
+    "clock-strobe",
+    "clock-drift",
 ];
+
+/// The clock faults that step a node's wall clock alone (its monotonic clock stays true); they
+/// cannot run with `clock-drift`, which fakes the monotonic clocks too (see [`super::clock`]).
+pub const STEPPING_NEMESES: &[&str] =
+    &["clock-skew", "clock-step-restart", "clock-lie", "leap-step", "leap-mixed", "clock-strobe"];
 
 /// Faults that are not yet expected to be safe (none since the step guard: `clock-lie` and
 /// `leap-step` step the clocks of running nodes, which the guard holds over).
@@ -58,7 +69,7 @@ pub const UNSAFE_NEMESES: &[&str] = &[];
 
 /// Whether `name` needs the clock harness (libfaketime and per-node segments).
 pub fn needs_clocks(name: &str) -> bool {
-    name.starts_with("clock") || name == "leap-step"
+    name.starts_with("clock") || name.starts_with("leap")
 }
 
 /// One fault, as the results record it.
@@ -190,7 +201,7 @@ impl Nemesis {
             net.heal()?;
         }
         if let Some(clocks) = &self.clocks {
-            clocks.heal()?;
+            clocks.heal().await?;
         }
         let ids = self.ids();
         let mut cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,7 +290,7 @@ impl Nemesis {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok(detail)
             }
             "clock-bound" => {
@@ -288,7 +299,7 @@ impl Nemesis {
                     clocks.update(id, |s| s.bound = Duration::from_millis(500))?;
                 }
                 tokio::time::sleep(hold).await;
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok("every bound 50 µs → 500 ms".into())
             }
             "clock-status" => {
@@ -304,7 +315,7 @@ impl Nemesis {
                     clocks.update(id, |s| s.status = status)?;
                 }
                 tokio::time::sleep(hold).await;
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok(format!("status {status} on {targets:?}"))
             }
             "clock-stale" => {
@@ -312,7 +323,7 @@ impl Nemesis {
                 let target = ids[self.rng.random_range(0..ids.len())];
                 clocks.update(target, |s| s.daemon_running = false)?;
                 tokio::time::sleep(hold.max(Duration::from_secs(6))).await;
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok(format!(
                     "n{target}'s segment not updated for {:?}",
                     hold.max(Duration::from_secs(6))
@@ -326,7 +337,7 @@ impl Nemesis {
                 clocks.update(target, |s| s.offset_nanos = 800_000_000)?;
                 tokio::time::sleep(hold / 2).await;
                 self.cluster.lock().unwrap_or_else(|e| e.into_inner()).kill(target);
-                clocks.heal()?;
+                clocks.heal().await?;
                 self.cluster.lock().unwrap_or_else(|e| e.into_inner()).restart(target)?;
                 tokio::time::sleep(hold / 2).await;
                 Ok(format!(
@@ -339,7 +350,7 @@ impl Nemesis {
                 let offset = if self.rng.random_bool(0.5) { 250_000_000 } else { -250_000_000 };
                 clocks.update(target, |s| s.offset_nanos = offset)?;
                 tokio::time::sleep(hold).await;
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok(format!("n{target} off by {} ms under a 50 µs bound", offset / 1_000_000))
             }
             "leap-step" => {
@@ -348,9 +359,52 @@ impl Nemesis {
                     clocks.update(id, |s| s.offset_nanos = -1_000_000_000)?;
                 }
                 tokio::time::sleep(hold).await;
-                clocks.heal()?;
+                clocks.heal().await?;
                 Ok("every clock stepped back 1 s (segments at 50 µs), then forward again".into())
             }
+            "leap-mixed" => {
+                let clocks = self.clocks()?;
+                let mut order = ids.clone();
+                order.shuffle(&mut self.rng);
+                let (steppers, smearers) = order.split_at(self.rng.random_range(1..ids.len()));
+                for &id in steppers {
+                    clocks.update(id, |s| s.offset_nanos = -1_000_000_000)?;
+                }
+                let start = Instant::now();
+                while start.elapsed() < hold {
+                    let smeared = -1e9 * start.elapsed().as_secs_f64() / hold.as_secs_f64();
+                    for &id in smearers {
+                        clocks.update(id, |s| s.offset_nanos = smeared as i64)?;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                clocks.heal().await?;
+                Ok(format!(
+                    "a leap second: {steppers:?} stepped back 1 s at once, {smearers:?} smeared it over {hold:?} (a jump every 10 ms); then every clock forward to true time"
+                ))
+            }
+            "clock-strobe" => {
+                let clocks = self.clocks()?;
+                let target = if self.rng.random_bool(0.5) { self.leader().await } else { None }
+                    .unwrap_or_else(|| ids[self.rng.random_range(0..ids.len())]);
+                let jump: i64 = if self.rng.random_bool(0.5) { 200_000_000 } else { -200_000_000 };
+                let strobe = hold.min(Duration::from_secs(4));
+                let (start, mut jumps) = (Instant::now(), 0u32);
+                while start.elapsed() < strobe {
+                    clocks.update(target, |s| {
+                        s.offset_nanos = if s.offset_nanos == 0 { jump } else { 0 }
+                    })?;
+                    jumps += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                clocks.heal().await?;
+                tokio::time::sleep(hold.saturating_sub(strobe)).await;
+                Ok(format!(
+                    "n{target}'s clock jumped between true and {:+} ms every 10 ms for {strobe:?} ({jumps} jumps)",
+                    jump / 1_000_000
+                ))
+            }
+            "clock-drift" => self.drift(hold).await,
             other => bail!("unknown nemesis {other}"),
         }
     }
@@ -375,6 +429,101 @@ impl Nemesis {
         tokio::time::sleep(hold / 2).await;
         Ok(format!("removed n{target} (stopped cleanly: {stopped}), wiped it, added it back empty"))
     }
+}
+
+impl Nemesis {
+    /// `clock-drift`: a minority of nodes' oscillators run fast or slow for `hold` (see the
+    /// module docs), then are slewed back. The detail records each drifting node's rates as
+    /// measured from outside: its `/metrics` system clock and uptime, scraped before and after,
+    /// against the runner's clock; both should show the drift.
+    async fn drift(&mut self, hold: Duration) -> anyhow::Result<String> {
+        let clocks = self.clocks()?;
+        let ids = self.ids();
+        let mut targets = ids.clone();
+        targets.shuffle(&mut self.rng);
+        targets.truncate(self.rng.random_range(1..=((ids.len() - 1) / 2).max(1)));
+        let rates: Vec<i64> = targets
+            .iter()
+            .map(|_| {
+                let ppm = self.rng.random_range(100..=1_000);
+                if self.rng.random_bool(0.5) { ppm } else { -ppm }
+            })
+            .collect();
+        let mut before = Vec::new();
+        for &id in &targets {
+            before.push(self.clock_sample(id).await);
+        }
+        for (&id, &ppm) in targets.iter().zip(&rates) {
+            clocks.set_drift(id, ppm * 1_000)?;
+        }
+        tokio::time::sleep(hold).await;
+        let mut parts = Vec::new();
+        for (i, &id) in targets.iter().enumerate() {
+            let error = clocks.error_nanos(id);
+            let after = self.clock_sample(id).await;
+            let measured = match (&before[i], after) {
+                (Some(b), Some(a)) => {
+                    let real = a.at.duration_since(b.at).as_secs_f64();
+                    let ppm = |d: f64| (d / real - 1.0) * 1e6;
+                    format!(
+                        "measured CLOCK_REALTIME {:+.0} ppm, CLOCK_MONOTONIC {:+.0} ppm over {real:.1} s",
+                        ppm(a.system - b.system),
+                        ppm(a.uptime - b.uptime)
+                    )
+                }
+                _ => "not measured (a scrape failed)".to_string(),
+            };
+            parts.push(format!(
+                "n{id} {:+} ppm (error {:+.3} ms at the end; {measured})",
+                rates[i],
+                error as f64 / 1e6
+            ));
+        }
+        clocks.slew_back(&targets, Duration::from_secs(1)).await?;
+        Ok(format!(
+            "oscillators drifting, segments claiming 50 ppm: {}; slewed back over 1 s",
+            parts.join("; ")
+        ))
+    }
+
+    /// Node `id`'s wall and monotonic clocks as its `/metrics` shows them, against the runner's
+    /// clock at the scrape's midpoint: the best (shortest) of three scrapes.
+    async fn clock_sample(&self, id: u64) -> Option<ClockSample> {
+        let address = {
+            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            cluster.nodes.iter().find(|n| n.id == id)?.metrics.clone()
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut best: Option<(Duration, ClockSample)> = None;
+            for _ in 0..3 {
+                let sent = Instant::now();
+                let page = crate::scrape_metrics(&address).ok()?;
+                let took = sent.elapsed();
+                let sample = ClockSample {
+                    at: sent + took / 2,
+                    system: crate::metric_value(&page, "boundkv_system_clock_seconds")?,
+                    uptime: crate::metric_value(&page, "boundkv_uptime_seconds")?,
+                };
+                if best.as_ref().is_none_or(|(t, _)| took < *t) {
+                    best = Some((took, sample));
+                }
+            }
+            best.map(|(_, s)| s)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+/// A node's clocks, seen from outside (see [`Nemesis::clock_sample`]).
+struct ClockSample {
+    /// The runner's clock at the scrape's midpoint.
+    at: Instant,
+    /// The node's system clock, seconds since the epoch.
+    system: f64,
+    /// The node's monotonic clock, seconds since it started.
+    uptime: f64,
 }
 
 async fn retry<T, F, Fut>(mut f: F) -> anyhow::Result<T>
