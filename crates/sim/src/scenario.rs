@@ -20,9 +20,11 @@
 //! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), the leader acknowledges a write; F's clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; F is asked for the write at once at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
 //! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
+//! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
+//! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
 //!
-//! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
-//! its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
+//! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
+//! of issue 12's clock hazards, with its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
 //! checks as `scenario`. For example, seed 12 might draw `LeaseHandover` on a 5-node cluster
 //! with a 700 ms lease: n3 leads and writes `1`, is paused for 2.3 s, n5 is elected and
 //! acknowledges `2`, a read is sent to n3, n3's request handlers resume 14 ms before its Raft

@@ -68,7 +68,8 @@ struct Args {
     #[arg(long)]
     no_faults: bool,
     /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
-    /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`.
+    /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`,
+    /// `clock-step`, `clock-lie-at-restart`, `read-floor`, `lease-clock-step`.
     #[arg(long, default_value = "drawn")]
     scenario: String,
     /// Seeds run in parallel (each on its own thread, each deterministic).
