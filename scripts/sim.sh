@@ -3,11 +3,13 @@
 #   1. SEEDS seeds (default 1..301) of 30 simulated seconds each must all pass;
 #   2. every mutation must be caught by some seed of that same set:
 #      - runtime switches: commit wait off, the lease check off, the step guard off, the peer
-#        clock checks never fencing;
+#        clock checks never fencing, follower reads without their floor, leases measured on the
+#        raw clock;
 #      - patches in crates/sim/mutants/ (a Close one nanosecond above the safe time, bug 1 and
 #        bug 2 of issue 11 reintroduced), each applied, built, run, then reverted.
 # A quarter of the seeds open with a targeted scenario (crates/sim/src/scenario.rs) that builds
-# the corner the lease, bug 1 and bug 2 need; random faults alone reach those corners rarely.
+# the corner the lease, the clock defences, bug 1 and bug 2 need; random faults alone reach those
+# corners rarely.
 # A soak: SEEDS=1..100000 scripts/sim.sh --no-mutants
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ sim | grep -v ' Valid workload' || { echo "simulation failed"; exit 1; }
 
 [[ "${1:-}" == "--no-mutants" ]] && exit 0
 
-for m in no-commit-wait no-lease-check no-step-guard no-peer-checks; do
+for m in no-commit-wait no-lease-check no-step-guard no-peer-checks no-read-floor raw-lease-clock; do
     echo "== mutation $m"
     sim --mutation "$m" --expect-failure | grep -E 'caught|no seed failed' || exit 1
 done

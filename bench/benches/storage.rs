@@ -88,6 +88,7 @@ fn raft_round(c: &mut Criterion) {
         state_machine: sm,
         transport: router.transport(1),
         clock,
+        unsafe_lease_clock: None,
         policy: ClockPolicy::default(),
         bootstrap: Some(vec![1]),
     })

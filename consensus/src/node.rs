@@ -628,6 +628,9 @@ pub struct Node<E: Engine, SM: StateMachine> {
     transport: Arc<dyn Transport>,
     reporter: Reporter,
     clock: Arc<dyn Clock>,
+    /// What the lease and `ready_at` are measured on: `clock`, except under the
+    /// `unsafe_lease_clock` mutation.
+    lease_clock: Arc<dyn Clock>,
     policy: ClockPolicy,
     inbox: Receiver<Input<SM::Output>>,
     /// An input the thread driver received while blocking, handled first in the next turn.
@@ -710,6 +713,12 @@ pub struct NodeParts<E: Engine, SM: StateMachine> {
     pub transport: Arc<dyn Transport>,
     /// The clock the lease is measured on.
     pub clock: Arc<dyn Clock>,
+    /// **Test only; breaks external consistency.** Measure the lease (when a renewal's heartbeat
+    /// left) and `ready_at` on this clock instead of `clock`. The simulator's `raw-lease-clock`
+    /// mutation hands it `clock`'s source without the step guard, to show that a lease measured
+    /// on a clock that steps is caught. `None` everywhere else.
+    #[doc(hidden)]
+    pub unsafe_lease_clock: Option<Arc<dyn Clock>>,
     /// Which clock readings are usable.
     pub policy: ClockPolicy,
     /// For a brand-new group: the founding voters, the same on every founding member. Ignored
@@ -739,8 +748,17 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         waker: Option<Waker>,
         now: Instant,
     ) -> Result<(Self, NodeHandle<SM::Output>), NodeError> {
-        let NodeParts { config, store, mut state_machine, transport, clock, policy, bootstrap } =
-            parts;
+        let NodeParts {
+            config,
+            store,
+            mut state_machine,
+            transport,
+            clock,
+            unsafe_lease_clock,
+            policy,
+            bootstrap,
+        } = parts;
+        let lease_clock = unsafe_lease_clock.unwrap_or_else(|| clock.clone());
         let sm = &mut state_machine;
         if !store.is_initialized()
             && let Some(voters) = bootstrap
@@ -805,6 +823,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             transport,
             reporter: Reporter::new(tx.peer_sender()),
             clock,
+            lease_clock,
             policy,
             inbox: rx,
             stashed: None,
@@ -1287,7 +1306,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let sent_earliest = if self.is_fenced() {
             None
         } else {
-            self.policy.check(self.clock.now()).ok().map(|r| r.earliest())
+            self.policy.check(self.lease_clock.now()).ok().map(|r| r.earliest())
         };
         self.raw.read_index(ctx.clone());
         self.reads.insert(
@@ -1436,7 +1455,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         if role == StateRole::Leader {
             let term = self.raw.raft.term;
             // A fenced clock sets nothing: `ready_at` is measured once the fence is lifted.
-            let ready_at = match self.policy.check(self.clock.now()) {
+            let ready_at = match self.policy.check(self.lease_clock.now()) {
                 Ok(r) if !self.is_fenced() => r.latest().saturating_add(self.config.lease),
                 _ => Timestamp::MAX,
             };
@@ -1505,7 +1524,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             let fenced = self.clock_check.as_ref().is_some_and(ClockChecker::is_fenced);
             if leader.ready_at == Timestamp::MAX
                 && !fenced
-                && let Ok(r) = self.policy.check(self.clock.now())
+                && let Ok(r) = self.policy.check(self.lease_clock.now())
             {
                 // The clock was unusable at the election: measure from now, later is safe.
                 leader.ready_at = r.latest().saturating_add(self.config.lease);

@@ -39,7 +39,7 @@ use boundkv_clockbound::{Clock, ClockPolicy, SimClock, StepGuard, Timestamp};
 use boundkv_consensus::clock_check::ClockCheckOptions;
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
-use boundkv_txn::replica::{Member, Replica, ReplicaOptions};
+use boundkv_txn::replica::{Member, Replica, ReplicaOptions, UnsafeLeaseClock};
 
 use crate::disk::SimDisk;
 use crate::net::SimNet;
@@ -75,6 +75,12 @@ pub struct ClusterConfig {
     pub unsafe_no_step_guard: bool,
     /// **Mutation:** the peer clock checks measure but never fence.
     pub unsafe_never_fence: bool,
+    /// **Mutation:** follower reads at `ReadAt::Latest` take the clock's `latest` alone, without
+    /// the floor of timestamps already served.
+    pub unsafe_no_read_floor: bool,
+    /// **Mutation:** each Raft node measures its lease and `ready_at` on its clock's source
+    /// without the step guard (everything else reads the guarded clock).
+    pub unsafe_raw_lease_clock: bool,
 }
 
 impl ClusterConfig {
@@ -94,10 +100,14 @@ impl ClusterConfig {
             unsafe_ignore_lease: false,
             unsafe_no_step_guard: false,
             unsafe_never_fence: false,
+            unsafe_no_read_floor: false,
+            unsafe_raw_lease_clock: false,
         }
     }
 
-    fn replica_options(&self, id: u64, seed: u64) -> ReplicaOptions {
+    /// Node `id`'s options; `raw` is its clock's source without the step guard, which only the
+    /// `raw-lease-clock` mutation hands to its Raft node.
+    fn replica_options(&self, id: u64, seed: u64, raw: &SimClock) -> ReplicaOptions {
         let election_ticks = 20;
         ReplicaOptions {
             node: NodeConfig {
@@ -130,6 +140,10 @@ impl ClusterConfig {
             founding: Some((1..=self.nodes).map(member).collect()),
             collect_garbage_inline: true,
             unsafe_ignore_lease: self.unsafe_ignore_lease,
+            unsafe_no_read_floor: self.unsafe_no_read_floor,
+            unsafe_lease_clock: self
+                .unsafe_raw_lease_clock
+                .then(|| UnsafeLeaseClock(Arc::new(raw.clone()) as Arc<dyn Clock>)),
         }
     }
 }
@@ -266,7 +280,7 @@ impl SimulatedCluster {
         let transport = self.net.transport(id);
         let seed = self.seed.wrapping_add(incarnation.wrapping_mul(0x1000_0000_01b3));
         let started = Replica::start_driven(
-            self.config.replica_options(id, seed),
+            self.config.replica_options(id, seed, &clock),
             disk,
             // As `ClockSource::open` does for a server: every reading through a step guard.
             if self.config.unsafe_no_step_guard {

@@ -52,6 +52,41 @@ pub enum Mutation {
     NoStepGuard,
     /// Peer clock checks that measure but never fence: a lying clock is trusted.
     NoPeerChecks,
+    /// Follower reads at `ReadAt::Latest` without the floor of timestamps already served: a
+    /// clock whose bound shrinks moves them back in time.
+    NoReadFloor,
+    /// Leases and `ready_at` measured on the raw clock, without the step guard that every other
+    /// reading goes through.
+    RawLeaseClock,
+}
+
+impl Mutation {
+    /// Every mutation.
+    pub const ALL: [Mutation; 6] = [
+        Mutation::NoCommitWait,
+        Mutation::NoLeaseCheck,
+        Mutation::NoStepGuard,
+        Mutation::NoPeerChecks,
+        Mutation::NoReadFloor,
+        Mutation::RawLeaseClock,
+    ];
+
+    /// Its name on the command line (`--mutation`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::NoCommitWait => "no-commit-wait",
+            Mutation::NoLeaseCheck => "no-lease-check",
+            Mutation::NoStepGuard => "no-step-guard",
+            Mutation::NoPeerChecks => "no-peer-checks",
+            Mutation::NoReadFloor => "no-read-floor",
+            Mutation::RawLeaseClock => "raw-lease-clock",
+        }
+    }
+
+    /// The mutation named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
 
 /// What one run does.
@@ -213,6 +248,8 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::NoLeaseCheck) => config.unsafe_ignore_lease = true,
         Some(Mutation::NoStepGuard) => config.unsafe_no_step_guard = true,
         Some(Mutation::NoPeerChecks) => config.unsafe_never_fence = true,
+        Some(Mutation::NoReadFloor) => config.unsafe_no_read_floor = true,
+        Some(Mutation::RawLeaseClock) => config.unsafe_raw_lease_clock = true,
         None => {}
     }
     let workload =

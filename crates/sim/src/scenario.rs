@@ -20,9 +20,11 @@
 //! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), the leader acknowledges a write; F's clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; F is asked for the write at once at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
 //! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
+//! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
+//! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
 //!
-//! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2), with
-//! its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
+//! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
+//! of issue 12's clock hazards, with its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
 //! checks as `scenario`. For example, seed 12 might draw `LeaseHandover` on a 5-node cluster
 //! with a 700 ms lease: n3 leads and writes `1`, is paused for 2.3 s, n5 is elected and
 //! acknowledges `2`, a read is sent to n3, n3's request handlers resume 14 ms before its Raft
@@ -34,8 +36,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use rand::rngs::StdRng;
+use serde_json::{Value, json};
 
-use boundkv_clockbound::Timestamp;
+use boundkv_clockbound::{Clock, Timestamp};
+use boundkv_tests::check::{CheckParams, Event, EventType, Validity, check_workload, pair};
 use boundkv_txn::replica::{ReadAt, Replica};
 use boundkv_txn::{CommitRequest, TxnId};
 
@@ -56,16 +60,23 @@ pub enum Scenario {
     ClockStep,
     /// A node restarted with a clock that lies consistently, asked to read and to lead.
     ClockLieAtRestart,
+    /// A follower read after one that saw a write, its clock's bound shrunk in between.
+    ReadFloor,
+    /// A leader's clock source steps forward while it renews its lease; a read at it after a
+    /// new leader acknowledged a write.
+    LeaseClockStep,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::LeaseHandover,
         Scenario::SnapshotOverProposals,
         Scenario::DedupAcrossGc,
         Scenario::ClockStep,
         Scenario::ClockLieAtRestart,
+        Scenario::ReadFloor,
+        Scenario::LeaseClockStep,
     ];
 
     /// A quarter of the seeds draw one scenario (equally likely), the rest none.
@@ -78,10 +89,20 @@ impl Scenario {
     }
 
     /// The cluster shape the scenario needs, from the one the seed drew: compaction soon enough
-    /// for a snapshot, or none at all and a short GC retention.
+    /// for a snapshot, or none at all and a short GC retention; a lease long enough for a wide
+    /// clock bound and frequent closed timestamps.
     pub fn shape(self, config: &mut ClusterConfig) {
         match self {
-            Scenario::LeaseHandover | Scenario::ClockStep | Scenario::ClockLieAtRestart => {}
+            Scenario::LeaseHandover
+            | Scenario::ClockStep
+            | Scenario::ClockLieAtRestart
+            | Scenario::LeaseClockStep => {}
+            Scenario::ReadFloor => {
+                // A bound of 200–300 ms fits (`lease_bound_ceiling` ≥ 400 ms), and a follower
+                // read waits at most a close interval or two for its closed timestamp.
+                config.lease = config.lease.max(Duration::from_secs(1));
+                config.close_interval = config.close_interval.min(Duration::from_millis(25));
+            }
             Scenario::SnapshotOverProposals => config.keep_entries = 20,
             Scenario::DedupAcrossGc => {
                 config.keep_entries = 10_000;
@@ -99,6 +120,8 @@ impl Scenario {
             Scenario::DedupAcrossGc => "dedup-across-gc",
             Scenario::ClockStep => "clock-step",
             Scenario::ClockLieAtRestart => "clock-lie-at-restart",
+            Scenario::ReadFloor => "read-floor",
+            Scenario::LeaseClockStep => "lease-clock-step",
         }
     }
 
@@ -119,6 +142,8 @@ impl Scenario {
             Scenario::DedupAcrossGc => dedup_across_gc(cluster, rng).await,
             Scenario::ClockStep => clock_step(cluster, rng).await,
             Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng).await,
+            Scenario::ReadFloor => read_floor(cluster, rng).await,
+            Scenario::LeaseClockStep => lease_clock_step(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -473,4 +498,236 @@ async fn clock_lie_at_restart(
         ));
     }
     Some(problems)
+}
+
+/// The read-floor scenario's short history, in the register workload's format: one key (`0`),
+/// `before` as `1` and `w` as `2`. Event times are the simulation's; the register and timestamp
+/// checkers judge it as they judge the clients' histories.
+struct MiniHistory {
+    events: Vec<Event>,
+    cluster: Arc<SimulatedCluster>,
+}
+
+impl MiniHistory {
+    fn new(cluster: &Arc<SimulatedCluster>) -> MiniHistory {
+        MiniHistory { events: Vec::new(), cluster: cluster.clone() }
+    }
+
+    fn push(
+        &mut self,
+        process: u64,
+        kind: EventType,
+        f: &str,
+        value: Value,
+        at: Option<(u64, Timestamp)>,
+    ) {
+        let index = self.events.len() as u64;
+        let mut e = Event::new(index, self.cluster.now_nanos(), process, kind, f, value);
+        if let Some((node, ts)) = at {
+            e.node = Some(format!("n{node}"));
+            e.ts = Some(ts.as_nanos());
+        }
+        self.events.push(e);
+    }
+
+    /// What the register and timestamp checkers find wrong with it.
+    fn problems(&self) -> Vec<String> {
+        let ops = match pair(&self.events) {
+            Ok(ops) => ops,
+            Err(e) => return vec![format!("the scenario's history is malformed: {e}")],
+        };
+        check_workload("register", &ops, &CheckParams::default())
+            .into_iter()
+            .filter(|r| r.valid == Validity::Invalid)
+            .flat_map(|r| {
+                r.anomalies
+                    .into_iter()
+                    .map(move |a| format!("{} checker: {}: {}", r.checker, a.kind, a.explanation))
+            })
+            .collect()
+    }
+}
+
+/// The register value of a read: `1` for `before`, `2` for `w`.
+fn register_value(v: &Option<Bytes>) -> Value {
+    match v.as_deref() {
+        Some(b"before") => json!(1),
+        Some(b"w") => json!(2),
+        Some(_) => json!(-1),
+        None => Value::Null,
+    }
+}
+
+/// A follower F's clock bound widens to 200–300 ms (its source loses its reference; still
+/// true). F serves a read at `ReadAt::Latest`, at `t₁ + wide`, which waits for the closed
+/// timestamp; meanwhile the leader commits `w` (at `s`, below the read's timestamp) and
+/// acknowledges it, and the read returns `w`. F's source then resynchronises wrongly: it claims
+/// 50 µs around a time 75–100 % of the old bound in the past. The step guard lets that reading
+/// through (it overlaps the wide interval carried forward), although true time is above it, and
+/// only the next round of peer clock checks could see it. A second read at F, sent at once, must
+/// still return `w`: it began after the first returned `w`, and after `w` was acknowledged. The
+/// floor (every timestamp F served) holds it at or above the first read's; the clock alone puts
+/// it below `s`.
+///
+/// With true clocks the floor changes nothing here: a follower sees `w` only once its commit
+/// wait is over, so true time, and any true `latest`, is past `s` by then. What the floor
+/// guards against is a clock that goes back by less than the guard can see.
+async fn read_floor(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
+    let mut history = MiniHistory::new(cluster);
+    let a = active_leader(cluster, None).await?;
+    let leader = cluster.running(a)?;
+    let followers: Vec<u64> = cluster.node_ids().into_iter().filter(|&n| n != a).collect();
+    let f = followers[rng.random_range(0..followers.len())];
+    let follower = cluster.running(f)?;
+    let clock = cluster.clock(f);
+    let key = Bytes::from(format!("scenario/floor/{}", rng.random::<u32>()));
+    history.push(0, EventType::Invoke, "write", json!([0, 1]), None);
+    let before = commit_at(&leader, &write(TxnId(rng.random()), &key, "before")).await?;
+    history.push(0, EventType::Ok, "write", json!([0, 1]), Some((a, before)));
+    // Wide, but well inside what the lease allows (`ReplicaOptions::lease_bound_ceiling`,
+    // 400 ms and more with the lease `shape` sets).
+    let wide = Duration::from_millis(rng.random_range(200..=300));
+    let narrow = Duration::from_micros(50);
+    let base = clock.local_error_nanos();
+    clock.set_bound(wide);
+    cluster.trace().record(format!("scenario: n{f}'s clock bound widens to {wide:?}"));
+    let read = || async {
+        let ts = follower.begin_read_only(ReadAt::Latest).await?;
+        follower.get(ts, &key).await.map(|v| (ts, v))
+    };
+    // The first read at F, and `w` committed and acknowledged while it waits.
+    history.push(2, EventType::Invoke, "read", json!([0, null]), None);
+    let first = tokio::time::timeout(STEP, async {
+        let (first, w) = tokio::join!(read(), async {
+            tokio::time::sleep(wide / 2).await;
+            history.push(1, EventType::Invoke, "write", json!([0, 2]), None);
+            let s = commit_at(&leader, &write(TxnId(rng.random()), &key, "w")).await;
+            if let Some(s) = s {
+                history.push(1, EventType::Ok, "write", json!([0, 2]), Some((a, s)));
+            }
+            s
+        });
+        (first, w)
+    })
+    .await;
+    let put_right = || {
+        // Two truthful readings the guard accepts: wide around the truth, then the usual bound.
+        clock.set_offset_nanos(base);
+        clock.set_bound(wide);
+        let _ = follower.clock().now();
+        clock.set_bound(cluster.config().bound);
+    };
+    let Ok((Ok((ts1, v1)), Some(s))) = first else {
+        put_right();
+        return None;
+    };
+    history.push(2, EventType::Ok, "read", json!([0, register_value(&v1)]), Some((f, ts1)));
+    // The wrong resynchronisation.
+    let back = wide.as_nanos() as i64 * rng.random_range(75..=100) / 100;
+    clock.set_offset_nanos(base - back);
+    clock.set_bound(narrow);
+    let raw_latest = clock.now().ok()?.latest();
+    cluster.trace().record(format!(
+        "scenario: n{f} read `w` at {ts1}; its clock now claims {narrow:?} around a time {back} ns \
+         in the past (latest {raw_latest}, `w` at {s})"
+    ));
+    history.push(2, EventType::Invoke, "read", json!([0, null]), None);
+    let second = tokio::time::timeout(STEP, read()).await;
+    put_right();
+    if let Ok(Ok((ts2, v2))) = &second {
+        history.push(2, EventType::Ok, "read", json!([0, register_value(v2)]), Some((f, *ts2)));
+    }
+    // The corner: the first read saw `w`, and the clock alone now places a read below it.
+    if v1.as_deref() != Some(&b"w"[..]) || raw_latest >= s {
+        return None;
+    }
+    let mut problems = Vec::new();
+    match second {
+        Ok(Ok((ts2, v2))) if v2.as_deref() != Some(&b"w"[..]) => problems.push(format!(
+            "n{f} returned `w` (committed at {s}) to a read at {ts1}, then, its clock gone back \
+             {back} ns inside its old bound, {v2:?} to a read at {ts2} that began after the \
+             first ended"
+        )),
+        _ => {}
+    }
+    problems.extend(history.problems());
+    Some(problems)
+}
+
+/// Leader A's clock source steps forward 4–6 s (an NTP step after a VM resumes, `date -s`): its
+/// step guard holds every reading on the monotonic clock, and A goes on renewing its lease. A is
+/// paused; B is elected, waits out every earlier lease (by its own clock) and acknowledges `2`; a
+/// read sent to A runs when A resumes, `lag` before its Raft loop, still inside the lease A
+/// would have measured on the stepped source. It must not return `1`. Measured on the guarded
+/// clock A's lease ends on time; measured on the raw source it ends `step` late.
+async fn lease_clock_step(
+    cluster: &Arc<SimulatedCluster>,
+    rng: &mut StdRng,
+) -> Option<Vec<String>> {
+    let key = Bytes::from_static(b"scenario/lease-clock");
+    let a = active_leader(cluster, None).await?;
+    let old = cluster.running(a)?;
+    commit_at(&old, &write(TxnId(rng.random()), &key, "1")).await?;
+    let step = Duration::from_millis(rng.random_range(4_000..=6_000));
+    let stepped_at = cluster.true_now();
+    cluster.clock(a).step_nanos(step.as_nanos() as i64);
+    cluster.trace().record(format!("scenario: n{a}'s clock source steps forward {step:?}"));
+    // A renews its lease at least once on the stepped clock (every fifth of the lease).
+    let lease = cluster.config().lease;
+    tokio::time::sleep(lease / 5 * 2 + Duration::from_millis(rng.random_range(0..100))).await;
+    let undo = |cluster: &Arc<SimulatedCluster>| {
+        cluster.clock(a).step_nanos(-(step.as_nanos() as i64));
+        cluster.resume(a, Duration::ZERO);
+    };
+    cluster.set_paused(a, true);
+    let Some(b) = active_leader(cluster, Some(a)).await else {
+        undo(cluster);
+        return None;
+    };
+    let acked = match cluster.running(b) {
+        Some(new) => commit_at(&new, &write(TxnId(rng.random()), &key, "2")).await,
+        None => None,
+    };
+    let Some(acked) = acked else {
+        undo(cluster);
+        return None;
+    };
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+    let resumed = cluster.until_resumed(a);
+    let read_write = rng.random_bool(0.3);
+    let read = {
+        let key = key.clone();
+        let old = old.clone();
+        tokio::spawn(async move {
+            resumed.await;
+            let ts = if read_write {
+                old.begin_read_write().await?
+            } else {
+                old.begin_read_only(ReadAt::Latest).await?
+            };
+            old.get(ts, &key).await.map(|v| (ts, v))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(rng.random_range(1..50))).await;
+    let lag = Duration::from_millis(rng.random_range(0..=20));
+    let resumed_at = cluster.true_now();
+    cluster.resume(a, lag);
+    let got = tokio::time::timeout(STEP, read).await;
+    cluster.clock(a).step_nanos(-(step.as_nanos() as i64));
+    cluster.trace().record(format!("scenario: n{a}'s clock source steps back {step:?}"));
+    // The corner: A's last renewal went out after the step, so a lease measured on the stepped
+    // source would run at least until `stepped_at + step + lease − 2 × bound` in true time.
+    let bound = cluster.config().bound;
+    let stretched_until = stepped_at.saturating_add(step + lease).saturating_sub(bound * 2);
+    if resumed_at >= stretched_until {
+        return None;
+    }
+    match got {
+        Ok(Ok(Ok((ts, Some(v))))) if v.as_ref() == b"1" => Some(vec![format!(
+            "n{a}, its clock source stepped {step:?} forward, resumed {lag:?} before its Raft \
+             loop and read the value n{b} had replaced: `1` at {ts}, while `2` was \
+             acknowledged at {acked} before the read was sent"
+        )]),
+        _ => Some(Vec::new()),
+    }
 }

@@ -1,6 +1,8 @@
-//! t11: the targeted scenarios (`crates/sim/src/scenario.rs`) pass on today's code, and the
-//! lease scenario catches the lease check switched off, and the clock-step scenario the step guard
-//! switched off, on every seed, not on some.
+//! t11: the targeted scenarios (`crates/sim/src/scenario.rs`) pass on today's code, and each
+//! catches the mutation it targets on every seed, not on some: the lease scenario the lease check
+//! switched off, the clock-step scenario the step guard switched off, the clock-lie scenario the
+//! peer checks that never fence, the read-floor scenario follower reads without their floor, and
+//! the lease-clock-step scenario leases measured on the raw clock.
 //!
 //! The patch mutants (bugs 1 and 2 reintroduced) cannot be applied from a test; `scripts/sim.sh`
 //! runs them against the CI seed set, where the scenarios that target them catch them.
@@ -75,6 +77,34 @@ fn t12_the_clock_lie_scenario_catches_the_peer_checks_off_on_every_seed() {
         let options = RunOptions {
             mutation: Some(Mutation::NoPeerChecks),
             ..with(Scenario::ClockLieAtRestart, seed)
+        };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}
+
+/// A follower's clock goes back inside its old bound (the step guard lets it through) between
+/// two reads at `ReadAt::Latest`: without the floor of timestamps already served, the second
+/// misses a write the first returned (and that was acknowledged before it began), on every seed.
+#[test]
+fn t12_the_read_floor_scenario_catches_reads_without_the_floor_on_every_seed() {
+    for seed in 1..=4 {
+        let options =
+            RunOptions { mutation: Some(Mutation::NoReadFloor), ..with(Scenario::ReadFloor, seed) };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}
+
+/// A leader's clock source steps forward 4–6 s while it renews its lease: a lease measured on the
+/// raw source (not through the step guard) outlives the true one, and the old leader, resumed
+/// after a new one acknowledged a write, serves the value it replaced, on every seed.
+#[test]
+fn t12_the_lease_clock_step_scenario_catches_leases_on_the_raw_clock_on_every_seed() {
+    for seed in 1..=4 {
+        let options = RunOptions {
+            mutation: Some(Mutation::RawLeaseClock),
+            ..with(Scenario::LeaseClockStep, seed)
         };
         let (verdict, summary) = scenario_verdict(&options);
         assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");

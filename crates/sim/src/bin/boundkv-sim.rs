@@ -57,7 +57,8 @@ struct Args {
     /// Add the clock faults boundkv does not survive yet (a clock outside its bound, a 1 s step back).
     #[arg(long)]
     unsafe_clocks: bool,
-    /// Plant a bug: `no-commit-wait`, `no-lease-check`, `no-step-guard` or `no-peer-checks`.
+    /// Plant a bug: `no-commit-wait`, `no-lease-check`, `no-step-guard`, `no-peer-checks`,
+    /// `no-read-floor` or `raw-lease-clock`.
     #[arg(long)]
     mutation: Option<String>,
     /// Succeed only if some seed fails (for mutation checks): stops at the first failing seed.
@@ -67,7 +68,8 @@ struct Args {
     #[arg(long)]
     no_faults: bool,
     /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
-    /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`.
+    /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`,
+    /// `clock-step`, `clock-lie-at-restart`, `read-floor`, `lease-clock-step`.
     #[arg(long, default_value = "drawn")]
     scenario: String,
     /// Seeds run in parallel (each on its own thread, each deterministic).
@@ -101,13 +103,13 @@ fn main() -> anyhow::Result<()> {
     };
     let mutation = match args.mutation.as_deref() {
         None => None,
-        Some("no-commit-wait") => Some(Mutation::NoCommitWait),
-        Some("no-lease-check") => Some(Mutation::NoLeaseCheck),
-        Some("no-step-guard") => Some(Mutation::NoStepGuard),
-        Some("no-peer-checks") => Some(Mutation::NoPeerChecks),
-        Some(m) => bail!(
-            "unknown mutation {m} (no-commit-wait, no-lease-check, no-step-guard, no-peer-checks)"
-        ),
+        Some(m) => match Mutation::from_name(m) {
+            Some(m) => Some(m),
+            None => {
+                let names: Vec<&str> = Mutation::ALL.iter().map(|m| m.name()).collect();
+                bail!("unknown mutation {m} ({})", names.join(", "))
+            }
+        },
     };
     let scenario = match args.scenario.as_str() {
         "drawn" => ScenarioChoice::Drawn,

@@ -156,7 +156,7 @@ use gate::LeaderGate;
 pub use command::{Command, DecodeError, LOCAL_META, Member, SnapshotData, meta};
 pub use machine::{ApplyOutput, MvccStateMachine, ReplicaShared};
 pub use membership::MemberInfo;
-pub use options::{ReplicaOptions, ReplicaOptionsError};
+pub use options::{ReplicaOptions, ReplicaOptionsError, UnsafeLeaseClock};
 pub use reads::ReadAt;
 
 /// The Raft member under a replica over engine `E`, for a caller that drives it
@@ -238,6 +238,18 @@ impl<E: Engine> Replica<E> {
                 "UNSAFE: leases are ignored; external consistency does not hold"
             );
         }
+        if options.unsafe_no_read_floor {
+            tracing::error!(
+                node = id,
+                "UNSAFE: follower reads at the latest time take no floor; reads may go back in time"
+            );
+        }
+        if options.unsafe_lease_clock.is_some() {
+            tracing::error!(
+                node = id,
+                "UNSAFE: the lease is measured on a second clock; external consistency does not hold"
+            );
+        }
         let store = RaftLogStore::open(engine).map_err(|e| Error::Fatal(e.to_string()))?;
         let bootstrap =
             options.founding.as_ref().map(|members| members.iter().map(|m| m.id).collect());
@@ -249,6 +261,7 @@ impl<E: Engine> Replica<E> {
                 state_machine: sm,
                 transport,
                 clock: clock.clone(),
+                unsafe_lease_clock: options.unsafe_lease_clock.as_ref().map(|c| c.0.clone()),
                 policy: options.policy.clone(),
                 bootstrap,
             },

@@ -1,9 +1,10 @@
 //! A replica's settings ([`ReplicaOptions`]), the widest clock bound its lease allows, and the
 //! settings it refuses to start with ([`ReplicaOptionsError`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use boundkv_clockbound::ClockPolicy;
+use boundkv_clockbound::{Clock, ClockPolicy};
 use boundkv_consensus::node::NodeConfig;
 
 use crate::manager::TxnOptions;
@@ -50,6 +51,30 @@ pub struct ReplicaOptions {
     /// mutation twin turns it on to show that they catch the stale reads it allows.
     #[doc(hidden)]
     pub unsafe_ignore_lease: bool,
+    /// **Test only; breaks linearizability.** Place a follower's `ReadAt::Latest` reads at the
+    /// clock's `latest` alone, without the floor of the timestamps this node already served and
+    /// its oracle's floor. A guarded clock's `latest` falls when its bound shrinks, so a read
+    /// can then land below one this node served just before, and miss a write the earlier read
+    /// returned. The simulator's `no-read-floor` mutation turns it on to show that its
+    /// `read-floor` scenario catches that.
+    #[doc(hidden)]
+    pub unsafe_no_read_floor: bool,
+    /// **Test only; breaks external consistency.** Measure the Raft node's lease (when a
+    /// renewal's heartbeat left) and `ready_at` on this clock instead of the replica's clock:
+    /// the simulator's `raw-lease-clock` mutation hands it the source without its step guard,
+    /// so that a step the guard holds the node's timestamps over stretches its lease.
+    #[doc(hidden)]
+    pub unsafe_lease_clock: Option<UnsafeLeaseClock>,
+}
+
+/// A clock for [`ReplicaOptions::unsafe_lease_clock`] (a mutation only).
+#[derive(Clone)]
+pub struct UnsafeLeaseClock(pub Arc<dyn Clock>);
+
+impl std::fmt::Debug for UnsafeLeaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UnsafeLeaseClock({})", self.0.describe())
+    }
 }
 
 impl Default for ReplicaOptions {
@@ -67,6 +92,8 @@ impl Default for ReplicaOptions {
             founding: None,
             collect_garbage_inline: false,
             unsafe_ignore_lease: false,
+            unsafe_no_read_floor: false,
+            unsafe_lease_clock: None,
         }
     }
 }

@@ -94,6 +94,7 @@ impl<E: Engine> Replica<E> {
             // Never below a timestamp this node already served or issued: a clock that stepped
             // back (inside what the step guard lets through, or across a restart) must not move
             // this node's reads back in time.
+            ReadAt::Latest if self.options.unsafe_no_read_floor => reading.latest(),
             ReadAt::Latest => reading.latest().max(self.latest_read_floor()),
             ReadAt::Exact(ts) => {
                 if ts > reading.latest() {
