@@ -45,7 +45,7 @@ echo "| workload | nemesis | seed | expected | operations | verdict | anomalies 
 echo "|---|---|---|---|---|---|---|"
 for s in $SEEDS; do
     for w in register append bank causal; do
-        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step partition,kill,pause,clock-skew; do
+        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step leap-mixed clock-strobe clock-drift partition,kill,pause,clock-skew; do
             run valid "$w" "$n" "$s"
         done
         for n in partition slow-net partition,slow-net,kill; do
@@ -55,6 +55,9 @@ for s in $SEEDS; do
     BOUNDKV_ALLOW_UNSAFE=1 run invalid causal clock-skew "$s" --unsafe-skip-commit-wait
     BOUNDKV_ALLOW_UNSAFE=1 run invalid append clock-skew "$s" --unsafe-skip-commit-wait
     BOUNDKV_ALLOW_UNSAFE=1 run invalid register clock-lie,leap-step "$s" --unsafe-no-step-guard --unsafe-no-peer-clock-checks
+    # Drift needs time to grow: one fault held 25 s (the run's TIME should be 30 s or more).
+    BOUNDKV_ALLOW_UNSAFE=1 run invalid register clock-drift "$s" --hold 25 --unsafe-no-peer-clock-checks
+    run valid register "" "$s" --drift-experiment 200:2
 done
 rm -f "$table"
 exit $failed

@@ -194,7 +194,9 @@ async fn register_at_the_clock_edges(skip_commit_wait: bool) -> Vec<CheckResult>
         .expect("the leader")
         .txn()
         .set_unsafe_skip_commit_wait(skip_commit_wait);
-    let history = run(&cluster, Workload::Register, 4, Duration::from_secs(2)).await;
+    // Real time on a shared machine: 2 s sometimes completed fewer than 40 operations under
+    // load (one history in eight while a Jepsen run and a build shared the two cores).
+    let history = run(&cluster, Workload::Register, 4, Duration::from_secs(4)).await;
     cluster.shutdown();
     assert!(count(&history, EventType::Ok) > 40, "a non-trivial history");
     workload::check(Workload::Register, &history)

@@ -59,7 +59,7 @@ pub const HEALTHY_BOUND: Duration = Duration::from_micros(50);
 /// The drift allowance the segments advertise (50 ppm, ClockBound's recommended setting).
 pub const MAX_DRIFT_PPB: u32 = 50_000;
 
-/// Which clocks libfaketime moves (see the module docs).
+/// Which clocks the runner moves, and with what (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ClockMode {
     /// `CLOCK_REALTIME` alone, by steps; the monotonic clock stays true.
@@ -104,7 +104,7 @@ impl Default for NodeClock {
 #[allow(dead_code, unreachable_pub)]
 mod control;
 
-/// How the runner moves node's system clock.
+/// How the runner moves a node's clocks.
 enum NodeTime {
     /// A libfaketime offset file ([`ClockMode::Steps`]).
     Faketime(PathBuf),

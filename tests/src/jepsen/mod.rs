@@ -22,7 +22,8 @@
 //! RUN/latency.svg      latency over time, faults shaded
 //! RUN/index.md         what happened, in a page
 //! RUN/nodes/…/node-N/  each node's data directory and node.log
-//! RUN/clock/           the ClockBound segments and libfaketime offsets the runner wrote
+//! RUN/clock/           the ClockBound segments and the libfaketime offsets (or oscillator control
+//!                      files) the runner wrote
 //! ```
 
 pub mod clock;

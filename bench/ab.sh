@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Two boundkv binaries, compared in one run: the same cluster benchmark (bench/src/bin/cluster.rs,
+# 3 nodes on loopback, 256-byte puts, bound 0) alternating between them, ROUNDS times, so that a
+# slow spell of this noisy machine falls on both; then the median of each, and their ratio.
+#
+#   bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV            # e.g. a build of the commit before a change
+#   ROUNDS=5 DURATION=5s CLIENTS=1,64 bench/ab.sh OLD NEW
+#
+# Prints a table: clients, old ops/s and p50, new ops/s and p50, new/old. Nothing is judged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+old=${1:?usage: bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV}
+new=${2:?usage: bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+CLIENTS=${CLIENTS:-1,64}
+cargo build --release --locked -q -p boundkv-bench --bin cluster
+out=$(mktemp -d)
+for r in $(seq 1 "$ROUNDS"); do
+    for side in old new; do
+        bin=$old; [ "$side" = new ] && bin=$new
+        BOUNDKV_BIN="$bin" target/release/cluster --duration "$DURATION" --clients "$CLIENTS" \
+            --bounds 0 --json "$out/$side-$r.json" > /dev/null
+        echo "round $r: $side done" >&2
+    done
+done
+python3 - "$out" "$ROUNDS" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def load(side):
+    rows = {}
+    for r in range(1, rounds + 1):
+        for s in json.load(open(f"{out}/{side}-{r}.json")):
+            if s["workload"] == "write":
+                rows.setdefault(s["clients"], []).append(s)
+    return rows
+old, new = load("old"), load("new")
+print("| clients | old ops/s (median of %d) | old p50 | new ops/s | new p50 | new / old ops/s | every round, old → new ops/s |" % rounds)
+print("|---:|---:|---:|---:|---:|---:|---|")
+for c in sorted(old):
+    med = lambda rows, k: statistics.median(x[k] for x in rows)
+    o, n = old[c], new[c]
+    rounds_txt = ", ".join(f"{a['ops_per_sec']:.0f} → {b['ops_per_sec']:.0f}" for a, b in zip(o, n))
+    print(f"| {c} | {med(o,'ops_per_sec'):.0f} | {med(o,'p50_us')/1000:.2f} ms | {med(n,'ops_per_sec'):.0f} | {med(n,'p50_us')/1000:.2f} ms | {med(n,'ops_per_sec')/med(o,'ops_per_sec'):.3f} | {rounds_txt} |")
+PY
+rm -rf "$out"
