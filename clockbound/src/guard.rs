@@ -384,6 +384,21 @@ fn write_leap_record(path: &std::path::Path, event: &LeapEvent) {
     }
 }
 
+impl std::fmt::Display for LeapReport {
+    /// One line: `step; kernel: insert scheduled (adjtimex 1, status 0x0011, TAI−UTC 37 s);
+    /// leap: insert at 2016-12-31T24:00:00Z; absorbing: +0.500000000 s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; kernel: {}", self.policy, self.kernel)?;
+        if let Some(e) = self.announced {
+            write!(f, "; leap: {e}")?;
+        }
+        if self.absorbing.is_some() {
+            write!(f, "; absorbing: {:+.9} s", self.correction_nanos as f64 / 1e9)?;
+        }
+        Ok(())
+    }
+}
+
 fn intersects(a: &TimeInterval, b: &TimeInterval) -> bool {
     a.earliest <= b.latest && b.earliest <= a.latest
 }

@@ -199,6 +199,34 @@ pub fn last_utc_midnight(t: Timestamp) -> Timestamp {
     Timestamp::from_nanos(t.as_nanos() / DAY_NANOS * DAY_NANOS)
 }
 
+/// The UTC midnight within [`LEAP_WINDOW`] of `t` that ends 30 June or 31 December, if there
+/// is one: the only days on which a leap second has ever been scheduled (IERS Bulletin C may
+/// also name 31 March and 30 September; it never has). A member whose kernel is never told of
+/// a leap (one that smears) knows the leap windows only this way.
+pub fn possible_leap_near(t: Timestamp) -> Option<Timestamp> {
+    let window = LEAP_WINDOW.as_nanos() as u64;
+    let nearest = last_utc_midnight(t.saturating_add(LEAP_WINDOW));
+    if nearest.as_nanos().abs_diff(t.as_nanos()) > window {
+        return None;
+    }
+    let (_, month, day) = civil_from_days((nearest.as_nanos() / DAY_NANOS) as i64);
+    (day == 1 && (month == 1 || month == 7)).then_some(nearest)
+}
+
+/// (year, month, day) of the day `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl KernelLeap {
     /// Types the answer of `adjtimex`: its return value `code`, status bits and TAI offset.
     pub fn from_raw(code: i32, status: i32, tai_offset: i64) -> Self {
@@ -480,6 +508,30 @@ mod tests {
         assert!(ev.absorbing_at(half));
         let del = LeapEvent { at: Timestamp::from_nanos(L), kind: LeapKind::Delete };
         assert_eq!(del.absorb(Timestamp::from_nanos(L)).as_nanos(), L - SECOND_NANOS);
+    }
+
+    #[test]
+    fn possible_leaps_are_at_the_end_of_june_and_december() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days((L / DAY_NANOS) as i64), (2017, 1, 1));
+        let h = 3600 * SECOND_NANOS;
+        assert_eq!(
+            possible_leap_near(Timestamp::from_nanos(L - 11 * h)),
+            Some(Timestamp::from_nanos(L))
+        );
+        assert_eq!(
+            possible_leap_near(Timestamp::from_nanos(L + 11 * h)),
+            Some(Timestamp::from_nanos(L))
+        );
+        assert_eq!(possible_leap_near(Timestamp::from_nanos(L + 13 * h)), None);
+        // 2015-06-30T24:00:00Z, a leap second.
+        let june = 1_435_708_800 * SECOND_NANOS;
+        assert_eq!(
+            possible_leap_near(Timestamp::from_nanos(june - h)),
+            Some(Timestamp::from_nanos(june))
+        );
+        // 2016-03-31T24:00:00Z: not a leap date.
+        assert_eq!(possible_leap_near(Timestamp::from_nanos(1_459_468_800 * SECOND_NANOS)), None);
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl ClusterConfig {
             gc_retention: Some(self.gc_retention),
             gc_interval: self.gc_interval,
             founding: Some((1..=self.nodes).map(member).collect()),
+            leap: Default::default(),
             collect_garbage_inline: true,
             unsafe_ignore_lease: self.unsafe_ignore_lease,
         }
@@ -144,6 +145,7 @@ pub fn member(id: u64) -> Member {
         id,
         peer_address: format!("sim-peer-{id}"),
         client_address: format!("sim-client-{id}"),
+        leap: Default::default(),
     }
 }
 

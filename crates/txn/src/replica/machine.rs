@@ -25,7 +25,7 @@ use boundkv_storage::mvcc::check_sizes;
 use boundkv_storage::mvcc::meta::{APPLIED_INDEX, GC_HORIZON};
 use boundkv_storage::{Commit, Engine, Mvcc, WriteBatch};
 
-use super::command::{Command, LOCAL_META, Member, SnapshotData, meta};
+use super::command::{Command, LOCAL_META, LegacyMember, Member, SnapshotData, meta};
 
 /// What applying one entry produced, for its proposer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,14 +84,21 @@ impl ReplicaShared {
         let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
         self.closed.send_replace(closed);
         self.gc_horizon.send_replace(Timestamp::from_nanos(mvcc.gc_horizon()));
-        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS)? {
-            Some(bytes) => {
-                postcard::from_bytes(&bytes).map_err(|e| StateMachineError::Corrupt {
-                    what: "the stored member list".into(),
-                    why: e.to_string(),
-                })?
-            }
-            None => Vec::new(),
+        let corrupt = |e: postcard::Error| StateMachineError::Corrupt {
+            what: "the stored member list".into(),
+            why: e.to_string(),
+        };
+        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS_WITH_LEAP)? {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(corrupt)?,
+            None => match mvcc.get_meta(meta::MEMBERS)? {
+                // Written before members recorded their leap policy: every one steps.
+                Some(bytes) => postcard::from_bytes::<Vec<LegacyMember>>(&bytes)
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .map(Member::from)
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         *self.members.write().unwrap_or_else(|e| e.into_inner()) =
             members.into_iter().map(|m| (m.id, m)).collect();
@@ -176,9 +183,10 @@ impl<E: Engine> MvccStateMachine<E> {
     fn members_batch(batch: &mut WriteBatch, members: &BTreeMap<u64, Member>) {
         let list: Vec<&Member> = members.values().collect();
         batch.put(
-            boundkv_storage::mvcc::meta_key(meta::MEMBERS),
+            boundkv_storage::mvcc::meta_key(meta::MEMBERS_WITH_LEAP),
             postcard::to_allocvec(&list).expect("members always encode"),
         );
+        batch.delete(boundkv_storage::mvcc::meta_key(meta::MEMBERS));
     }
 }
 
