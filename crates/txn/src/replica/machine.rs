@@ -426,6 +426,35 @@ mod tests {
         sm.apply(&[Committed { index, term: 1, data }]).unwrap().remove(0)
     }
 
+    /// A member list stored before members recorded their leap policy (under the old key, in
+    /// the old encoding) still loads, every member stepping; the next membership change writes
+    /// the new key and deletes the old one.
+    #[test]
+    fn a_member_list_stored_before_the_leap_policy_still_loads() {
+        #[derive(serde::Serialize)]
+        struct Old(u64, &'static str, &'static str);
+        let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+        let old = vec![Old(1, "p1", "c1"), Old(2, "p2", "c2"), Old(3, "p3", "c3")];
+        mvcc.set_meta(meta::MEMBERS, &postcard::to_allocvec(&old).unwrap()).unwrap();
+        let (mut sm, shared) = MvccStateMachine::new(mvcc.clone(), Vec::new()).unwrap();
+        let members = shared.members();
+        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(members.values().all(|m| m.leap == boundkv_clockbound::LeapPolicy::Step));
+        assert_eq!(members[&2].client_address, "c2");
+        // A change rewrites the list under the new key.
+        let mut cc = ConfChangeV2::default();
+        let mut single = raft::prelude::ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::RemoveNode);
+        single.node_id = 3;
+        cc.set_changes(vec![single].into());
+        let batch = sm.membership(5, &cc, &ConfState::default()).unwrap();
+        mvcc.engine().write(batch).unwrap();
+        assert!(mvcc.get_meta(meta::MEMBERS).unwrap().is_none());
+        assert!(mvcc.get_meta(meta::MEMBERS_WITH_LEAP).unwrap().is_some());
+        let shared = ReplicaShared::load(&mvcc).unwrap();
+        assert_eq!(shared.members().keys().copied().collect::<Vec<_>>(), [1, 2]);
+    }
+
     /// Whether a resent commit is a duplicate is decided from the log alone: a transaction
     /// record below the GC horizon counts for nothing, whether this replica's collector has
     /// deleted it yet or not. Two replicas, one collected and one not, decide alike.
