@@ -116,7 +116,45 @@ struct LeapConfig {
     policy: LeapPolicy,
     source: Arc<dyn LeapSource>,
     /// Where a leap being absorbed is remembered across restarts, if anywhere.
-    record: Option<PathBuf>,
+    record: Option<Arc<dyn LeapRecord>>,
+}
+
+/// Where a step guard remembers the leap it is absorbing, so that the node's next incarnation
+/// resumes the absorption ([`StepGuard::with_leap_record`]).
+pub trait LeapRecord: Send + Sync {
+    /// The leap recorded, if any.
+    fn load(&self) -> Option<LeapEvent>;
+    /// Records `event` (best effort: a record lost means a restart anchors on the raw clock and
+    /// is fenced by its peers until it agrees).
+    fn store(&self, event: &LeapEvent);
+}
+
+/// A [`LeapRecord`] in a file (`"AT_NANOS insert|delete"`), written by a rename: what a server
+/// keeps in its data directory.
+#[derive(Clone, Debug)]
+pub struct FileLeapRecord(pub PathBuf);
+
+impl LeapRecord for FileLeapRecord {
+    fn load(&self) -> Option<LeapEvent> {
+        read_leap_record(&self.0)
+    }
+    fn store(&self, event: &LeapEvent) {
+        write_leap_record(&self.0, event);
+    }
+}
+
+/// A [`LeapRecord`] in memory, shared between clones: a simulated node's, which outlives its
+/// incarnations as its disk does.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryLeapRecord(Arc<Mutex<Option<LeapEvent>>>);
+
+impl LeapRecord for MemoryLeapRecord {
+    fn load(&self) -> Option<LeapEvent> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn store(&self, event: &LeapEvent) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(*event);
+    }
 }
 
 #[derive(Default)]
@@ -205,9 +243,14 @@ impl<C: Clock> StepGuard<C> {
     /// starts, read at the first reading), so that a member restarted during the absorption
     /// goes on correcting its clock as its peers do instead of anchoring one second behind them.
     /// Needs [`StepGuard::with_leap`] first.
-    pub fn with_leap_record(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_leap_record(self, path: impl Into<PathBuf>) -> Self {
+        self.with_leap_record_in(Arc::new(FileLeapRecord(path.into())))
+    }
+
+    /// As [`StepGuard::with_leap_record`], in any [`LeapRecord`].
+    pub fn with_leap_record_in(mut self, record: Arc<dyn LeapRecord>) -> Self {
         if let Some(l) = self.leap.as_mut() {
-            l.record = Some(path.into());
+            l.record = Some(record);
         }
         self
     }
@@ -280,7 +323,7 @@ impl<C: Clock> StepGuard<C> {
                 .then(|| k.event(raw))
                 .flatten()
         });
-        let event = from_kernel.or_else(|| leap.record.as_deref().and_then(read_leap_record));
+        let event = from_kernel.or_else(|| leap.record.as_ref().and_then(|r| r.load()));
         let Some(event) = event.filter(|e| raw >= e.base() && e.absorbing_at(raw)) else {
             return;
         };
@@ -318,8 +361,8 @@ impl<C: Clock> StepGuard<C> {
         s.correction_nanos = event.correction_nanos(raw.interval.midpoint());
         s.holding_over = None;
         s.anchor = Some((corrected, mono));
-        if let Some(path) = &leap.record {
-            write_leap_record(path, &event);
+        if let Some(record) = &leap.record {
+            record.store(&event);
         }
         tracing::warn!(
             leap = %event,

@@ -65,7 +65,7 @@ pub mod wait;
 
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
-pub use guard::{GuardReport, LeapReport, StepGuard};
+pub use guard::{FileLeapRecord, GuardReport, LeapRecord, LeapReport, MemoryLeapRecord, StepGuard};
 pub use health::{ClockHealth, HealthChange, HealthMonitor, HealthReport};
 pub use leap::{
     KernelLeap, KernelLeapSource, LeapEvent, LeapKind, LeapPolicy, LeapSource, LeapState,

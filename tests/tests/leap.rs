@@ -80,7 +80,9 @@ async fn t10_a_member_with_another_leap_policy_is_refused() -> Result {
     let err = client.add_member_with_leap(2, &peer, &addr, "smear").await.unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("node 2 runs with --leap smear, but the membership's leap policy is --leap step"),
+        text.contains(
+            "node 2 runs with --leap smear, but the membership's leap policy is --leap step"
+        ),
         "{text}"
     );
     let out = Command::new(boundkv_bin()?)
@@ -125,7 +127,9 @@ async fn t10_a_member_with_another_leap_policy_is_refused() -> Result {
     child.stderr.take().expect("piped").read_to_string(&mut stderr)?;
     assert!(!status.success(), "{stderr}");
     assert!(
-        stderr.contains("node 1 runs with --leap smear, but the membership's leap policy is --leap step"),
+        stderr.contains(
+            "node 1 runs with --leap smear, but the membership's leap policy is --leap step"
+        ),
         "{stderr}"
     );
 

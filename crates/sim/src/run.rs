@@ -52,6 +52,8 @@ pub enum Mutation {
     NoStepGuard,
     /// Peer clock checks that measure but never fence: a lying clock is trusted.
     NoPeerChecks,
+    /// Step guards that know nothing of leap seconds: an announced leap step holds them over.
+    NoLeapAbsorb,
 }
 
 /// What one run does.
@@ -213,6 +215,7 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::NoLeaseCheck) => config.unsafe_ignore_lease = true,
         Some(Mutation::NoStepGuard) => config.unsafe_no_step_guard = true,
         Some(Mutation::NoPeerChecks) => config.unsafe_never_fence = true,
+        Some(Mutation::NoLeapAbsorb) => config.unsafe_no_leap_absorb = true,
         None => {}
     }
     let workload =

@@ -35,6 +35,8 @@ fn quiet(nodes: u64) -> ClusterConfig {
         unsafe_ignore_lease: false,
         unsafe_no_step_guard: false,
         unsafe_never_fence: false,
+        epoch: boundkv_sim::cluster::DEFAULT_EPOCH,
+        unsafe_no_leap_absorb: false,
     }
 }
 

@@ -105,8 +105,10 @@ fn main() -> anyhow::Result<()> {
         Some("no-lease-check") => Some(Mutation::NoLeaseCheck),
         Some("no-step-guard") => Some(Mutation::NoStepGuard),
         Some("no-peer-checks") => Some(Mutation::NoPeerChecks),
+        Some("no-leap-absorb") => Some(Mutation::NoLeapAbsorb),
         Some(m) => bail!(
-            "unknown mutation {m} (no-commit-wait, no-lease-check, no-step-guard, no-peer-checks)"
+            "unknown mutation {m} (no-commit-wait, no-lease-check, no-step-guard, no-peer-checks, \
+             no-leap-absorb)"
         ),
     };
     let scenario = match args.scenario.as_str() {
@@ -115,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         name => ScenarioChoice::This(
             Scenario::ALL
                 .into_iter()
+                .chain([Scenario::LeapSecond])
                 .find(|s| s.name() == name)
                 .with_context(|| format!("unknown scenario {name}"))?,
         ),
