@@ -76,7 +76,8 @@
 //! as before. A member that declared [`LeapPolicy::Smear`] never absorbs: its clock should
 //! never step, and if its kernel announces a leap it warns (the smear and the kernel's step
 //! would both apply). A member restarted while the absorption runs reads the kernel's state
-//! (`TIME_OOP`/`TIME_WAIT` still set: it resumes the absorption) or the record the guard wrote
+//! (`TIME_OOP`, or `TIME_WAIT` within [`KERNEL_WAIT_TRUSTED`] of the midnight: it resumes the
+//! absorption) or the record the guard wrote
 //! when the absorption began ([`StepGuard::with_leap_record`]; the server keeps it in its data
 //! directory). Without either it anchors on the raw clock, which is honest about raw time but
 //! up to one second behind its peers' corrected clocks: the peer clock checks see that
@@ -97,6 +98,24 @@ use crate::time::{ClockReading, ClockStatus, TimeInterval, Timestamp};
 /// How often the guard asks the kernel for its leap state (it also asks at once when it sees a
 /// step).
 pub const LEAP_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after a UTC midnight the kernel's `TIME_WAIT` is taken to mean "a leap happened at
+/// that midnight". NTP daemons clear their flag within seconds to minutes of the leap; a flag
+/// left set for longer (a daemon that died) keeps the kernel in `TIME_WAIT` for days, and would
+/// otherwise name every later midnight.
+pub const KERNEL_WAIT_TRUSTED: Duration = Duration::from_secs(3600);
+
+/// The leap the kernel's state names at raw time `raw`, with `TIME_WAIT` trusted only within
+/// [`KERNEL_WAIT_TRUSTED`] of the midnight it names.
+fn kernel_event(kernel: &KernelLeap, raw: Timestamp) -> Option<LeapEvent> {
+    let event = kernel.event(raw)?;
+    if kernel.state == LeapState::JustHappened
+        && raw.saturating_duration_since(event.at) > KERNEL_WAIT_TRUSTED
+    {
+        return None;
+    }
+    Some(event)
+}
 
 /// The default maximum drift of the monotonic clock against true time: the kernel's largest
 /// slew rate.
@@ -288,7 +307,7 @@ impl<C: Clock> StepGuard<C> {
         {
             s.announced = None;
         }
-        let Some(event) = kernel.event(raw) else { return };
+        let Some(event) = kernel_event(&kernel, raw) else { return };
         if s.announced.is_some() {
             return;
         }
@@ -320,7 +339,7 @@ impl<C: Clock> StepGuard<C> {
         };
         let from_kernel = s.kernel.and_then(|(k, _)| {
             matches!(k.state, LeapState::InLeapSecond | LeapState::JustHappened)
-                .then(|| k.event(raw))
+                .then(|| kernel_event(&k, raw))
                 .flatten()
         });
         let event = from_kernel.or_else(|| leap.record.as_ref().and_then(|r| r.load()));
@@ -806,6 +825,23 @@ mod tests {
             m.sim.step_nanos(-SEC);
             assert_eq!(m.guard.now().unwrap().status, ClockStatus::FreeRunning);
             assert!(m.guard.report().holding_over);
+        }
+
+        #[test]
+        fn a_kernel_stuck_in_time_wait_names_no_later_midnight() {
+            // A daemon died with STA_INS set: the kernel stays in TIME_WAIT for days. A node
+            // started two days after the leap must not take the last midnight for a leap.
+            let kernel = SimLeapSource::new();
+            kernel.set(LeapState::JustHappened);
+            let m = member(0, L + 2 * 86_400 * SEC as u64 + 3 * 3600 * SEC as u64, &kernel);
+            assert_eq!(m.guard.now().unwrap(), m.sim.now().unwrap());
+            let leap = m.guard.leap_report().unwrap();
+            assert_eq!((leap.announced, leap.absorbing), (None, None), "{leap:?}");
+            // Within the hour after the midnight it is believed: a node started then resumes.
+            let m = member(-SEC, L + 600 * SEC as u64, &kernel);
+            let r = m.guard.now().unwrap();
+            assert!(m.guard.leap_report().unwrap().absorbing.is_some());
+            assert!(r.interval.contains(reference(m.sim.true_now())), "{r:?}");
         }
 
         #[test]

@@ -15,6 +15,22 @@
 //!   has ever been scheduled; a smearing member's kernel is never told of the leap, so it must
 //!   go by the calendar). Outside the windows a mixed membership (one older than this check)
 //!   runs as before: the two policies agree except around a leap.
+//!
+//! For example, three voters recorded `step`, `step`, `smear` (a membership mixed by hand),
+//! node 3 running `--leap smear`. On 15 March nothing happens: no leap is possible. At
+//! 2026-12-31T18:00:00Z, six hours before a possible leap, node 3's check finds the majority's
+//! policy (`step`) differs from its own inside a window and fences its clock:
+//!
+//! ```text
+//! WARN leap policy: fencing this node's clock node=3 reason=this node's leap policy (smear)
+//!      differs from the majority's (step) inside the leap window of a possible leap second at
+//!      2027-01-01T00:00:00Z (12 h either side): ...
+//! ```
+//!
+//! It issues no timestamps, holds no lease, serves no reads and gives up leadership until
+//! 2027-01-01T12:00:00Z, when the fence lifts by itself. Nodes 1 and 2 are not fenced. Had node 3
+//! been *recorded* `step` while running `smear`, it would be fenced at any time, and refuse to
+//! start at its next restart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
