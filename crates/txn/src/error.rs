@@ -136,7 +136,7 @@ pub enum Error {
     /// `docs/architecture/time.md`, "Leap seconds"). Deterministic.
     #[error(
         "node {node} runs with --leap {ours}, but the membership's leap policy is --leap {membership}: \
-         every member must handle leap seconds the same way (restart it with --leap {membership})"
+         every member must handle leap seconds the same way (run it with --leap {membership})"
     )]
     LeapPolicyMismatch {
         /// The node.
