@@ -28,6 +28,12 @@ for m in no-commit-wait no-lease-check no-step-guard no-peer-checks no-read-floo
     echo "== mutation $m"
     sim --mutation "$m" --expect-failure | grep -E 'caught|no seed failed' || exit 1
 done
+# The leap-second scenario is not drawn (it starts the run just before a UTC midnight).
+echo "== scenario leap-second"
+sim --scenario leap-second | grep -v ' Valid workload' || { echo "leap-second failed"; exit 1; }
+echo "== mutation no-leap-absorb"
+sim --scenario leap-second --mutation no-leap-absorb --expect-failure \
+    | grep -E 'caught|no seed failed' || exit 1
 for p in crates/sim/mutants/*.patch; do
     echo "== mutant $(basename "$p" .patch)"
     git apply "$p"

@@ -73,7 +73,12 @@ fn raft_round(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(SledEngine::open(dir.path(), SledOptions::default()).unwrap());
     let mvcc = Arc::new(Mvcc::new(engine.clone()).unwrap());
-    let member = Member { id: 1, peer_address: "-".into(), client_address: "-".into() };
+    let member = Member {
+        id: 1,
+        peer_address: "-".into(),
+        client_address: "-".into(),
+        leap: Default::default(),
+    };
     let (sm, _shared) = MvccStateMachine::new(mvcc, vec![member]).unwrap();
     let router = MemoryRouter::new();
     let clock: Arc<dyn Clock> = Arc::new(SimClock::real_time());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::ClockError;
-use crate::guard::GuardReport;
+use crate::guard::{GuardReport, LeapReport};
 use crate::time::ClockReading;
 
 /// A source of bounded time: `now()` returns an interval that contains true time, and the status
@@ -46,6 +46,12 @@ pub trait Clock: Send + Sync {
     /// this node (its guard may be holding over on an anchor that was itself a lie, taken at a
     /// restart, and would otherwise refuse the source's correction forever).
     fn reanchor(&self) {}
+
+    /// What a [`crate::StepGuard`] in front of this source knows of leap seconds: the member's
+    /// policy, the kernel's state, a leap being absorbed (`None` for a source without one).
+    fn leap_report(&self) -> Option<LeapReport> {
+        None
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -63,6 +69,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn reanchor(&self) {
         (**self).reanchor()
+    }
+    fn leap_report(&self) -> Option<LeapReport> {
+        (**self).leap_report()
     }
 }
 

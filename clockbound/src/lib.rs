@@ -39,6 +39,9 @@
 //! - [`ClockSource`]: parses `--clock clockbound | clockbound:PATH | system:BOUND`.
 //! - [`StepGuard`]: refuses readings that disagree with the clock's own past (a step, a lie),
 //!   holding over on the monotonic clock instead; every [`ClockSource`] is opened behind one.
+//! - [`leap`]: leap seconds: the kernel's leap state ([`KernelLeap`], read with `adjtimex`), the
+//!   member's `--leap step|smear` ([`LeapPolicy`]) and the post-leap correction a stepping
+//!   member's step guard applies.
 //! - [`ClockPolicy`]: which readings may be acted on (status, bound ceiling, timeouts).
 //! - [`ClockHealth`], [`HealthMonitor`]: the clock's state for operators (usable, free-running,
 //!   unusable, stepped, fenced), each change logged once.
@@ -49,6 +52,7 @@ pub mod clock;
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod leap;
 pub mod oracle;
 pub mod policy;
 pub mod segment;
@@ -61,8 +65,12 @@ pub mod wait;
 
 pub use clock::{Clock, RealTimebase, Timebase};
 pub use error::{ClockError, ClockErrorKind};
-pub use guard::{GuardReport, StepGuard};
+pub use guard::{FileLeapRecord, GuardReport, LeapRecord, LeapReport, MemoryLeapRecord, StepGuard};
 pub use health::{ClockHealth, HealthChange, HealthMonitor, HealthReport};
+pub use leap::{
+    KernelLeap, KernelLeapSource, LeapEvent, LeapKind, LeapPolicy, LeapSource, LeapState,
+    ParseLeapPolicyError, SimLeapSource,
+};
 pub use oracle::{
     FileHighWaterMark, HighWaterMark, HighWaterMarkError, Issued, MemoryHighWaterMark, OracleError,
     OracleOptions, TimestampOracle,

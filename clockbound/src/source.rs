@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::error::ClockError;
 use crate::guard::StepGuard;
+use crate::leap::{KernelLeapSource, LeapPolicy};
 use crate::segment::layout::{DEFAULT_SEGMENT_PATH, DEFAULT_VMCLOCK_PATH};
 use crate::segment::{ClockBoundClock, ClockBoundOptions};
 use crate::system::SystemClock;
@@ -54,19 +55,35 @@ impl ClockSource {
         matches!(self, ClockSource::ClockBound { segment } if segment == Path::new(DEFAULT_SEGMENT_PATH))
     }
 
-    /// Opens the source. `vmclock` overrides the VMClock path (default `/dev/vmclock0`).
+    /// Opens the source. `vmclock` overrides the VMClock path (default `/dev/vmclock0`). The
+    /// guard assumes the default leap policy ([`LeapPolicy::Step`]); see
+    /// [`ClockSource::open_with_leap`].
     pub fn open(&self, vmclock: Option<&Path>) -> Result<Arc<dyn Clock>, ClockError> {
+        self.open_with_leap(vmclock, LeapPolicy::default())
+    }
+
+    /// Opens the source behind a step guard that knows the member's leap policy and reads the
+    /// kernel's leap state (see [`crate::leap`]).
+    pub fn open_with_leap(
+        &self,
+        vmclock: Option<&Path>,
+        leap: LeapPolicy,
+    ) -> Result<Arc<dyn Clock>, ClockError> {
         // Every source is read through a step guard: a reading that disagrees with the clock's
         // own past (a step, a lie that began while running) is never passed on.
+        let kernel = Arc::new(KernelLeapSource);
         Ok(match self {
-            ClockSource::ClockBound { segment } => {
-                Arc::new(StepGuard::new(ClockBoundClock::open(ClockBoundOptions {
+            ClockSource::ClockBound { segment } => Arc::new(
+                StepGuard::new(ClockBoundClock::open(ClockBoundOptions {
                     segment_path: segment.clone(),
                     vmclock_path: vmclock
                         .map_or_else(|| PathBuf::from(DEFAULT_VMCLOCK_PATH), Path::to_path_buf),
-                })?))
+                })?)
+                .with_leap(leap, kernel),
+            ),
+            ClockSource::System { bound } => {
+                Arc::new(StepGuard::new(SystemClock::new(*bound)).with_leap(leap, kernel))
             }
-            ClockSource::System { bound } => Arc::new(StepGuard::new(SystemClock::new(*bound))),
         })
     }
 }

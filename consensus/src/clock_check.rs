@@ -306,6 +306,9 @@ pub struct ClockChecker {
     fence: Fence,
     /// Where its monotonic frame counts from.
     epoch: Instant,
+    /// A fence set by a layer above for a reason of policy, not measurement (a member whose
+    /// `--leap` policy differs from the majority's, inside a leap window); why.
+    policy_fence: Option<String>,
 }
 
 impl ClockChecker {
@@ -320,7 +323,25 @@ impl ClockChecker {
             samples: BTreeMap::new(),
             fence: Fence::Unchecked,
             epoch: now,
+            policy_fence: None,
         }
+    }
+
+    /// Sets (or, with `None`, lifts) a fence for a reason of policy, whatever the measurements
+    /// say; returns the change of the node's fenced state, if any.
+    pub fn set_policy_fence(&mut self, why: Option<String>) -> Option<FenceChange> {
+        let before = self.is_fenced();
+        self.policy_fence = why.clone();
+        match (before, self.is_fenced(), why) {
+            (false, true, Some(why)) => Some(FenceChange::Fenced(why)),
+            (true, false, _) => Some(FenceChange::Lifted { was_disagreeing: true }),
+            _ => None,
+        }
+    }
+
+    /// Why the node is fenced, if it is: the policy fence first, then the measurements'.
+    pub fn fence_reason(&self) -> Option<String> {
+        self.policy_fence.clone().or_else(|| self.fence.reason())
     }
 
     /// When the next probe round is due.
@@ -335,7 +356,8 @@ impl ClockChecker {
 
     /// Whether the node must behave as fenced (the fence, unless fencing is switched off).
     pub fn is_fenced(&self) -> bool {
-        !self.options.unsafe_never_fence && self.fence != Fence::Agrees
+        !self.options.unsafe_never_fence
+            && (self.fence != Fence::Agrees || self.policy_fence.is_some())
     }
 
     /// The latest measurement of each peer.
@@ -497,7 +519,7 @@ impl ClockChecker {
     pub fn report(&self, now: Instant) -> ClockCheckReport {
         ClockCheckReport {
             enabled: true,
-            fenced: self.fence.reason(),
+            fenced: self.fence_reason(),
             never_fence: self.options.unsafe_never_fence,
             peers: self
                 .samples
@@ -710,6 +732,89 @@ mod tests {
         assert_eq!(v, Verdict::Agrees);
         assert_eq!(c.apply(v), Some(FenceChange::Lifted { was_disagreeing: true }));
         assert!(!c.is_fenced());
+    }
+
+    #[test]
+    fn a_policy_fence_fences_whatever_the_measurements_say() {
+        let t = Instant::now();
+        let mut c = ClockChecker::new(1, ClockCheckOptions::default(), t);
+        let mine = reading(1_000_000_000, 50);
+        assert_eq!(
+            c.apply(c.verdict(t, Some(&mine), &[1])),
+            Some(FenceChange::Lifted { was_disagreeing: false })
+        );
+        assert!(!c.is_fenced());
+        let why = "leap policy smear differs from the majority's step".to_string();
+        assert_eq!(c.set_policy_fence(Some(why.clone())), Some(FenceChange::Fenced(why.clone())));
+        assert!(c.is_fenced());
+        assert_eq!(c.fence_reason(), Some(why.clone()));
+        assert_eq!(c.report(t).fenced, Some(why.clone()));
+        // Measurements that agree do not lift it.
+        assert_eq!(c.apply(c.verdict(t, Some(&mine), &[1])), None);
+        assert!(c.is_fenced());
+        assert_eq!(c.set_policy_fence(Some(why)), None);
+        assert_eq!(c.set_policy_fence(None), Some(FenceChange::Lifted { was_disagreeing: true }));
+        assert!(!c.is_fenced());
+    }
+
+    /// Three stepping members through an announced leap second; one restarts an hour into the
+    /// absorption without its leap record and anchors on its raw clock, a second behind. Its
+    /// peers' clocks agree with each other; its own checks fence it.
+    #[test]
+    fn a_member_restarted_behind_its_absorbing_peers_is_fenced() {
+        use boundkv_clockbound::{
+            Clock, LeapPolicy, LeapState, SimClock, SimLeapSource, StepGuard, Timestamp,
+        };
+        use std::sync::Arc;
+        const L: u64 = 1_483_228_800_000_000_000;
+        let kernel = SimLeapSource::new();
+        kernel.set(LeapState::InsertScheduled);
+        let sims: Vec<SimClock> = (0..3)
+            .map(|_| {
+                let s = SimClock::manual(Timestamp::from_nanos(L - 1_000_000_000));
+                s.set_bound(Duration::from_micros(50));
+                s
+            })
+            .collect();
+        let guard = |s: &SimClock| {
+            StepGuard::new(s.clone()).with_leap(LeapPolicy::Step, Arc::new(kernel.clone()))
+        };
+        let guards: Vec<_> = sims.iter().map(guard).collect();
+        for g in &guards {
+            g.now().unwrap();
+        }
+        for s in &sims {
+            s.advance(Duration::from_secs(1));
+            s.step_nanos(-1_000_000_000);
+        }
+        kernel.set(LeapState::JustHappened);
+        for g in &guards {
+            g.now().unwrap();
+        }
+        kernel.set(LeapState::None);
+        for s in &sims {
+            s.advance(Duration::from_secs(3600));
+        }
+        let restarted = guard(&sims[2]);
+        let clocks: [&dyn Clock; 3] = [&guards[0], &guards[1], &restarted];
+        let voters = [1, 2, 3];
+        let t = Instant::now();
+        let verdict_of = |me: usize| {
+            let mut c = ClockChecker::new(me as u64 + 1, ClockCheckOptions::default(), t);
+            let r0 = clocks[me].now().unwrap();
+            for p in c.probes(t, Some(r0), &voters) {
+                let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
+                let peer = clocks[p.to as usize - 1].now().unwrap();
+                let r1 = clocks[me].now().unwrap();
+                c.on_reply(p.to, probe, Some(peer), t, Some(r1));
+            }
+            c.verdict(t, Some(&clocks[me].now().unwrap()), &voters)
+        };
+        assert_eq!(verdict_of(0), Verdict::Agrees);
+        assert_eq!(verdict_of(1), Verdict::Agrees);
+        let v = verdict_of(2);
+        let Verdict::Disagrees(why) = &v else { panic!("{v:?}") };
+        assert!(why.contains("disagrees with the majority {1, 2}"), "{why}");
     }
 
     #[test]

@@ -430,6 +430,7 @@ pub struct NodeHandle<O> {
     inbox: InboxSender<O>,
     state: watch::Receiver<NodeState>,
     clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
+    policy_fence: Arc<std::sync::Mutex<Option<String>>>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -440,6 +441,7 @@ impl<O> Clone for NodeHandle<O> {
             inbox: self.inbox.clone(),
             state: self.state.clone(),
             clock_report: self.clock_report.clone(),
+            policy_fence: self.policy_fence.clone(),
             thread: self.thread.clone(),
         }
     }
@@ -455,6 +457,15 @@ impl<O: Send + 'static> NodeHandle<O> {
     /// and every verdict).
     pub fn clock_checks(&self) -> ClockCheckReport {
         self.clock_report.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fences this member's clock for a reason of policy (or lifts that fence, with `None`),
+    /// whatever the peer clock checks measure: the transaction layer does so for a member whose
+    /// leap-second policy differs from the majority's inside a leap window. Applied at the next
+    /// probe round, with the same effects as a measured fence (see "Fencing" in the module
+    /// docs); nothing without peer clock checks.
+    pub fn set_policy_fence(&self, why: Option<String>) {
+        *self.policy_fence.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     /// Hands an inbound peer message to the node.
@@ -667,6 +678,8 @@ pub struct Node<E: Engine, SM: StateMachine> {
     election_timeout: usize,
     /// The peer clock checks, if on.
     clock_check: Option<ClockChecker>,
+    /// The fence of policy [`NodeHandle::set_policy_fence`] asks for.
+    policy_fence: Arc<std::sync::Mutex<Option<String>>>,
     /// Answers arrived since the last verdict.
     clock_answers: bool,
     clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
@@ -810,8 +823,10 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         };
         let clock_check = config.clock_checks.clone().map(|o| ClockChecker::new(id, o, now));
         let clock_report = Arc::new(std::sync::Mutex::new(ClockCheckReport::default()));
+        let policy_fence = Arc::new(std::sync::Mutex::new(None));
         let mut node = Node {
             clock_check,
+            policy_fence: policy_fence.clone(),
             clock_answers: false,
             clock_report: clock_report.clone(),
             next_tick: now + config.tick,
@@ -850,6 +865,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             inbox: tx,
             state: state_rx,
             clock_report,
+            policy_fence,
             thread: Arc::new(std::sync::Mutex::new(None)),
         };
         Ok((node, handle))
@@ -1086,9 +1102,23 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
         }
         let verdict = checker.verdict(now, reading.as_ref(), &voters);
-        let change = checker.apply(verdict);
+        let measured = checker.apply(verdict);
+        let policy = self.policy_fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let by_policy = checker.set_policy_fence(policy);
         let never_fence = self.config.clock_checks.as_ref().is_some_and(|o| o.unsafe_never_fence);
         *self.clock_report.lock().unwrap_or_else(|e| e.into_inner()) = checker.report(now);
+        // A measured change that a policy fence hides (or the reverse) is reported by whichever
+        // changed the node's fenced state.
+        let change = match (measured, by_policy) {
+            (_, Some(c)) => Some(c),
+            (Some(FenceChange::Fenced(why)), None) if checker.is_fenced() => {
+                Some(FenceChange::Fenced(why))
+            }
+            (Some(FenceChange::Lifted { was_disagreeing }), None) if !checker.is_fenced() => {
+                Some(FenceChange::Lifted { was_disagreeing })
+            }
+            _ => None,
+        };
         match change {
             Some(FenceChange::Fenced(why)) => {
                 if never_fence {
@@ -1697,7 +1727,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 .clock_check
                 .as_ref()
                 .filter(|c| c.is_fenced())
-                .and_then(|c| c.fence().reason()),
+                .and_then(ClockChecker::fence_reason),
             clock_unchecked: self
                 .clock_check
                 .as_ref()

@@ -275,8 +275,8 @@ async fn t50_bad_input_gets_an_answer_and_breaks_nothing() -> Result {
         matches!(answer.as_slice(), [f] if f.id == 7 && matches!(f.response, boundkv_wire::Response::Error(WireError::UnsupportedVersion { client: 300, .. }))),
         "{answer:?}"
     );
-    // This version (2), id 9, an unknown request variant: Malformed under id 9.
-    let answer = decode_all(&exchange(frame(&[0x02, 0x09, 0x63]), true)?);
+    // This version (3), id 9, an unknown request variant: Malformed under id 9.
+    let answer = decode_all(&exchange(frame(&[0x03, 0x09, 0x63]), true)?);
     assert!(
         matches!(answer.as_slice(), [f] if f.id == 9 && matches!(f.response, boundkv_wire::Response::Error(WireError::Malformed(_)))),
         "{answer:?}"

@@ -1,13 +1,14 @@
 //! `--clock SOURCE` and `--vmclock PATH`: how every command chooses its clock, and the one place
 //! that explains what to do when the default ClockBound segment is missing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::anyhow;
 use boundkv_clockbound::{
-    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource, StepGuard,
-    SystemClock, VMCLOCK_ENV, segment::layout::DEFAULT_VMCLOCK_PATH,
+    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource,
+    KernelLeapSource, LeapPolicy, StepGuard, SystemClock, VMCLOCK_ENV,
+    segment::layout::DEFAULT_VMCLOCK_PATH,
 };
 use clap::Args;
 
@@ -23,7 +24,23 @@ pub(crate) struct ClockArgs {
     /// The VMClock device checked for disruptions when the ClockBound segment asks for it.
     #[arg(long, global = true, env = VMCLOCK_ENV, default_value = DEFAULT_VMCLOCK_PATH, value_name = "PATH")]
     pub(crate) vmclock: PathBuf,
+
+    /// How this machine's clock handles a leap second: `step` (the kernel steps the clock at
+    /// the leap: a default Linux kernel with chrony or ntpd; boundkv's step guard then absorbs
+    /// the second over 24 h) or `smear` (the time source smears it: AWS Time Sync, Google).
+    /// Every member of a cluster must say the same; `serve` records it in the membership.
+    #[arg(
+        long,
+        global = true,
+        env = "BOUNDKV_LEAP",
+        default_value = "step",
+        value_name = "POLICY"
+    )]
+    pub(crate) leap: LeapPolicy,
 }
+
+/// The environment variable behind `--leap`.
+pub(crate) const LEAP_ENV: &str = "BOUNDKV_LEAP";
 
 /// An opened clock: the trait object every layer uses (behind a step guard), plus the concrete ClockBound reader when
 /// that is the source (for commands that show the segment itself).
@@ -37,6 +54,23 @@ pub(crate) struct OpenedClock {
 impl ClockArgs {
     /// Opens the chosen source, turning a missing default segment into advice.
     pub(crate) fn open(&self) -> anyhow::Result<OpenedClock> {
+        self.open_recording_leaps(None)
+    }
+
+    /// As [`ClockArgs::open`]; the step guard remembers a leap it is absorbing in `leap_record`
+    /// (a server's data directory), so that a restart inside the absorption resumes it.
+    pub(crate) fn open_recording_leaps(
+        &self,
+        leap_record: Option<&Path>,
+    ) -> anyhow::Result<OpenedClock> {
+        let guard = |c: Arc<dyn Clock>| {
+            let g = StepGuard::new(c).with_leap(self.leap, Arc::new(KernelLeapSource));
+            let g = match leap_record {
+                Some(path) => g.with_leap_record(path),
+                None => g,
+            };
+            Arc::new(g) as Arc<dyn Clock>
+        };
         match &self.clock {
             ClockSource::ClockBound { segment } => {
                 let reader = ClockBoundClock::open(ClockBoundOptions {
@@ -46,11 +80,11 @@ impl ClockArgs {
                 .map_err(|e| self.explain(e))?;
                 let reader = Arc::new(reader);
                 // As `ClockSource::open` does: every reading through a step guard.
-                let clock: Arc<dyn Clock> = Arc::new(StepGuard::new(reader.clone()));
+                let clock = guard(reader.clone());
                 Ok(OpenedClock { clock, clockbound: Some(reader.clone()), unguarded: reader })
             }
             ClockSource::System { bound } => Ok(OpenedClock {
-                clock: self.clock.open(Some(&self.vmclock)).map_err(|e| anyhow!(e))?,
+                clock: guard(Arc::new(SystemClock::new(*bound))),
                 clockbound: None,
                 unguarded: Arc::new(SystemClock::new(*bound)),
             }),

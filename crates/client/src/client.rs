@@ -252,10 +252,24 @@ impl Client {
         peer_address: impl Into<String>,
         client_address: impl Into<String>,
     ) -> Result<Vec<Member>> {
+        self.add_member_with_leap(id, peer_address, client_address, "step").await
+    }
+
+    /// As [`Client::add_member`], for a node whose clock handles leap seconds as `leap` says
+    /// (`step` or `smear`, its `--leap`). The leader refuses a policy other than the
+    /// membership's.
+    pub async fn add_member_with_leap(
+        &self,
+        id: u64,
+        peer_address: impl Into<String>,
+        client_address: impl Into<String>,
+        leap: impl Into<String>,
+    ) -> Result<Vec<Member>> {
         let request = Request::AddMember {
             id,
             peer_address: peer_address.into(),
             client_address: client_address.into(),
+            leap: leap.into(),
         };
         self.change_members(request, "AddMember").await
     }

@@ -248,7 +248,7 @@ impl Cluster {
         match self.call_once(address, Request::Status).await? {
             Response::Status(status) => {
                 self.learn_status(&status);
-                Ok(status)
+                Ok(*status)
             }
             other => Err(unexpected("Status", &other)),
         }

@@ -30,12 +30,12 @@ async fn leader_with(
     let me = node.member(1);
     let commits = AtomicUsize::new(0);
     node.set_handler(move |incoming| match &incoming.request {
-        Request::Status => Reply::Answer(Response::Status(status(
+        Request::Status => Reply::Answer(Response::Status(Box::new(status(
             1,
             Role::Leader,
             Some(me.clone()),
             vec![me.clone()],
-        ))),
+        )))),
         Request::Commit(_) => {
             let n = commits.fetch_add(1, Ordering::SeqCst) + 1;
             on_commit(n, &incoming, &kv)

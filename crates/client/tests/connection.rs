@@ -121,8 +121,8 @@ async fn a_connection_error_frame_fails_requests_in_flight_and_reconnects() {
 async fn a_server_of_another_protocol_version_is_a_clear_error() {
     within(async {
         let node = MockServer::with_handler(|incoming| {
-            // Version 3 (varint 03), then the id, then a body this client cannot parse.
-            let mut payload = vec![0x03];
+            // Version 4 (varint 04), then the id, then a body this client cannot parse.
+            let mut payload = vec![0x04];
             let mut id = incoming.id;
             loop {
                 let byte = (id & 0x7F) as u8;
@@ -140,12 +140,12 @@ async fn a_server_of_another_protocol_version_is_a_clear_error() {
         .await;
         let started = Instant::now();
         let err = Client::connect_with([node.address.clone()], quick()).await.unwrap_err();
-        assert_eq!(err, Error::Server(WireError::UnsupportedVersion { server: 3, client: 2 }));
+        assert_eq!(err, Error::Server(WireError::UnsupportedVersion { server: 4, client: 3 }));
         assert!(!err.is_retryable());
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(
             err.to_string(),
-            "unsupported protocol version: the server speaks version 3, the client version 2"
+            "unsupported protocol version: the server speaks version 4, the client version 3"
         );
     })
     .await;

@@ -30,9 +30,12 @@ async fn follower_and_leader() -> (MockServer, MockServer, FakeKv) {
         let (kv, a_member, b_member) = (kv.clone(), a_member.clone(), b_member.clone());
         move |incoming| {
             Reply::Answer(match &incoming.request {
-                Request::Status => {
-                    Response::Status(status(1, Role::Follower, None, vec![a_member.clone()]))
-                }
+                Request::Status => Response::Status(Box::new(status(
+                    1,
+                    Role::Follower,
+                    None,
+                    vec![a_member.clone()],
+                ))),
                 r if needs_leader(r) => not_leader(Some(b_member.clone())),
                 r => kv.answer(r),
             })
@@ -42,12 +45,12 @@ async fn follower_and_leader() -> (MockServer, MockServer, FakeKv) {
         let (kv, members) = (kv.clone(), vec![a_member.clone(), b_member.clone()]);
         move |incoming| {
             Reply::Answer(match &incoming.request {
-                Request::Status => Response::Status(status(
+                Request::Status => Response::Status(Box::new(status(
                     2,
                     Role::Leader,
                     Some(members[1].clone()),
                     members.clone(),
-                )),
+                ))),
                 r => kv.answer(r),
             })
         }
@@ -122,9 +125,12 @@ async fn follower_behind_retries_then_falls_back_to_the_leader() {
             let (kv, a_member) = (kv.clone(), a.member(1));
             move |incoming| {
                 Reply::Answer(match &incoming.request {
-                    Request::Status => {
-                        Response::Status(status(1, Role::Follower, None, vec![a_member.clone()]))
-                    }
+                    Request::Status => Response::Status(Box::new(status(
+                        1,
+                        Role::Follower,
+                        None,
+                        vec![a_member.clone()],
+                    ))),
                     Request::Get { ts, .. } => Response::Error(WireError::FollowerBehind {
                         requested: *ts,
                         safe_time: Timestamp::ZERO,
@@ -230,18 +236,19 @@ async fn membership_changes_go_to_the_leader() {
             move |incoming| {
                 let mut members = members.lock().unwrap();
                 Reply::Answer(match &incoming.request {
-                    Request::Status => Response::Status(status(
+                    Request::Status => Response::Status(Box::new(status(
                         2,
                         Role::Leader,
                         Some(members[1].clone()),
                         members.clone(),
-                    )),
-                    Request::AddMember { id, peer_address, client_address } => {
+                    ))),
+                    Request::AddMember { id, peer_address, client_address, leap } => {
                         members.push(boundkv_client::Member {
                             id: *id,
                             peer_address: peer_address.clone(),
                             client_address: client_address.clone(),
                             voter: false,
+                            leap: leap.clone(),
                         });
                         Response::Members(members.clone())
                     }

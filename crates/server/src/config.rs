@@ -3,8 +3,9 @@
 //! # Members
 //!
 //! A member is written `ID=PEER_ADDRESS/CLIENT_ADDRESS`: its id, where it listens for Raft
-//! traffic from other members, and where it listens for clients. A cluster is a comma-separated
-//! list of them:
+//! traffic from other members, and where it listens for clients; a member whose clock smears
+//! leap seconds (`--leap smear`) adds `/smear` (`/step`, the default, may be written too). A
+//! cluster is a comma-separated list of them:
 //!
 //! ```text
 //! --initial-cluster 1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002,3=127.0.0.1:7103/127.0.0.1:7003
@@ -29,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use boundkv_clockbound::{Clock, ClockPolicy};
+use boundkv_clockbound::{Clock, ClockPolicy, LeapPolicy};
 use boundkv_consensus::node::NodeConfig;
 use boundkv_storage::Durability;
 use boundkv_txn::replica::{Member, ReplicaOptions, ReplicaOptionsError};
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub advertise_peer: Option<String>,
     /// The founding members, for a brand-new cluster (empty: join an existing one, or restart).
     pub initial_cluster: Vec<Member>,
+    /// How this node's clock handles a leap second (`--leap`); the membership records it, and
+    /// a node whose policy differs from its record refuses to start. Default step.
+    pub leap: LeapPolicy,
     /// The data directory.
     pub data_dir: PathBuf,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
@@ -103,6 +107,7 @@ impl ServerConfig {
             peer_listen,
             advertise_peer: None,
             initial_cluster: Vec::new(),
+            leap: LeapPolicy::Step,
             data_dir: data_dir.into(),
             metrics_listen: None,
             clock,
@@ -140,6 +145,7 @@ impl ServerConfig {
             gc_retention: self.gc_retention,
             gc_interval: self.gc_interval,
             founding: (!self.initial_cluster.is_empty()).then(|| self.initial_cluster.clone()),
+            leap: self.leap,
             ..ReplicaOptions::default()
         }
     }
@@ -173,7 +179,7 @@ impl std::fmt::Debug for ServerConfig {
 /// Why a member list does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid member `{spec}`: {why} (expected ID=PEER_ADDRESS/CLIENT_ADDRESS, e.g. 1=127.0.0.1:7101/127.0.0.1:7001)"
+    "invalid member `{spec}`: {why} (expected ID=PEER_ADDRESS/CLIENT_ADDRESS[/smear], e.g. 1=127.0.0.1:7101/127.0.0.1:7001)"
 )]
 pub struct MemberSpecError {
     /// The text.
@@ -182,7 +188,7 @@ pub struct MemberSpecError {
     pub why: String,
 }
 
-/// Parses one member, `ID=PEER_ADDRESS/CLIENT_ADDRESS`.
+/// Parses one member, `ID=PEER_ADDRESS/CLIENT_ADDRESS[/step|/smear]`.
 pub fn parse_member(spec: &str) -> Result<Member, MemberSpecError> {
     let err = |why: &str| MemberSpecError { spec: spec.into(), why: why.into() };
     let (id, addresses) = spec.trim().split_once('=').ok_or_else(|| err("no `=`"))?;
@@ -190,14 +196,18 @@ pub fn parse_member(spec: &str) -> Result<Member, MemberSpecError> {
     if id == 0 {
         return Err(err("id 0 is reserved"));
     }
-    let (peer, client) =
+    let (peer, rest) =
         addresses.split_once('/').ok_or_else(|| err("no `/` between the addresses"))?;
+    let (client, leap) = match rest.split_once('/') {
+        Some((client, leap)) => (client, leap.parse().map_err(|e| err(&format!("{e}")))?),
+        None => (rest, LeapPolicy::Step),
+    };
     for (what, a) in [("peer", peer), ("client", client)] {
         if !a.contains(':') || a.trim().is_empty() {
             return Err(err(&format!("the {what} address `{a}` is not host:port")));
         }
     }
-    Ok(Member { id, peer_address: peer.trim().into(), client_address: client.trim().into() })
+    Ok(Member { id, peer_address: peer.trim().into(), client_address: client.trim().into(), leap })
 }
 
 /// Parses a comma-separated member list; ids must be distinct.
@@ -217,7 +227,10 @@ pub fn parse_members(list: &str) -> Result<Vec<Member>, MemberSpecError> {
 pub fn format_members(members: &[Member]) -> String {
     members
         .iter()
-        .map(|m| format!("{}={}/{}", m.id, m.peer_address, m.client_address))
+        .map(|m| match m.leap {
+            LeapPolicy::Step => format!("{}={}/{}", m.id, m.peer_address, m.client_address),
+            LeapPolicy::Smear => format!("{}={}/{}/smear", m.id, m.peer_address, m.client_address),
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -298,14 +311,26 @@ mod tests {
 
     #[test]
     fn members_parse_and_format() {
-        let list = "1=127.0.0.1:7101/127.0.0.1:7001, 2=h:2/h:3";
+        let list = "1=127.0.0.1:7101/127.0.0.1:7001, 2=h:2/h:3, 3=h:4/h:5/smear, 4=h:6/h:7/step";
         let members = parse_members(list).unwrap();
-        assert_eq!(members.len(), 2);
+        assert_eq!(members.len(), 4);
         assert_eq!(members[1].client_address, "h:3");
+        assert_eq!(members[1].leap, LeapPolicy::Step);
+        assert_eq!(
+            (members[2].client_address.as_str(), members[2].leap),
+            ("h:5", LeapPolicy::Smear)
+        );
+        assert_eq!(members[3].leap, LeapPolicy::Step);
         assert_eq!(parse_members(&format_members(&members)).unwrap(), members);
-        for bad in
-            ["x=1:1/1:1", "0=a:1/a:2", "1=a:1", "1:a:1/a:2", "1=a/b:2", "1=a:1/b:2,1=c:3/d:4"]
-        {
+        for bad in [
+            "x=1:1/1:1",
+            "0=a:1/a:2",
+            "1=a:1",
+            "1:a:1/a:2",
+            "1=a/b:2",
+            "1=a:1/b:2,1=c:3/d:4",
+            "1=a:1/b:2/slew",
+        ] {
             let e = parse_members(bad).unwrap_err();
             assert!(e.to_string().contains("expected ID=PEER_ADDRESS/CLIENT_ADDRESS"), "{e}");
         }

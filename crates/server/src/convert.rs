@@ -67,6 +67,7 @@ pub fn member_out(m: &Member, voter: bool) -> wire::Member {
         peer_address: m.peer_address.clone(),
         client_address: m.client_address.clone(),
         voter,
+        leap: m.leap.to_string(),
     }
 }
 
@@ -116,6 +117,7 @@ pub fn error_out(
             leader: leader.and_then(member),
         },
         Error::Rejected(why) => W::Malformed(why),
+        e @ Error::LeapPolicyMismatch { .. } => W::Malformed(e.to_string()),
         Error::OutcomeUnknown(why) => W::OutcomeUnknown(why),
         Error::ReadOnly => W::Malformed("a write in a read-only transaction".into()),
         Error::Storage(e) => W::Fatal(format!("storage failure: {e}")),
@@ -133,7 +135,12 @@ mod tests {
     fn not_leader_naming_this_node_is_unavailable() {
         let m = |id: u64| {
             Some(member_out(
-                &Member { id, peer_address: "p".into(), client_address: format!("c{id}") },
+                &Member {
+                    id,
+                    peer_address: "p".into(),
+                    client_address: format!("c{id}"),
+                    leap: Default::default(),
+                },
                 true,
             ))
         };

@@ -14,6 +14,9 @@
 //! | `boundkv_clock_status{status}` | gauge | 1 for the clock's current status |
 //! | `boundkv_clock_health{health}` | gauge | 1 for the clock's state as the clock watcher last saw it: `synchronized`, `free_running`, `unusable`, `stepped`, `fenced` (see `ClockHealth`) |
 //! | `boundkv_clock_health_seconds` | gauge | how long the clock has been in that state |
+//! | `boundkv_clock_leap_policy{policy}` | gauge | 1 for this node's `--leap` policy (`step`, `smear`) |
+//! | `boundkv_clock_kernel_leap{state}` | gauge | 1 for the kernel's leap state (`none`, `insert_scheduled`, `delete_scheduled`, `in_leap_second`, `just_happened`, `unknown`), read with `adjtimex` |
+//! | `boundkv_clock_leap_correction_seconds` | gauge | the correction the step guard applies while absorbing a leap second (1 s at the step, falling to 0 over 24 h; 0 otherwise) |
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
 //! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
@@ -46,7 +49,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use boundkv_clockbound::{ClockHealth, ClockStatus, Timestamp};
+use boundkv_clockbound::{ClockHealth, ClockStatus, LeapPolicy, LeapState, Timestamp};
+
+/// The kernel's leap states and their metric labels.
+const LEAP_STATES: [(LeapState, &str); 6] = [
+    (LeapState::None, "none"),
+    (LeapState::InsertScheduled, "insert_scheduled"),
+    (LeapState::DeleteScheduled, "delete_scheduled"),
+    (LeapState::InLeapSecond, "in_leap_second"),
+    (LeapState::JustHappened, "just_happened"),
+    (LeapState::Unknown, "unknown"),
+];
 use boundkv_consensus::node::Role;
 use boundkv_storage::{Engine, SledEngine};
 use boundkv_txn::CommitInfo;
@@ -88,6 +101,9 @@ pub struct Metrics {
     peer_dropped: Family<Labels1, Gauge>,
     peer_connected: Family<Labels1, Gauge>,
     clock_fenced: Gauge,
+    clock_leap_policy: Family<[(&'static str, &'static str); 1], Gauge>,
+    clock_kernel_leap: Family<[(&'static str, &'static str); 1], Gauge>,
+    clock_leap_correction: FloatGauge,
     clock_peer_offset: Family<Labels1, FloatGauge>,
     clock_peer_uncertainty: Family<Labels1, FloatGauge>,
     storage_bytes: Gauge,
@@ -235,6 +251,24 @@ impl Metrics {
             "How far two honest clocks may differ in that measurement: half the round trip plus both bounds",
             clock_peer_uncertainty.clone(),
         );
+        let clock_leap_policy = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "clock_leap_policy",
+            "1 for this node's leap-second policy (--leap)",
+            clock_leap_policy.clone(),
+        );
+        let clock_kernel_leap = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        registry.register(
+            "clock_kernel_leap",
+            "1 for the kernel's leap-second state (adjtimex)",
+            clock_kernel_leap.clone(),
+        );
+        let clock_leap_correction = FloatGauge::default();
+        registry.register(
+            "clock_leap_correction_seconds",
+            "The correction the step guard applies while absorbing a leap second",
+            clock_leap_correction.clone(),
+        );
         let storage_bytes = gauge(&mut registry, "storage_bytes", "The database's size on disk");
         let system_clock = FloatGauge::default();
         registry.register(
@@ -276,6 +310,9 @@ impl Metrics {
             peer_dropped,
             peer_connected,
             clock_fenced,
+            clock_leap_policy,
+            clock_kernel_leap,
+            clock_leap_correction,
             clock_peer_offset,
             clock_peer_uncertainty,
             storage_bytes,
@@ -355,6 +392,18 @@ impl Metrics {
             self.peer_dropped.get_or_create(&label).set(s.messages_dropped as i64);
             self.peer_connected.get_or_create(&label).set(i64::from(s.connected));
         }
+        let policy = replica.leap_policy();
+        for p in [LeapPolicy::Step, LeapPolicy::Smear] {
+            self.clock_leap_policy
+                .get_or_create(&[("policy", p.as_str())])
+                .set(i64::from(p == policy));
+        }
+        let leap = replica.clock().leap_report();
+        for (state, label) in LEAP_STATES {
+            let current = leap.is_some_and(|l| l.kernel.state == state);
+            self.clock_kernel_leap.get_or_create(&[("state", label)]).set(i64::from(current));
+        }
+        self.clock_leap_correction.set(leap.map_or(0.0, |l| l.correction_nanos as f64 / 1e9));
         let checks = replica.node().clock_checks();
         self.clock_fenced.set(i64::from(state.clock_fence.is_some()));
         for (peer, p) in checks.peers {

@@ -217,9 +217,14 @@ impl Service {
                 self.metrics.observe_commit(&info);
                 Ok(Response::Committed(convert::commit_out(info)))
             }
-            Request::Status => Ok(Response::Status(status::node_status(r, &self.clock))),
-            Request::AddMember { id, peer_address, client_address } => {
-                let member = boundkv_txn::replica::Member { id, peer_address, client_address };
+            Request::Status => Ok(Response::Status(Box::new(status::node_status(r, &self.clock)))),
+            Request::AddMember { id, peer_address, client_address, leap } => {
+                let leap =
+                    leap.parse().map_err(|e: boundkv_clockbound::ParseLeapPolicyError| {
+                        wire::WireError::Malformed(e.to_string())
+                    })?;
+                let member =
+                    boundkv_txn::replica::Member { id, peer_address, client_address, leap };
                 let members = r.add_member(member).await.map_err(|e| self.error(e))?;
                 Ok(Response::Members(convert::members_out(&members)))
             }

@@ -70,6 +70,10 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             age: p.age,
         })
         .collect();
+    let leap = match clock.leap_report() {
+        Some(report) => report.to_string(),
+        None => format!("{}; kernel: not read", replica.leap_policy()),
+    };
     match now {
         Ok(r) => wire::ClockInfo {
             source: clock.describe(),
@@ -79,6 +83,7 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             bound: r.bound(),
             problem,
             peers,
+            leap,
         },
         Err(e) => wire::ClockInfo {
             source: clock.describe(),
@@ -88,6 +93,7 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             bound: std::time::Duration::ZERO,
             problem: Some(problem.unwrap_or_else(|| e.to_string())),
             peers,
+            leap,
         },
     }
 }

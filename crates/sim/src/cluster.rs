@@ -35,7 +35,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
-use boundkv_clockbound::{Clock, ClockPolicy, SimClock, StepGuard, Timestamp};
+use boundkv_clockbound::{
+    Clock, ClockPolicy, LeapPolicy, MemoryLeapRecord, SimClock, SimLeapSource, StepGuard, Timestamp,
+};
 use boundkv_consensus::clock_check::ClockCheckOptions;
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
@@ -81,7 +83,16 @@ pub struct ClusterConfig {
     /// **Mutation:** each Raft node measures its lease and `ready_at` on its clock's source
     /// without the step guard (everything else reads the guarded clock).
     pub unsafe_raw_lease_clock: bool,
+    /// True time at the start of the run (a fixed, round one: traces print times relative to
+    /// it); the leap-second scenario moves it to just before a UTC midnight.
+    pub epoch: Timestamp,
+    /// **Mutation:** step guards that know nothing of leap seconds (built without the kernel's
+    /// leap state), as before issue 12's item 3: a leap step holds them over.
+    pub unsafe_no_leap_absorb: bool,
 }
+
+/// The default [`ClusterConfig::epoch`]: 2027-01-15T08:00:00Z.
+pub const DEFAULT_EPOCH: Timestamp = Timestamp::from_nanos(1_800_000_000_000_000_000);
 
 impl ClusterConfig {
     /// A configuration drawn from `rng`: the ranges cover the defaults and the corners.
@@ -102,6 +113,8 @@ impl ClusterConfig {
             unsafe_never_fence: false,
             unsafe_no_read_floor: false,
             unsafe_raw_lease_clock: false,
+            epoch: DEFAULT_EPOCH,
+            unsafe_no_leap_absorb: false,
         }
     }
 
@@ -138,6 +151,7 @@ impl ClusterConfig {
             gc_retention: Some(self.gc_retention),
             gc_interval: self.gc_interval,
             founding: Some((1..=self.nodes).map(member).collect()),
+            leap: Default::default(),
             collect_garbage_inline: true,
             unsafe_ignore_lease: self.unsafe_ignore_lease,
             unsafe_no_read_floor: self.unsafe_no_read_floor,
@@ -158,6 +172,7 @@ pub fn member(id: u64) -> Member {
         id,
         peer_address: format!("sim-peer-{id}"),
         client_address: format!("sim-client-{id}"),
+        leap: Default::default(),
     }
 }
 
@@ -165,6 +180,9 @@ pub fn member(id: u64) -> Member {
 struct Slot {
     disk: Arc<SimDisk>,
     clock: SimClock,
+    /// Where its step guard remembers a leap second it is absorbing (a file in its data
+    /// directory on a server): it outlives incarnations as the disk does.
+    leap_record: MemoryLeapRecord,
     /// The running incarnation, if up.
     replica: Option<Arc<Replica<SimDisk>>>,
     /// Stops the running incarnation's driver.
@@ -189,13 +207,18 @@ pub struct SimulatedCluster {
     rng: Mutex<StdRng>,
     /// Broken closed-timestamp promises seen by incarnations that have ended.
     broken_promises: std::sync::atomic::AtomicU64,
+    /// Every node's kernel leap state (one kernel's view of UTC, shared: every node's daemon
+    /// hears the same announcement).
+    kernel: SimLeapSource,
+    /// Where a correct raw clock stands against true time: 0, or −1 s once a leap second has
+    /// been inserted (UTC repeated a second; true time did not).
+    utc_offset_nanos: std::sync::atomic::AtomicI64,
 }
 
 impl SimulatedCluster {
     /// Builds and starts every node. Must run inside the simulation's runtime.
     pub fn start(config: ClusterConfig, seed: u64, trace: Trace, time: SimTime) -> Arc<Self> {
-        // A fixed, round true time: traces print times relative to it.
-        let epoch = Timestamp::from_nanos(1_800_000_000_000_000_000);
+        let epoch = config.epoch;
         let truth = SimClock::external(epoch, Arc::new(time));
         let mut slots = BTreeMap::new();
         for id in 1..=config.nodes {
@@ -206,6 +229,7 @@ impl SimulatedCluster {
                 Slot {
                     disk: Arc::new(SimDisk::new()),
                     clock,
+                    leap_record: MemoryLeapRecord::default(),
                     replica: None,
                     kill: None,
                     paused: watch::Sender::new(false),
@@ -224,6 +248,8 @@ impl SimulatedCluster {
             slots: Mutex::new(slots),
             rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x6469_736b)),
             broken_promises: std::sync::atomic::AtomicU64::new(0),
+            kernel: SimLeapSource::new(),
+            utc_offset_nanos: std::sync::atomic::AtomicI64::new(0),
         });
         tokio::spawn(cluster.net.clone().run());
         for id in cluster.node_ids() {
@@ -252,6 +278,22 @@ impl SimulatedCluster {
         self.slots()[&id].clock.clone()
     }
 
+    /// Every node's simulated kernel leap state.
+    pub fn kernel(&self) -> &SimLeapSource {
+        &self.kernel
+    }
+
+    /// Where a correct raw clock stands against true time (0, or −1 s after an inserted leap
+    /// second): what healing puts a clock back to.
+    pub fn utc_offset_nanos(&self) -> i64 {
+        self.utc_offset_nanos.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that UTC moved by `delta` ns against true time (a leap second).
+    pub fn shift_utc(&self, delta: i64) {
+        self.utc_offset_nanos.fetch_add(delta, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Node `id`'s disk (its current one).
     pub fn disk(&self, id: u64) -> Arc<SimDisk> {
         self.slots()[&id].disk.clone()
@@ -268,11 +310,17 @@ impl SimulatedCluster {
 
     /// Starts a new incarnation of node `id` on what its disk holds.
     fn boot(self: &Arc<Self>, id: u64) {
-        let (disk, clock, incarnation, paused) = {
+        let (disk, clock, leap_record, incarnation, paused) = {
             let mut slots = self.slots();
             let slot = slots.get_mut(&id).expect("a node of the cluster");
             slot.incarnation += 1;
-            (slot.disk.clone(), slot.clock.clone(), slot.incarnation, slot.paused.subscribe())
+            (
+                slot.disk.clone(),
+                slot.clock.clone(),
+                slot.leap_record.clone(),
+                slot.incarnation,
+                slot.paused.subscribe(),
+            )
         };
         let wake = Arc::new(Notify::new());
         let waker = wake.clone();
@@ -282,11 +330,18 @@ impl SimulatedCluster {
         let started = Replica::start_driven(
             self.config.replica_options(id, seed, &clock),
             disk,
-            // As `ClockSource::open` does for a server: every reading through a step guard.
+            // As `ClockSource::open` does for a server: every reading through a step guard that
+            // reads the kernel's leap state.
             if self.config.unsafe_no_step_guard {
                 Arc::new(clock) as Arc<dyn Clock>
-            } else {
+            } else if self.config.unsafe_no_leap_absorb {
                 Arc::new(StepGuard::new(clock))
+            } else {
+                Arc::new(
+                    StepGuard::new(clock)
+                        .with_leap(LeapPolicy::Step, Arc::new(self.kernel.clone()))
+                        .with_leap_record_in(Arc::new(leap_record)),
+                )
             },
             transport,
             Some(Arc::new(move || waker.notify_one())),

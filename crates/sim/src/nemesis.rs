@@ -37,7 +37,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use boundkv_clockbound::{Clock, ClockStatus};
+use boundkv_clockbound::{Clock, ClockStatus, Timestamp};
 
 use crate::cluster::SimulatedCluster;
 use crate::net::NetFaults;
@@ -271,9 +271,11 @@ impl Nemesis {
                     if step {
                         // Back to the bottom of the bound it has *now* (the bound may have
                         // changed meanwhile): truthful, but below the timestamps it issued.
+                        // (From UTC: after a leap second 1 s behind true time.)
                         let clock = cluster.clock(id);
                         let bound = clock.now().map(|r| r.bound()).unwrap_or_default();
-                        clock.set_offset_nanos(-(bound.as_nanos() as i64));
+                        clock
+                            .set_offset_nanos(cluster.utc_offset_nanos() - bound.as_nanos() as i64);
                     }
                     cluster.restart(id);
                 });
@@ -341,7 +343,7 @@ impl Nemesis {
                 let clock = cluster.clock(id);
                 let bound = clock.now().map(|r| r.bound()).unwrap_or_default().as_nanos() as i64;
                 let offset = if bound == 0 { 0 } else { self.rng.random_range(-bound..=bound) };
-                clock.set_offset_nanos(offset);
+                clock.set_offset_nanos(cluster.utc_offset_nanos() + offset);
                 self.note(format!("clock n{id} offset {offset} ns (bound {bound} ns)"));
             }
             Fault::ClockBound => {
@@ -353,9 +355,10 @@ impl Nemesis {
                         .unwrap_or(&0),
                 );
                 let max = bound.as_nanos() as i64;
-                let offset = clock.local_error_nanos().clamp(-max, max);
+                let utc = cluster.utc_offset_nanos();
+                let offset = (clock.local_error_nanos() - utc).clamp(-max, max);
                 clock.set_bound(bound);
-                clock.set_offset_nanos(offset);
+                clock.set_offset_nanos(utc + offset);
                 self.note(format!("clock n{id} bound {bound:?} (offset {offset} ns)"));
             }
             Fault::ClockStatus => {
@@ -440,9 +443,14 @@ impl Nemesis {
             cluster.set_paused(id, false);
             let clock = cluster.clock(id);
             clock.set_status(ClockStatus::Synchronized);
-            // A clock outside its bound (a lie, a leap step) is put right.
-            if clock.now().is_ok_and(|r| !r.interval.contains(clock.true_now())) {
-                clock.set_offset_nanos(0);
+            // A clock outside its bound (a lie, a leap step) is put right: to true time, or to
+            // where a correct clock stands after a leap second (UTC 1 s behind true time).
+            let utc = cluster.utc_offset_nanos();
+            let correct = Timestamp::from_nanos(
+                (i128::from(clock.true_now().as_nanos()) + i128::from(utc)).max(0) as u64,
+            );
+            if clock.now().is_ok_and(|r| !r.interval.contains(correct)) {
+                clock.set_offset_nanos(utc);
             }
             let disk = cluster.disk(id);
             disk.repair();

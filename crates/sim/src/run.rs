@@ -58,17 +58,20 @@ pub enum Mutation {
     /// Leases and `ready_at` measured on the raw clock, without the step guard that every other
     /// reading goes through.
     RawLeaseClock,
+    /// Step guards that know nothing of leap seconds: an announced leap step holds them over.
+    NoLeapAbsorb,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 6] = [
+    pub const ALL: [Mutation; 7] = [
         Mutation::NoCommitWait,
         Mutation::NoLeaseCheck,
         Mutation::NoStepGuard,
         Mutation::NoPeerChecks,
         Mutation::NoReadFloor,
         Mutation::RawLeaseClock,
+        Mutation::NoLeapAbsorb,
     ];
 
     /// Its name on the command line (`--mutation`).
@@ -80,6 +83,7 @@ impl Mutation {
             Mutation::NoPeerChecks => "no-peer-checks",
             Mutation::NoReadFloor => "no-read-floor",
             Mutation::RawLeaseClock => "raw-lease-clock",
+            Mutation::NoLeapAbsorb => "no-leap-absorb",
         }
     }
 
@@ -250,6 +254,7 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::NoPeerChecks) => config.unsafe_never_fence = true,
         Some(Mutation::NoReadFloor) => config.unsafe_no_read_floor = true,
         Some(Mutation::RawLeaseClock) => config.unsafe_raw_lease_clock = true,
+        Some(Mutation::NoLeapAbsorb) => config.unsafe_no_leap_absorb = true,
         None => {}
     }
     let workload =

@@ -22,6 +22,7 @@
 //! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
+//! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
 //! of issue 12's clock hazards, with its parameters drawn from the seed instead of fixed. A scenario's verdict joins the run's
@@ -38,7 +39,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
 
-use boundkv_clockbound::{Clock, Timestamp};
+use boundkv_clockbound::{Clock, LeapState, Timestamp};
 use boundkv_tests::check::{CheckParams, Event, EventType, Validity, check_workload, pair};
 use boundkv_txn::replica::{ReadAt, Replica};
 use boundkv_txn::{CommitRequest, TxnId};
@@ -65,6 +66,9 @@ pub enum Scenario {
     /// A leader's clock source steps forward while it renews its lease; a read at it after a
     /// new leader acknowledged a write.
     LeaseClockStep,
+    /// Every clock steps back at a leap second its kernel announced. Not in [`Scenario::ALL`]
+    /// (not drawn): it needs the run to start just before a UTC midnight.
+    LeapSecond,
 }
 
 impl Scenario {
@@ -103,6 +107,7 @@ impl Scenario {
                 config.lease = config.lease.max(Duration::from_secs(1));
                 config.close_interval = config.close_interval.min(Duration::from_millis(25));
             }
+            Scenario::LeapSecond => config.epoch = leap_epoch(),
             Scenario::SnapshotOverProposals => config.keep_entries = 20,
             Scenario::DedupAcrossGc => {
                 config.keep_entries = 10_000;
@@ -122,6 +127,7 @@ impl Scenario {
             Scenario::ClockLieAtRestart => "clock-lie-at-restart",
             Scenario::ReadFloor => "read-floor",
             Scenario::LeaseClockStep => "lease-clock-step",
+            Scenario::LeapSecond => "leap-second",
         }
     }
 
@@ -144,6 +150,7 @@ impl Scenario {
             Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng).await,
             Scenario::ReadFloor => read_floor(cluster, rng).await,
             Scenario::LeaseClockStep => lease_clock_step(cluster, rng).await,
+            Scenario::LeapSecond => leap_second(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -730,4 +737,123 @@ async fn lease_clock_step(
         )]),
         _ => Some(Vec::new()),
     }
+}
+/// The midnight of the leap-second scenario: 2026-12-31T24:00:00Z.
+const LEAP: Timestamp = Timestamp::from_nanos(1_798_761_600_000_000_000);
+
+/// The leap-second scenario's epoch: 20 s before [`LEAP`], time enough to elect a leader.
+fn leap_epoch() -> Timestamp {
+    LEAP.saturating_sub(Duration::from_secs(20))
+}
+
+/// Sleeps until true time reaches `t` (at once if it has).
+async fn until_true(cluster: &Arc<SimulatedCluster>, t: Timestamp) {
+    let left = t.saturating_duration_since(cluster.true_now());
+    tokio::time::sleep(left).await;
+}
+
+/// Reads `key` at node `id` at `ReadAt::Latest`; `Some(value)` if the read was served.
+async fn latest_at(cluster: &Arc<SimulatedCluster>, id: u64, key: &Bytes) -> Option<Option<Bytes>> {
+    let replica = cluster.running(id)?;
+    let read = async {
+        let ts = replica.begin_read_only(ReadAt::Latest).await.ok()?;
+        replica.get(ts, key).await.ok()
+    };
+    tokio::time::timeout(STEP, read).await.ok().flatten()
+}
+
+/// Every kernel announces a leap second for [`LEAP`]; a write is acknowledged just before it; at
+/// `LEAP` every clock steps back one second (the kernel's `TIME_OOP`, then `TIME_WAIT`, then the
+/// daemon clears its flag). A write is acknowledged at once, above the one before, and every
+/// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
+/// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
+/// fenced: the stepping members absorb the step alike.
+async fn leap_second(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
+    let mut problems = Vec::new();
+    let key = Bytes::from_static(b"scenario/leap");
+    cluster.kernel().set(LeapState::InsertScheduled);
+    cluster.trace().record(format!("scenario: every kernel announces a leap second at {LEAP}"));
+    let a = active_leader(cluster, None).await?;
+    if cluster.true_now() >= LEAP.saturating_sub(Duration::from_secs(2)) {
+        return None; // No leader in time to write before the leap.
+    }
+    // Every node serves a read first, so that the step happens to clocks with a past.
+    for id in cluster.node_ids() {
+        latest_at(cluster, id, &key).await;
+    }
+    let lead = || cluster.leader().and_then(|l| cluster.running(l));
+    until_true(cluster, LEAP.saturating_sub(Duration::from_millis(rng.random_range(300..800))))
+        .await;
+    let before =
+        commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "before")).await?;
+    until_true(cluster, LEAP).await;
+    cluster.kernel().set(LeapState::InLeapSecond);
+    for id in cluster.node_ids() {
+        cluster.clock(id).step_nanos(-1_000_000_000);
+    }
+    cluster.shift_utc(-1_000_000_000);
+    cluster.trace().record("scenario: every clock steps back 1 s (23:59:60)");
+    let leader = lead()?;
+    let Some(after) = commit_at(&leader, &write(TxnId(rng.random()), &key, "after")).await else {
+        problems.push("no commit was acknowledged just after the leap".into());
+        return Some(problems);
+    };
+    if after <= before {
+        problems.push(format!("the commit after the leap got {after}, not above {before}"));
+    }
+    for id in cluster.node_ids() {
+        match latest_at(cluster, id, &key).await {
+            Some(Some(v)) if v.as_ref() == b"before" => problems.push(format!(
+                "n{id} read `before` after `after` was acknowledged at {after} (a stale read \
+                 across the leap)"
+            )),
+            _ => {}
+        }
+    }
+    // The repeated second ends; later the daemon clears its flag. Writes and reads go on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kernel().set(LeapState::JustHappened);
+    for i in 0..rng.random_range(5..15) {
+        if i == 3 {
+            cluster.kernel().set(LeapState::None);
+        }
+        let value = format!("v{i}");
+        let Some(leader) = lead() else { continue };
+        let Some(ts) = commit_at(&leader, &write(TxnId(rng.random()), &key, &value)).await else {
+            problems.push(format!("commit {i} after the leap was not acknowledged in {STEP:?}"));
+            continue;
+        };
+        let id = cluster.node_ids()[rng.random_range(0..cluster.node_ids().len())];
+        if let Some(Some(v)) = latest_at(cluster, id, &key).await
+            && v.as_ref() != value.as_bytes()
+        {
+            problems.push(format!(
+                "n{id} read {v:?} after {value:?} was acknowledged at {ts} (a stale read after \
+                 the leap)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+    }
+    for id in cluster.node_ids() {
+        let Some(replica) = cluster.running(id) else { continue };
+        if replica.clock().guard_report().is_some_and(|g| g.holding_over) {
+            problems.push(format!(
+                "n{id} holds over since the leap: its step guard did not absorb the announced \
+                 step (its bound grows until it refuses timestamps)"
+            ));
+        }
+        if let Some(why) = replica.state().clock_fence {
+            problems.push(format!("n{id} is fenced after the leap: {why}"));
+        }
+    }
+    cluster.trace().record(format!(
+        "scenario: the leap is behind; guards absorbing: {:?}",
+        cluster
+            .node_ids()
+            .into_iter()
+            .filter_map(|id| cluster.running(id))
+            .map(|r| r.clock().leap_report().and_then(|l| l.absorbing).is_some())
+            .collect::<Vec<_>>()
+    ));
+    Some(problems)
 }

@@ -209,6 +209,7 @@ impl ClusterConfig {
                     id,
                     peer_address: format!("n{id}"),
                     client_address: format!("n{id}"),
+                    leap: Default::default(),
                 })
                 .collect(),
         );

@@ -37,6 +37,8 @@ fn quiet(nodes: u64) -> ClusterConfig {
         unsafe_never_fence: false,
         unsafe_no_read_floor: false,
         unsafe_raw_lease_clock: false,
+        epoch: boundkv_sim::cluster::DEFAULT_EPOCH,
+        unsafe_no_leap_absorb: false,
     }
 }
 

@@ -110,3 +110,28 @@ fn t12_the_lease_clock_step_scenario_catches_leases_on_the_raw_clock_on_every_se
         assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
     }
 }
+
+/// Every kernel announces a leap second and every clock steps back one second at midnight
+/// (`Scenario::LeapSecond`, not drawn: it starts the run just before a UTC midnight): the
+/// cluster carries through it, nothing read is stale, no node holds over or is fenced, and the
+/// random phase that follows (crashes and restarts inside the absorption, clock faults) stays
+/// valid. With step guards that know nothing of leap seconds, every seed's scenario fails
+/// (every node holds over).
+#[test]
+fn t13_the_leap_second_scenario_passes_and_catches_guards_that_do_not_absorb() {
+    for seed in [1, 2, 3] {
+        let options =
+            RunOptions { duration: Duration::from_secs(30), ..with(Scenario::LeapSecond, seed) };
+        let report = run_seed(&options);
+        assert_eq!(report.valid, Validity::Valid, "{}", report.summary());
+        assert_eq!(report.scenario_built, Some(true), "no corner built: {}", report.summary());
+    }
+    for seed in 1..=4 {
+        let options = RunOptions {
+            mutation: Some(Mutation::NoLeapAbsorb),
+            ..with(Scenario::LeapSecond, seed)
+        };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}

@@ -27,7 +27,12 @@ struct TestCluster {
 }
 
 fn member(id: u64) -> Member {
-    Member { id, peer_address: format!("peer-{id}"), client_address: format!("client-{id}") }
+    Member {
+        id,
+        peer_address: format!("peer-{id}"),
+        client_address: format!("client-{id}"),
+        leap: Default::default(),
+    }
 }
 
 impl TestCluster {

@@ -130,6 +130,22 @@ pub enum Error {
         /// Why (the measured offsets, or that no check has reached a majority yet).
         reason: String,
     },
+    /// A member's leap-second policy (`--leap`) differs from the one the membership records for
+    /// it, or from the membership's: the node refuses to start, or the member is not added.
+    /// Mixed policies disagree by up to a second around a leap (see
+    /// `docs/architecture/time.md`, "Leap seconds"). Deterministic.
+    #[error(
+        "node {node} runs with --leap {ours}, but the membership's leap policy is --leap {membership}: \
+         every member must handle leap seconds the same way (run it with --leap {membership})"
+    )]
+    LeapPolicyMismatch {
+        /// The node.
+        node: u64,
+        /// Its policy.
+        ours: boundkv_clockbound::LeapPolicy,
+        /// The membership's (recorded for the node, or the majority's).
+        membership: boundkv_clockbound::LeapPolicy,
+    },
     /// The request cannot be carried out, and the same request never will be (an invalid
     /// membership change, a record the state machine refuses). Nothing happened.
     #[error("rejected: {0}")]

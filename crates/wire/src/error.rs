@@ -314,6 +314,7 @@ mod tests {
             peer_address: "10.0.0.2:7100".into(),
             client_address: "10.0.0.2:7000".into(),
             voter: true,
+            leap: "step".into(),
         }
     }
 

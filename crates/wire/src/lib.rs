@@ -17,7 +17,7 @@
 //!
 //! ```text
 //! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
-//! 02            version 2                      (varint)
+//! 03            version 3                      (varint)
 //! 07            id 7                           (varint)
 //! 02            Request::Get, variant index 2  (varint)
 //! AC 02         ts 300: low 7 bits 0x2C with the continuation bit (0xAC), then 300 >> 7 = 0x02
@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! 00 00 00 07   length prefix: 7 bytes of payload
-//! 02 07         version 2, id 7 (the request's)
+//! 03 07         version 3, id 7 (the request's)
 //! 01            Response::Value, variant index 1
 //! 01            Some
 //! 02 68 69      value: length 2, then "hi"
@@ -44,7 +44,7 @@
 //! let get = Request::Get { ts: Timestamp::from_nanos(300), key: "ab".into() };
 //! let frame = RequestFrame::new(7, get);
 //! let payload = encode_request(&frame)?;
-//! assert_eq!(payload[..], [0x02, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]);
+//! assert_eq!(payload[..], [0x03, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]);
 //!
 //! let mut stream = BytesMut::new();
 //! codec().encode(payload, &mut stream)?;
@@ -130,8 +130,9 @@ pub use message::{
 pub use timestamp::Timestamp;
 
 /// The protocol version this crate speaks: the first field of every frame. Version 2 added the
-/// peer clock measurements to `ClockInfo`.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// peer clock measurements to `ClockInfo`; version 3 the leap-second policy to `Member`,
+/// `AddMember` and `ClockInfo`.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The largest frame payload, in bytes, either side sends or accepts (16 MiB). The 4-byte length
 /// prefix is not counted.

@@ -159,6 +159,9 @@ pub enum Request {
         peer_address: String,
         /// Where the new node listens for clients, as `host:port`.
         client_address: String,
+        /// How the new node's clock handles a leap second, as its `--leap`: `step` or `smear`.
+        /// The leader refuses a policy other than the membership's.
+        leap: String,
     },
     /// Remove a node from the cluster (served by the leader only). Answered with
     /// [`Response::Members`], the membership after the change.
@@ -213,8 +216,9 @@ pub enum Response {
     Rows(Vec<(Bytes, Bytes)>),
     /// The transaction committed, for `Commit`.
     Committed(CommitInfo),
-    /// The node's status, for `Status`.
-    Status(NodeStatus),
+    /// The node's status, for `Status` (boxed: it is by far the largest answer, and rare; on
+    /// the wire a box is its contents).
+    Status(Box<NodeStatus>),
     /// The cluster membership, for `AddMember` and `RemoveMember`.
     Members(Vec<Member>),
     /// The request failed; see [`WireError`] for which errors may be retried.
@@ -234,6 +238,9 @@ pub struct Member {
     /// Whether the node votes; a non-voter is a learner that replicates but does not count
     /// towards quorums.
     pub voter: bool,
+    /// How the node's clock handles a leap second, as recorded in the membership: `step` or
+    /// `smear`.
+    pub leap: String,
 }
 
 impl std::fmt::Display for Member {
@@ -291,6 +298,9 @@ pub struct ClockInfo {
     /// What the peer clock checks last measured of every other member's clock, from this node
     /// (empty when the checks are off).
     pub peers: Vec<PeerClockInfo>,
+    /// Leap seconds: this node's `--leap` policy, the kernel's leap state and a leap being
+    /// absorbed, on one line (`step; kernel: none`), empty if the clock knows nothing of them.
+    pub leap: String,
 }
 
 /// One peer's clock as a node's peer clock checks last measured it (Cristian's method).

@@ -71,11 +71,11 @@ const HUGE: [u8; 9] = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F];
 #[test]
 fn claimed_lengths_are_not_preallocated() {
     // Commit { txn_id, read_ts: None, read_keys: 2^63 - 1 claimed, then 64 empty keys }.
-    let keys = [&[0x02, 0x07, 0x04][..], &[0; 16], &[0x00], &HUGE, &[0x00; 64]].concat();
+    let keys = [&[0x03, 0x07, 0x04][..], &[0; 16], &[0x00], &HUGE, &[0x00; 64]].concat();
     // Response::Rows with 2^63 - 1 rows claimed, then 64 empty rows.
-    let rows = [&[0x02, 0x07, 0x02][..], &HUGE, &[0x00; 128]].concat();
+    let rows = [&[0x03, 0x07, 0x02][..], &HUGE, &[0x00; 128]].concat();
     // Response::Members with 2^63 - 1 members claimed.
-    let members = [&[0x02, 0x07, 0x05][..], &HUGE, &[0x01, 0x00, 0x01]].concat();
+    let members = [&[0x03, 0x07, 0x05][..], &HUGE, &[0x01, 0x00, 0x01]].concat();
 
     let peak = peak_allocation(|| {
         assert!(decode_request(&keys).is_err());
@@ -94,7 +94,7 @@ fn claimed_lengths_are_not_preallocated() {
 fn memory_is_a_bounded_multiple_of_the_input() {
     const N: usize = 1 << 18;
     let commit = |read_keys: &[u8], read_ranges: &[u8], writes: &[u8]| {
-        [&[0x02, 0x07, 0x04][..], &[0; 16], &[0x00], read_keys, read_ranges, writes].concat()
+        [&[0x03, 0x07, 0x04][..], &[0; 16], &[0x00], read_keys, read_ranges, writes].concat()
     };
     let list = |encoded_element: &[u8]| [varint(N), encoded_element.repeat(N)].concat();
     let empty = [0x00];
@@ -116,7 +116,7 @@ fn memory_is_a_bounded_multiple_of_the_input() {
         // Response::Rows with N empty rows: 2 bytes each.
         (
             "rows",
-            [&[0x02, 0x07, 0x02][..], &list(&[0x00, 0x00])].concat(),
+            [&[0x03, 0x07, 0x02][..], &list(&[0x00, 0x00])].concat(),
             size_of::<(Bytes, Bytes)>(),
         ),
     ];

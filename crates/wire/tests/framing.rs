@@ -41,11 +41,11 @@ fn the_request_example_in_the_docs_is_exact() {
         Request::Get { ts: Timestamp::from_nanos(300), key: Bytes::from_static(b"ab") },
     );
     let payload = encode_request(&frame).unwrap();
-    assert_eq!(payload[..], [0x02, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]);
+    assert_eq!(payload[..], [0x03, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]);
     let stream = frame_all([payload]);
     assert_eq!(
         stream[..],
-        [0x00, 0x00, 0x00, 0x08, 0x02, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]
+        [0x00, 0x00, 0x00, 0x08, 0x03, 0x07, 0x02, 0xAC, 0x02, 0x02, 0x61, 0x62]
     );
     assert_eq!(decode_request(&stream[LENGTH_PREFIX_LEN..]).unwrap(), frame);
 }
@@ -54,7 +54,7 @@ fn the_request_example_in_the_docs_is_exact() {
 fn the_response_example_in_the_docs_is_exact() {
     let frame = ResponseFrame::new(7, Response::Value(Some(Bytes::from_static(b"hi"))));
     let stream = frame_all([encode_response(&frame).unwrap()]);
-    assert_eq!(stream[..], [0x00, 0x00, 0x00, 0x07, 0x02, 0x07, 0x01, 0x01, 0x02, 0x68, 0x69]);
+    assert_eq!(stream[..], [0x00, 0x00, 0x00, 0x07, 0x03, 0x07, 0x01, 0x01, 0x02, 0x68, 0x69]);
     assert_eq!(decode_response(&stream[LENGTH_PREFIX_LEN..]).unwrap(), frame);
 }
 
@@ -172,7 +172,7 @@ fn an_over_large_response_fails_to_encode() {
 
 #[test]
 fn the_id_of_an_undecodable_frame_can_still_be_read() {
-    let frame = RequestFrame { version: 3, id: 41, request: Request::Status };
+    let frame = RequestFrame { version: 4, id: 41, request: Request::Status };
     let payload = encode_request(&frame).unwrap();
     assert!(decode_request(&payload).is_err());
     assert_eq!(peek_frame_id(&payload), Some(41));

@@ -138,7 +138,7 @@ proptest! {
 
 #[test]
 fn a_whole_frame_of_another_version_is_unsupported() {
-    for version in [0, 1, 3, 127, 128, u16::MAX] {
+    for version in [0, 1, 2, 4, 127, 128, u16::MAX] {
         let request = RequestFrame { version, id: 9, request: Request::Status };
         let payload = encode_request(&request).unwrap();
         assert_eq!(decode_request(&payload), Err(DecodeError::UnsupportedVersion { got: version }));
@@ -163,7 +163,7 @@ fn a_version_that_is_no_u16_is_malformed() {
 #[test]
 fn lying_lengths_are_malformed_without_allocating_them() {
     // Version 1, id 7, then the variant index.
-    let header = |variant: u8| vec![0x02, 0x07, variant];
+    let header = |variant: u8| vec![0x03, 0x07, variant];
     let huge = [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]; // 2^63 - 1
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
         // Get { ts: 0, key of length 2^63 - 1 }.
@@ -193,19 +193,19 @@ fn lying_lengths_are_malformed_without_allocating_them() {
 #[test]
 fn invalid_tags_and_text_are_malformed() {
     // Request variant 8 does not exist; nor does Response variant 7.
-    assert_malformed(decode_request(&[0x02, 0x07, 0x08]), "request variant 8");
-    assert_malformed(decode_response(&[0x02, 0x07, 0x07]), "response variant 7");
+    assert_malformed(decode_request(&[0x03, 0x07, 0x08]), "request variant 8");
+    assert_malformed(decode_response(&[0x03, 0x07, 0x07]), "response variant 7");
     // AddMember { id: 1, address: [0xFF] }: not UTF-8.
-    assert_malformed(decode_request(&[0x02, 0x07, 0x06, 0x01, 0x01, 0xFF]), "invalid UTF-8");
+    assert_malformed(decode_request(&[0x03, 0x07, 0x06, 0x01, 0x01, 0xFF]), "invalid UTF-8");
     // Response::Value with an Option tag of 2.
-    assert_malformed(decode_response(&[0x02, 0x07, 0x01, 0x02]), "option tag 2");
+    assert_malformed(decode_response(&[0x03, 0x07, 0x01, 0x02]), "option tag 2");
     // Scan { ts: 0, start: Bound variant 3 }.
-    assert_malformed(decode_request(&[0x02, 0x07, 0x03, 0x00, 0x03]), "bound variant 3");
+    assert_malformed(decode_request(&[0x03, 0x07, 0x03, 0x00, 0x03]), "bound variant 3");
     // BeginReadOnly { MaxStaleness(u64::MAX s + 10^9 ns) }: a Duration that overflows.
-    let mut bytes = vec![0x02, 0x07, 0x01, 0x02];
+    let mut bytes = vec![0x03, 0x07, 0x01, 0x02];
     bytes.extend(varint(u64::MAX));
     bytes.extend(postcard::to_stdvec(&1_000_000_000u32).unwrap());
     assert_malformed(decode_request(&bytes), "overflowing duration");
     // Members([Member { id: 1, address: "", voter: 2 }]): a bool that is neither 0 nor 1.
-    assert_malformed(decode_response(&[0x02, 0x07, 0x05, 0x01, 0x01, 0x00, 0x02]), "bool 2");
+    assert_malformed(decode_response(&[0x03, 0x07, 0x05, 0x01, 0x01, 0x00, 0x02]), "bool 2");
 }

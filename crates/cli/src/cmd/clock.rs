@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use boundkv_clockbound::{ClockPolicy, ClockStatus, monotonic_coarse_nanos};
+use boundkv_clockbound::{ClockPolicy, ClockStatus, LeapReport, monotonic_coarse_nanos};
 use clap::Args;
 use serde::Serialize;
 
@@ -44,6 +44,8 @@ struct Sample {
     latest_ns: Option<u64>,
     bound_ns: Option<u64>,
     segment: Option<SegmentState>,
+    /// The leap policy, the kernel's leap state and a leap being absorbed.
+    leap: Option<LeapReport>,
 }
 
 /// The raw state of a ClockBound segment.
@@ -132,6 +134,7 @@ fn sample(opened: &OpenedClock, policy: &ClockPolicy) -> Sample {
         latest_ns: reading.map(|r| r.latest().as_nanos()),
         bound_ns: reading.map(|r| r.bound().as_nanos() as u64),
         segment,
+        leap: opened.clock.leap_report(),
     }
 }
 
@@ -160,6 +163,9 @@ fn render(s: &Sample) -> String {
             seg.max_drift_ppb,
             if seg.disruption_check { "on" } else { "off" },
         );
+    }
+    if let Some(leap) = &s.leap {
+        t += &format!("leap      {leap}\n");
     }
     t
 }

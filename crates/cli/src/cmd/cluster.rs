@@ -63,6 +63,9 @@ pub(crate) fn print_status(c: &Cluster) -> anyhow::Result<ExitCode> {
                         format!(" follower reads lag {}", fmt::duration(Duration::from_nanos(lag)))
                     },
                 );
+                if !s.clock.leap.is_empty() {
+                    println!("         leap seconds {}", s.clock.leap);
+                }
                 // What this node's peer clock checks measured of the others.
                 for p in &s.clock.peers {
                     let sign = if p.offset_nanos < 0 { "-" } else { "+" };
@@ -97,7 +100,9 @@ enum MemberAction {
     /// Add a node: it joins as a learner, catches up, then becomes a voter (through a joint
     /// configuration). Start it first with `boundkv serve --id ID ...` and no --initial-cluster.
     Add {
-        /// The member: `ID=PEER_ADDR/CLIENT_ADDR`, e.g. `4=127.0.0.1:7104/127.0.0.1:7004`.
+        /// The member: `ID=PEER_ADDR/CLIENT_ADDR`, e.g. `4=127.0.0.1:7104/127.0.0.1:7004`; add
+        /// `/smear` for a node started with `--leap smear` (the leader refuses a node whose
+        /// leap policy differs from the membership's).
         member: String,
     },
     /// Remove a node (through a joint configuration). Removing the leader hands leadership over
@@ -113,7 +118,12 @@ impl MemberCmd {
         let members = match &self.action {
             MemberAction::Add { member } => {
                 let m = boundkv_server::parse_member(member)?;
-                c.block_on(c.client.add_member(m.id, m.peer_address, m.client_address))?
+                c.block_on(c.client.add_member_with_leap(
+                    m.id,
+                    m.peer_address,
+                    m.client_address,
+                    m.leap.to_string(),
+                ))?
             }
             MemberAction::Remove { id } => {
                 if *id == 0 {
@@ -125,10 +135,11 @@ impl MemberCmd {
         println!("members now:");
         for m in members {
             println!(
-                "  node {} peers {} clients {}{}",
+                "  node {} peers {} clients {} leap {}{}",
                 m.id,
                 m.peer_address,
                 m.client_address,
+                m.leap,
                 if m.voter { "" } else { " (learner)" }
             );
         }

@@ -12,6 +12,7 @@
 //! data = "/var/lib/boundkv/node1"
 //! metrics = "127.0.0.1:9001"
 //! clock = "clockbound"
+//! leap = "step"
 //! lease = "1s"
 //! ```
 
@@ -21,14 +22,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use boundkv_clockbound::ClockSource;
+use boundkv_clockbound::{ClockSource, LeapPolicy};
 use boundkv_server::{Server, ServerConfig, parse_members};
 use boundkv_storage::Durability;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::clock_args::ClockArgs;
+use crate::clock_args::{ClockArgs, LEAP_ENV};
 use crate::data_args::DataArgs;
+
+/// The file in a node's data directory where its step guard remembers a leap second it is
+/// absorbing.
+pub(crate) const LEAP_RECORD_FILE: &str = "leap-second";
 
 /// The environment variable that must be set to `1` for the test-only unsafe flags.
 pub(crate) const ALLOW_UNSAFE_ENV: &str = "BOUNDKV_ALLOW_UNSAFE";
@@ -52,7 +57,9 @@ pub(crate) struct Serve {
     advertise_peer: Option<String>,
     /// The founding members of a NEW cluster, the same list on every founding node:
     /// `ID=PEER_ADDR/CLIENT_ADDR,...`, e.g.
-    /// `1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002`. Ignored once the node
+    /// `1=127.0.0.1:7101/127.0.0.1:7001,2=127.0.0.1:7102/127.0.0.1:7002`; a member whose clock
+    /// smears leap seconds ends in `/smear` (each node's own entry must match its --leap, and
+    /// every member should have the same policy). Ignored once the node
     /// has data. Leave it out on a node that joins an existing cluster (add it with
     /// `boundkv member add`).
     #[arg(long, env = "BOUNDKV_INITIAL_CLUSTER", value_name = "MEMBERS")]
@@ -129,6 +136,7 @@ struct FileConfig {
     metrics: Option<SocketAddr>,
     data: Option<PathBuf>,
     clock: Option<String>,
+    leap: Option<String>,
     durability: Option<String>,
     tick: Option<String>,
     lease: Option<String>,
@@ -199,11 +207,23 @@ impl Serve {
                         .parse::<ClockSource>()
                         .map_err(|e| anyhow!("`clock` in the config file: {e}"))?,
                     vmclock: clock.vmclock.clone(),
+                    leap: clock.leap,
                 }
             }
             _ => clock.clone(),
         };
-        let opened = clock_args.open()?;
+        // The leap policy: --leap / BOUNDKV_LEAP unless left at its default and the file names one.
+        let mut clock_args = clock_args;
+        if let Some(leap) = &file.leap
+            && clock_args.leap == LeapPolicy::default()
+            && std::env::var_os(LEAP_ENV).is_none()
+        {
+            clock_args.leap =
+                leap.parse().map_err(|e| anyhow!("`leap` in the config file: {e}"))?;
+        }
+        // The step guard remembers a leap second it is absorbing in the data directory, so that
+        // a restart inside the absorption goes on correcting the clock as the other members do.
+        let opened = clock_args.open_recording_leaps(Some(&data_dir.join(LEAP_RECORD_FILE)))?;
         let clock = if self.unsafe_no_step_guard {
             if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
                 bail!(
@@ -218,6 +238,7 @@ impl Serve {
             opened.clock
         };
         let mut config = ServerConfig::new(id, client, peer, data_dir, clock);
+        config.leap = clock_args.leap;
         if self.unsafe_no_peer_clock_checks {
             if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
                 bail!(

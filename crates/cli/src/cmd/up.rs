@@ -80,9 +80,14 @@ impl Up {
                 nodes
             }
         };
+        // Every member declares the same leap policy (a step one is the default and unwritten).
+        let leap = match clock.leap {
+            boundkv_clockbound::LeapPolicy::Step => "",
+            boundkv_clockbound::LeapPolicy::Smear => "/smear",
+        };
         let initial = nodes
             .iter()
-            .map(|n| format!("{}={}/{}", n.id, n.peer, n.client))
+            .map(|n| format!("{}={}/{}{leap}", n.id, n.peer, n.client))
             .collect::<Vec<_>>()
             .join(",");
         let exe = std::env::current_exe().context("locating the boundkv binary")?;
@@ -99,6 +104,8 @@ impl Up {
                 .arg(clock.clock.to_string())
                 .arg("--vmclock")
                 .arg(&clock.vmclock)
+                .arg("--leap")
+                .arg(clock.leap.to_string())
                 .arg("--data")
                 .arg(&node_dir)
                 .arg("serve")

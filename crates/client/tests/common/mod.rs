@@ -248,6 +248,7 @@ pub fn member(id: u64, address: &str) -> Member {
         peer_address: address.to_string(),
         client_address: address.to_string(),
         voter: true,
+        leap: "step".into(),
     }
 }
 
@@ -269,6 +270,7 @@ pub fn status(id: u64, role: Role, leader: Option<Member>, members: Vec<Member>)
             bound: Duration::ZERO,
             problem: None,
             peers: Vec::new(),
+            leap: String::new(),
         },
         safe_time: Timestamp::ZERO,
         closed_ts: Timestamp::ZERO,
@@ -421,9 +423,12 @@ impl FakeKv {
 pub fn single_leader(kv: FakeKv, me: Member) -> impl Fn(Incoming) -> Reply + Send + Sync {
     move |incoming| {
         Reply::Answer(match &incoming.request {
-            Request::Status => {
-                Response::Status(status(me.id, Role::Leader, Some(me.clone()), vec![me.clone()]))
-            }
+            Request::Status => Response::Status(Box::new(status(
+                me.id,
+                Role::Leader,
+                Some(me.clone()),
+                vec![me.clone()],
+            ))),
             request => kv.answer(request),
         })
     }

@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         name => ScenarioChoice::This(
             Scenario::ALL
                 .into_iter()
+                .chain([Scenario::LeapSecond])
                 .find(|s| s.name() == name)
                 .with_context(|| format!("unknown scenario {name}"))?,
         ),

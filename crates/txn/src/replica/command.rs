@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use boundkv_clockbound::Timestamp;
+use boundkv_clockbound::{LeapPolicy, Timestamp};
 
 use crate::record::CommitRecord;
 
@@ -69,6 +69,33 @@ pub struct Member {
     pub peer_address: String,
     /// Where it listens for clients, `host:port`.
     pub client_address: String,
+    /// How its clock handles a leap second (`--leap`). Membership records written before the
+    /// field existed decode as [`LeapPolicy::Step`], the default.
+    #[serde(default)]
+    pub leap: LeapPolicy,
+}
+
+/// A member as records written before [`Member::leap`] existed encode it. postcard writes no
+/// field names or lengths, so `#[serde(default)]` alone cannot read them: a missing last field
+/// is an unexpected end of input, and inside a list the next member's bytes would be read as
+/// the field. [`Member::decode`] and the member list's key ([`meta::MEMBERS`] vs
+/// [`meta::MEMBERS_WITH_LEAP`]) tell the two apart.
+#[derive(Deserialize)]
+pub(crate) struct LegacyMember {
+    id: u64,
+    peer_address: String,
+    client_address: String,
+}
+
+impl From<LegacyMember> for Member {
+    fn from(m: LegacyMember) -> Self {
+        Member {
+            id: m.id,
+            peer_address: m.peer_address,
+            client_address: m.client_address,
+            leap: LeapPolicy::default(),
+        }
+    }
 }
 
 impl Member {
@@ -77,9 +104,15 @@ impl Member {
         postcard::to_allocvec(self).expect("members always encode")
     }
 
-    /// The member in a membership change's context.
+    /// The member in a membership change's context: the current encoding, or the one written
+    /// before [`Member::leap`] existed (a context is exactly one member, so an old one ends
+    /// before the policy and fails the current decoding).
     pub fn decode(data: &[u8]) -> Result<Member, DecodeError> {
-        postcard::from_bytes(data).map_err(DecodeError::Member)
+        postcard::from_bytes(data).or_else(|e| {
+            postcard::from_bytes::<LegacyMember>(data)
+                .map(Member::from)
+                .map_err(|_| DecodeError::Member(e))
+        })
     }
 }
 
@@ -91,8 +124,12 @@ pub mod meta {
     /// The highest timestamp of any command applied (u64, big-endian): a new leader issues
     /// nothing at or below it.
     pub const MAX_LOG_TS: &str = "replica_max_log_ts";
-    /// The members and their addresses (postcard `Vec<Member>`).
+    /// The members and their addresses as written before members recorded their leap policy
+    /// (postcard `Vec` of id, peer address, client address); read when
+    /// [`MEMBERS_WITH_LEAP`] is absent, deleted when it is written.
     pub const MEMBERS: &str = "replica_members";
+    /// The members, their addresses and leap policies (postcard `Vec<Member>`).
+    pub const MEMBERS_WITH_LEAP: &str = "replica_members_v2";
 }
 
 /// Metadata that is this node's alone and stays out of snapshots.
@@ -132,5 +169,17 @@ mod tests {
         assert_eq!(Command::Gc(Timestamp::from_nanos(1)).encode()[0], 2);
         assert!(matches!(Command::decode(&[0xff, 0x01]), Err(DecodeError::Command(_))));
         assert!(matches!(Member::decode(&[0xff]), Err(DecodeError::Member(_))));
+    }
+
+    #[test]
+    fn members_written_before_the_leap_policy_still_decode() {
+        #[derive(Serialize)]
+        struct Old<'a>(u64, &'a str, &'a str);
+        let old = postcard::to_allocvec(&Old(3, "p:1", "c:1")).unwrap();
+        let m = Member::decode(&old).unwrap();
+        assert_eq!((m.id, m.leap), (3, LeapPolicy::Step));
+        assert_eq!(m.client_address, "c:1");
+        let smear = Member { leap: LeapPolicy::Smear, ..m };
+        assert_eq!(Member::decode(&smear.encode()), Ok(smear));
     }
 }

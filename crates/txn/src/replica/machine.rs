@@ -25,7 +25,7 @@ use boundkv_storage::mvcc::check_sizes;
 use boundkv_storage::mvcc::meta::{APPLIED_INDEX, GC_HORIZON};
 use boundkv_storage::{Commit, Engine, Mvcc, WriteBatch};
 
-use super::command::{Command, LOCAL_META, Member, SnapshotData, meta};
+use super::command::{Command, LOCAL_META, LegacyMember, Member, SnapshotData, meta};
 
 /// What applying one entry produced, for its proposer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,14 +84,21 @@ impl ReplicaShared {
         let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
         self.closed.send_replace(closed);
         self.gc_horizon.send_replace(Timestamp::from_nanos(mvcc.gc_horizon()));
-        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS)? {
-            Some(bytes) => {
-                postcard::from_bytes(&bytes).map_err(|e| StateMachineError::Corrupt {
-                    what: "the stored member list".into(),
-                    why: e.to_string(),
-                })?
-            }
-            None => Vec::new(),
+        let corrupt = |e: postcard::Error| StateMachineError::Corrupt {
+            what: "the stored member list".into(),
+            why: e.to_string(),
+        };
+        let members: Vec<Member> = match mvcc.get_meta(meta::MEMBERS_WITH_LEAP)? {
+            Some(bytes) => postcard::from_bytes(&bytes).map_err(corrupt)?,
+            None => match mvcc.get_meta(meta::MEMBERS)? {
+                // Written before members recorded their leap policy: every one steps.
+                Some(bytes) => postcard::from_bytes::<Vec<LegacyMember>>(&bytes)
+                    .map_err(corrupt)?
+                    .into_iter()
+                    .map(Member::from)
+                    .collect(),
+                None => Vec::new(),
+            },
         };
         *self.members.write().unwrap_or_else(|e| e.into_inner()) =
             members.into_iter().map(|m| (m.id, m)).collect();
@@ -176,9 +183,10 @@ impl<E: Engine> MvccStateMachine<E> {
     fn members_batch(batch: &mut WriteBatch, members: &BTreeMap<u64, Member>) {
         let list: Vec<&Member> = members.values().collect();
         batch.put(
-            boundkv_storage::mvcc::meta_key(meta::MEMBERS),
+            boundkv_storage::mvcc::meta_key(meta::MEMBERS_WITH_LEAP),
             postcard::to_allocvec(&list).expect("members always encode"),
         );
+        batch.delete(boundkv_storage::mvcc::meta_key(meta::MEMBERS));
     }
 }
 
@@ -416,6 +424,35 @@ mod tests {
 
     fn apply(sm: &mut MvccStateMachine<MemoryEngine>, index: u64, data: &[u8]) -> ApplyOutput {
         sm.apply(&[Committed { index, term: 1, data }]).unwrap().remove(0)
+    }
+
+    /// A member list stored before members recorded their leap policy (under the old key, in
+    /// the old encoding) still loads, every member stepping; the next membership change writes
+    /// the new key and deletes the old one.
+    #[test]
+    fn a_member_list_stored_before_the_leap_policy_still_loads() {
+        #[derive(serde::Serialize)]
+        struct Old(u64, &'static str, &'static str);
+        let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+        let old = vec![Old(1, "p1", "c1"), Old(2, "p2", "c2"), Old(3, "p3", "c3")];
+        mvcc.set_meta(meta::MEMBERS, &postcard::to_allocvec(&old).unwrap()).unwrap();
+        let (mut sm, shared) = MvccStateMachine::new(mvcc.clone(), Vec::new()).unwrap();
+        let members = shared.members();
+        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(members.values().all(|m| m.leap == boundkv_clockbound::LeapPolicy::Step));
+        assert_eq!(members[&2].client_address, "c2");
+        // A change rewrites the list under the new key.
+        let mut cc = ConfChangeV2::default();
+        let mut single = raft::prelude::ConfChangeSingle::default();
+        single.set_change_type(ConfChangeType::RemoveNode);
+        single.node_id = 3;
+        cc.set_changes(vec![single].into());
+        let batch = sm.membership(5, &cc, &ConfState::default()).unwrap();
+        mvcc.engine().write(batch).unwrap();
+        assert!(mvcc.get_meta(meta::MEMBERS).unwrap().is_none());
+        assert!(mvcc.get_meta(meta::MEMBERS_WITH_LEAP).unwrap().is_some());
+        let shared = ReplicaShared::load(&mvcc).unwrap();
+        assert_eq!(shared.members().keys().copied().collect::<Vec<_>>(), [1, 2]);
     }
 
     /// Whether a resent commit is a duplicate is decided from the log alone: a transaction

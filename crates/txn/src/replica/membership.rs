@@ -41,6 +41,7 @@ impl<E: Engine> Replica<E> {
                     id,
                     peer_address: String::new(),
                     client_address: String::new(),
+                    leap: Default::default(),
                 }),
                 voter: state.is_voter(id),
             })
@@ -58,6 +59,7 @@ impl<E: Engine> Replica<E> {
             return Ok(self.members());
         }
         if !state.conf.learners.contains(&member.id) {
+            self.check_new_member_policy(&member)?;
             let mut cc = ConfChangeV2::default();
             cc.set_changes(vec![single(ConfChangeType::AddLearnerNode, member.id)].into());
             cc.context = member.encode().into();

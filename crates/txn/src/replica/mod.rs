@@ -125,6 +125,7 @@ mod background;
 mod command;
 mod commit;
 mod gate;
+pub mod leap;
 mod machine;
 mod membership;
 mod options;
@@ -232,6 +233,7 @@ impl<E: Engine> Replica<E> {
         let (sm, shared) =
             MvccStateMachine::new(mvcc.clone(), options.founding.clone().unwrap_or_default())
                 .map_err(|e| Error::Fatal(e.to_string()))?;
+        leap::check_at_start(id, options.leap, &shared.members(), options.founding.as_deref())?;
         if options.unsafe_ignore_lease {
             tracing::error!(
                 node = id,
@@ -307,6 +309,10 @@ impl<E: Engine> Replica<E> {
         ));
         tokio::spawn(Self::collect_garbage(Arc::downgrade(&replica), replica.stopping.subscribe()));
         tokio::spawn(Self::stop_on_fatal(Arc::downgrade(&replica), replica.stopping.subscribe()));
+        tokio::spawn(Self::watch_leap_policy(
+            Arc::downgrade(&replica),
+            replica.stopping.subscribe(),
+        ));
         Ok((replica, node))
     }
 
@@ -348,6 +354,11 @@ impl<E: Engine> Replica<E> {
     /// Which clock readings this replica uses: [`ReplicaOptions::clock_policy`] of its options.
     pub fn policy(&self) -> &ClockPolicy {
         &self.options.policy
+    }
+
+    /// How this member's clock handles a leap second (its `--leap`).
+    pub fn leap_policy(&self) -> boundkv_clockbound::LeapPolicy {
+        self.options.leap
     }
 
     /// What the state machine publishes: applied index, closed timestamp, members.

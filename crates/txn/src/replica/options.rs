@@ -42,6 +42,9 @@ pub struct ReplicaOptions {
     /// For a brand-new group: the founding members (every founding member is started with the
     /// same list). `None` for a member that joins an existing group, or restarts.
     pub founding: Option<Vec<Member>>,
+    /// How this member's clock handles a leap second (`--leap`); must match what the
+    /// membership records for it (see [`crate::replica::leap`]). Default step.
+    pub leap: boundkv_clockbound::LeapPolicy,
     /// Collect garbage on the runtime's own thread instead of tokio's blocking pool. For the
     /// simulator, whose one thread must see every piece of work start and end; a server keeps
     /// the default (`false`), so that a long collection never holds up the runtime.
@@ -90,6 +93,7 @@ impl Default for ReplicaOptions {
             gc_retention: Some(Duration::from_secs(3600)),
             gc_interval: Duration::from_secs(60),
             founding: None,
+            leap: boundkv_clockbound::LeapPolicy::Step,
             collect_garbage_inline: false,
             unsafe_ignore_lease: false,
             unsafe_no_read_floor: false,

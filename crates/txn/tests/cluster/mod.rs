@@ -36,6 +36,7 @@ pub(crate) fn member(id: u64) -> Member {
         id,
         peer_address: format!("mem-peer-{id}"),
         client_address: format!("mem-client-{id}"),
+        leap: Default::default(),
     }
 }
 

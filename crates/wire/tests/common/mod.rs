@@ -84,6 +84,7 @@ pub(crate) fn member(id: u64) -> Member {
         peer_address: format!("10.0.0.{id}:7100"),
         client_address: format!("10.0.0.{id}:7000"),
         voter: id != 4,
+        leap: if id == 3 { "smear".into() } else { "step".into() },
     }
 }
 
@@ -129,6 +130,7 @@ pub(crate) fn request_examples() -> Vec<Request> {
             id: 4,
             peer_address: "[::1]:7104".into(),
             client_address: "[::1]:7004".into(),
+            leap: "smear".into(),
         },
         Request::RemoveMember { id: u64::MAX },
     ]
@@ -194,6 +196,7 @@ pub(crate) fn node_status_example() -> NodeStatus {
                     age: Duration::from_millis(80),
                 },
             ],
+            leap: "step; kernel: insert scheduled".into(),
         },
         safe_time: ts(1_699_999_999_999_000_000),
         closed_ts: ts(1_699_999_999_998_000_000),
@@ -221,8 +224,8 @@ pub(crate) fn response_examples() -> Vec<Response> {
             wait_beyond_durable: Duration::ZERO,
             latency: Duration::from_millis(1),
         }),
-        Response::Status(node_status_example()),
-        Response::Status(NodeStatus {
+        Response::Status(Box::new(node_status_example())),
+        Response::Status(Box::new(NodeStatus {
             role: Role::Learner,
             leader: None,
             clock: ClockInfo {
@@ -230,7 +233,7 @@ pub(crate) fn response_examples() -> Vec<Response> {
                 ..node_status_example().clock
             },
             ..node_status_example()
-        }),
+        })),
         Response::Members(vec![member(1), member(4)]),
         Response::Members(vec![]),
     ];
@@ -266,12 +269,13 @@ pub(crate) fn arb_string() -> impl Strategy<Value = String> {
 }
 
 pub(crate) fn arb_member() -> impl Strategy<Value = Member> {
-    (any::<u64>(), arb_string(), arb_string(), any::<bool>()).prop_map(
-        |(id, peer_address, client_address, voter)| Member {
+    (any::<u64>(), arb_string(), arb_string(), any::<bool>(), arb_string()).prop_map(
+        |(id, peer_address, client_address, voter, leap)| Member {
             id,
             peer_address,
             client_address,
             voter,
+            leap,
         },
     )
 }
@@ -310,9 +314,9 @@ pub(crate) fn arb_request() -> impl Strategy<Value = Request> {
             .prop_map(|(ts, start, end, limit)| Request::Scan { ts, start, end, limit }),
         arb_commit_request().prop_map(Request::Commit),
         Just(Request::Status),
-        (any::<u64>(), arb_string(), arb_string()).prop_map(
-            |(id, peer_address, client_address)| {
-                Request::AddMember { id, peer_address, client_address }
+        (any::<u64>(), arb_string(), arb_string(), arb_string()).prop_map(
+            |(id, peer_address, client_address, leap)| {
+                Request::AddMember { id, peer_address, client_address, leap }
             }
         ),
         any::<u64>().prop_map(|id| Request::RemoveMember { id }),
@@ -375,15 +379,10 @@ pub(crate) fn arb_clock_info() -> impl Strategy<Value = ClockInfo> {
         (arb_string(), arb_string(), arb_ts(), arb_ts(), arb_duration()),
         prop::option::of(arb_string()),
         prop::collection::vec(arb_peer_clock(), 0..4),
+        arb_string(),
     )
-        .prop_map(|((source, status, earliest, latest, bound), problem, peers)| ClockInfo {
-            source,
-            status,
-            earliest,
-            latest,
-            bound,
-            problem,
-            peers,
+        .prop_map(|((source, status, earliest, latest, bound), problem, peers, leap)| {
+            ClockInfo { source, status, earliest, latest, bound, problem, peers, leap }
         })
 }
 
@@ -432,7 +431,7 @@ pub(crate) fn arb_response() -> impl Strategy<Value = Response> {
         prop::option::of(arb_bytes()).prop_map(Response::Value),
         prop::collection::vec((arb_bytes(), arb_bytes()), 0..6).prop_map(Response::Rows),
         arb_commit_info().prop_map(Response::Committed),
-        arb_node_status().prop_map(Response::Status),
+        arb_node_status().prop_map(|s| Response::Status(Box::new(s))),
         prop::collection::vec(arb_member(), 0..6).prop_map(Response::Members),
         arb_wire_error().prop_map(Response::Error),
     ]
