@@ -483,9 +483,15 @@ impl<C: Clock> Clock for StepGuard<C> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         self.poll_leap(&mut s, mono, reading.interval.midpoint(), false);
         if !reading.status.is_trustworthy() {
-            // The source itself says it does not know: pass that on, unchanged. The anchor stays:
-            // a status flap is no reason to believe a stepped clock.
-            return Ok(reading);
+            // The source itself says it does not know: pass that on (on the absorbed time scale
+            // while a leap is being absorbed, like every other reading). The anchor stays: a
+            // status flap is no reason to believe a stepped clock.
+            return Ok(match s.absorbing {
+                Some(e) => {
+                    ClockReading { interval: e.absorb_interval(reading.interval), ..reading }
+                }
+                None => reading,
+            });
         }
         if s.anchor.is_none() && s.absorbing.is_none() {
             self.resume_absorption(&mut s, reading.interval.midpoint());

@@ -65,9 +65,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::{TimeInterval, Timestamp};
 
-/// How long before and after a leap the membership's leap policies must agree (a member whose
-/// policy differs from the majority's is fenced inside it): 12 h each way, the half-width of a
-/// 24 h smear.
+/// How long before a leap the membership's leap policies must agree (a member whose policy
+/// differs from the majority's is fenced inside the window): 12 h, the half-width of a 24 h
+/// smear. The window closes [`ABSORB_PERIOD`] after the leap, when stepping members have
+/// absorbed the second.
 pub const LEAP_WINDOW: Duration = Duration::from_secs(12 * 3600);
 
 /// How long a stepping member takes to absorb the second after the step: 24 h, the length of
@@ -204,13 +205,24 @@ pub fn last_utc_midnight(t: Timestamp) -> Timestamp {
 /// also name 31 March and 30 September; it never has). A member whose kernel is never told of
 /// a leap (one that smears) knows the leap windows only this way.
 pub fn possible_leap_near(t: Timestamp) -> Option<Timestamp> {
-    let window = LEAP_WINDOW.as_nanos() as u64;
-    let nearest = last_utc_midnight(t.saturating_add(LEAP_WINDOW));
-    if nearest.as_nanos().abs_diff(t.as_nanos()) > window {
-        return None;
-    }
-    let (_, month, day) = civil_from_days((nearest.as_nanos() / DAY_NANOS) as i64);
-    (day == 1 && (month == 1 || month == 7)).then_some(nearest)
+    // The window reaches further after a leap than before it: two midnights can qualify.
+    let latest = last_utc_midnight(t.saturating_add(LEAP_WINDOW));
+    [latest, Timestamp::from_nanos(latest.as_nanos().saturating_sub(DAY_NANOS))]
+        .into_iter()
+        .filter(|&m| in_window(m, t))
+        .find(|&m| {
+            let (_, month, day) = civil_from_days((m.as_nanos() / DAY_NANOS) as i64);
+            day == 1 && (month == 1 || month == 7)
+        })
+}
+
+/// Whether `t` lies in the leap window of a leap at `at`: from [`LEAP_WINDOW`] before it (a
+/// noon-to-noon smear begins) until the stepping members have absorbed it ([`ABSORB_PERIOD`]
+/// and the second itself after it), the whole time a stepped and a smeared clock disagree.
+fn in_window(at: Timestamp, t: Timestamp) -> bool {
+    let (at, t) = (at.as_nanos(), t.as_nanos());
+    let after = (ABSORB_PERIOD.as_nanos() as u64).saturating_add(SECOND_NANOS);
+    t.saturating_add(LEAP_WINDOW.as_nanos() as u64) >= at && t <= at.saturating_add(after)
 }
 
 /// (year, month, day) of the day `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -320,7 +332,7 @@ impl LeapEvent {
 
     /// Whether `t` lies within [`LEAP_WINDOW`] of the leap.
     pub fn window_contains(&self, t: Timestamp) -> bool {
-        t.as_nanos().abs_diff(self.at.as_nanos()) <= LEAP_WINDOW.as_nanos() as u64
+        in_window(self.at, t)
     }
 
     /// Whether a raw reading at `t`, taken after the step, still needs a correction.
@@ -523,7 +535,13 @@ mod tests {
             possible_leap_near(Timestamp::from_nanos(L + 11 * h)),
             Some(Timestamp::from_nanos(L))
         );
-        assert_eq!(possible_leap_near(Timestamp::from_nanos(L + 13 * h)), None);
+        // The window runs on after the leap until stepping members have absorbed it (24 h).
+        assert_eq!(
+            possible_leap_near(Timestamp::from_nanos(L + 23 * h)),
+            Some(Timestamp::from_nanos(L))
+        );
+        assert_eq!(possible_leap_near(Timestamp::from_nanos(L + 25 * h)), None);
+        assert_eq!(possible_leap_near(Timestamp::from_nanos(L - 13 * h)), None);
         // 2015-06-30T24:00:00Z, a leap second.
         let june = 1_435_708_800 * SECOND_NANOS;
         assert_eq!(

@@ -211,7 +211,15 @@ fn the_mutant_without_clock_defences_is_caught() {
 /// the history stays valid.
 #[test]
 fn append_under_strobing_clocks_and_a_mixed_leap() {
-    assert_valid(&run("append", &["clock-strobe", "leap-mixed"], 25, 22, false));
+    let s = run("append", &["clock-strobe", "leap-mixed"], 30, 22, false);
+    assert_valid(&s);
+    let faults = s.results["faults"].as_array().cloned().unwrap_or_default();
+    for name in ["clock-strobe", "leap-mixed"] {
+        assert!(
+            faults.iter().any(|f| f["name"] == name && f["error"].is_null()),
+            "{name} never ran: {faults:?}"
+        );
+    }
 }
 
 /// A bad oscillator (`clock-drift`): a node's wall *and* monotonic clocks run 100–1,000 ppm off
@@ -243,7 +251,9 @@ fn register_under_drifting_oscillators() {
             };
             for measured in [wall, mono] {
                 assert!(
-                    (measured - set).abs() <= 100.0 + set.abs() * 0.25,
+                    measured * set > 0.0
+                        && measured.abs() >= set.abs() / 2.0
+                        && (measured - set).abs() <= 100.0 + set.abs() * 0.25,
                     "set {set} ppm, measured {measured} ppm: {detail}"
                 );
             }
@@ -256,14 +266,15 @@ fn register_under_drifting_oscillators() {
 /// The peer clock checks' mutant (`--unsafe-no-peer-clock-checks`: they measure but never
 /// fence) under `clock-drift`, held 25 s so that a drifting clock gets up to 25 ms off: the
 /// step guard, still on, cannot see a drift of both clocks, and the checkers must catch the
-/// stale reads and out-of-order timestamps. (Three seeds of three caught it at 60 s.)
+/// stale reads and out-of-order timestamps. (Three seeds of three caught it at 60 s; two
+/// faults of 25 s.)
 #[test]
 fn the_mutant_without_peer_checks_is_caught_by_clock_drift() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let opts = RunOptions {
         workload: "register".into(),
         nemeses: vec!["clock-drift".into()],
-        time_limit: Duration::from_secs(45),
+        time_limit: Duration::from_secs(60),
         hold: Duration::from_secs(25),
         rate: 100.0,
         seed: 24,

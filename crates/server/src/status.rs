@@ -66,6 +66,7 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
             id,
             offset_nanos: p.offset_nanos,
             uncertainty: p.uncertainty,
+            round_trip: p.round_trip,
             consistent: p.consistent,
             age: p.age,
         })

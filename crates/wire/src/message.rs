@@ -313,6 +313,8 @@ pub struct PeerClockInfo {
     /// How far two honest clocks may differ in that measurement: half the round trip plus both
     /// bounds.
     pub uncertainty: Duration,
+    /// The probe's round trip (half of it is how far the offset estimate can be off).
+    pub round_trip: Duration,
     /// Whether the peer's interval met this node's, widened by the round trip.
     pub consistent: bool,
     /// How long ago the answer arrived.

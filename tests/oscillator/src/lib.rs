@@ -16,9 +16,10 @@
 //! ```
 //!
 //! where the control file (a [`Control`], mapped shared) holds `m0`, `e0` and `rate` as the
-//! runner last set them. The runner changes the rate at `m0 = now` with `e0 = error(now)`, so
-//! the clocks never jump; it slews the error back to zero with a negative rate, never steps a
-//! monotonic clock back. For example, a rate of +800 ppm set at `m0` with `e0 = 0`: 5 s later
+//! runner last set them, with the rate before `m0` (a coarse clock reads the start of its tick,
+//! which may be before `m0`) and a time `until` when the rate stops. The runner changes the rate
+//! at `m0 = now` with `e0 = error(now)`, so the clocks never jump; it slews the error back to
+//! zero with a negative rate that stops exactly there, and never steps a clock. For example, a rate of +800 ppm set at `m0` with `e0 = 0`: 5 s later
 //! every clock of the process reads 4 ms ahead of the machine's, and a `sleep(1 s)` (measured on
 //! the process's monotonic clock) ends when the process's clock says so, 0.8 ms early.
 //!

@@ -158,20 +158,18 @@ impl MappedControl {
 
     /// From now on, the error grows at `rate_ppb`, starting from where it is.
     fn set_rate(&self, rate_ppb: i64) {
-        let m = true_monotonic_nanos();
-        let error = self.get().error_at(m);
-        self.get().set(m, error, rate_ppb);
+        let c = self.get();
+        c.set(c.drift().then(true_monotonic_nanos(), rate_ppb, i64::MAX));
     }
 
-    /// The rate now, parts per billion.
-    fn rate(&self) -> i64 {
-        self.get().rate_ppb.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Steps the error to `error` (used only to remove a slew's residue of microseconds).
-    fn set_error(&self, error: i64) {
-        let control = self.get();
-        control.set(true_monotonic_nanos(), error, self.rate());
+    /// Slews the error to zero over `over`, starting now: the rate `−error / over` until then,
+    /// none after (the control block ends the slew itself, so no clock ever steps).
+    fn slew_to_zero(&self, over: Duration) {
+        let c = self.get();
+        let (m, over) = (true_monotonic_nanos(), over.as_nanos().max(1) as i64);
+        let error = c.error_at(m);
+        let rate = (-(error as i128) * 1_000_000_000 / over as i128) as i64;
+        c.set(c.drift().then(m, rate, m + over));
     }
 }
 
@@ -391,25 +389,16 @@ impl Clocks {
     }
 
     /// Slews the error of every node in `ids` back to zero over `over`, as a time service
-    /// corrects a clock (at `error / over`, every clock of the node together), then lets them
-    /// run true.
+    /// corrects a clock (at `error / over`, every clock of the node together), and returns once
+    /// they run true again.
     pub async fn slew_back(&self, ids: &[u64], over: Duration) -> anyhow::Result<()> {
-        let over_nanos = over.as_nanos().max(1) as i128;
-        for &id in ids {
-            let error = self.error_nanos(id) as i128;
-            self.set_drift(id, (-error * 1_000_000_000 / over_nanos) as i64)?;
-        }
-        tokio::time::sleep(over).await;
         for &id in ids {
             self.with_node(id, |node| -> anyhow::Result<()> {
-                let c = node.oscillator()?;
-                c.set_rate(0);
-                // What is left is the sleep's overshoot times the rate: a few microseconds,
-                // within the healthy bound; stepped away.
-                c.set_error(0);
+                node.oscillator()?.slew_to_zero(over);
                 Ok(())
             })??;
         }
+        tokio::time::sleep(over).await;
         Ok(())
     }
 
@@ -470,7 +459,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_rate_keeps_the_clock_continuous() -> anyhow::Result<()> {
+    fn a_new_rate_keeps_the_clock_continuous_and_a_slew_ends_at_zero() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let c = MappedControl::create(&dir.path().join("c"))?;
         assert_eq!(c.error(), 0);
@@ -483,8 +472,9 @@ mod tests {
         assert!(held >= e && held - e < 50_000_000, "{held} after {e}");
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(c.error(), held, "a zero rate holds the error");
-        c.set_error(0);
-        assert_eq!(c.error(), 0);
+        c.slew_to_zero(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(c.error().abs() < 1_000, "the slew ends at zero: {}", c.error());
         Ok(())
     }
 }

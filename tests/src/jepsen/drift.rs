@@ -13,7 +13,7 @@
 //!
 //! | | what | must be |
 //! |---|---|---|
-//! | theoretical | `2ρR` | |
+//! | theoretical | `2ρR`, with `R` the longest time any clock actually drifted between corrections | |
 //! | true worst | the largest `\|e_i − e_j\|` the runner sampled | ≤ theoretical (the experiment is set up right) |
 //! | measured worst | the largest `\|offset\|` any member measured | ≤ theoretical + that measurement's uncertainty (Cristian's bound: half the round trip plus both clocks' bounds) |
 //!
@@ -71,8 +71,8 @@ pub struct WorstMeasurement {
     pub offset_us: f64,
     /// The measurement's uncertainty (half the round trip plus both bounds), microseconds.
     pub uncertainty_us: f64,
-    /// Half the round trip alone (the uncertainty less both clocks' bounds, which the runner
-    /// knows): how far the estimate can be from the true offset, microseconds.
+    /// Half the probe's round trip: how far the estimate can be from the true offset,
+    /// microseconds.
     pub half_rtt_us: f64,
     /// The true offset at the moment the runner polled (its own numbers), microseconds.
     pub true_offset_us: f64,
@@ -89,7 +89,10 @@ pub struct DriftReport {
     pub rates_ppm: BTreeMap<String, f64>,
     /// Corrections made.
     pub corrections: u64,
-    /// `2ρR`, microseconds.
+    /// The longest time a clock drifted between two corrections (R, plus the runner's own
+    /// delays: a correction waits for a status poll in progress), seconds.
+    pub longest_period_s: f64,
+    /// `2ρ` times that longest period, microseconds.
     pub theoretical_us: f64,
     /// The largest true offset between two clocks the runner sampled, microseconds.
     pub true_worst_us: f64,
@@ -122,11 +125,11 @@ pub async fn run(
         rho_ppm: exp.rho_ppm,
         correct_every_s: exp.every.as_secs_f64(),
         rates_ppm: rates.iter().map(|(id, r)| (format!("n{id}"), *r as f64 / 1e3)).collect(),
-        theoretical_us: 2.0 * f64::from(exp.rho_ppm) * exp.every.as_secs_f64(),
         ..DriftReport::default()
     };
     let slew = Duration::from_millis(100).min(exp.every / 10);
     let mut synced = Instant::now();
+    let mut longest = Duration::ZERO;
     let start_drifting = |clocks: &Clocks| -> anyhow::Result<()> {
         let now = Instant::now();
         for (&id, &rate) in &rates {
@@ -148,6 +151,8 @@ pub async fn run(
             errors.iter().max().copied().unwrap_or(0) - errors.iter().min().copied().unwrap_or(0);
         report.true_worst_us = report.true_worst_us.max(spread as f64 / 1e3);
         if Instant::now() >= next_correction {
+            // The clocks drifted from `synced` until the slew ends.
+            longest = longest.max(synced.elapsed() + slew);
             clocks.slew_back(&ids, slew).await?;
             start_drifting(&clocks)?;
             synced = Instant::now();
@@ -156,29 +161,22 @@ pub async fn run(
         }
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + Duration::from_millis(200);
-            // Both clocks' bounds now (the runner wrote them): 50 µs + ρ since the correction.
-            let bound = HEALTHY_BOUND.as_secs_f64() * 1e6
-                + f64::from(exp.rho_ppm) * synced.elapsed().as_secs_f64();
-            poll(&admin, &ids, &clocks, 2.0 * bound, &mut report).await;
+            poll(&admin, &ids, &clocks, &mut report).await;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    longest = longest.max(synced.elapsed() + slew);
     clocks.slew_back(&ids, slew).await?;
+    report.longest_period_s = longest.as_secs_f64();
+    report.theoretical_us = 2.0 * f64::from(exp.rho_ppm) * longest.as_secs_f64();
     let m = &report.measured_worst;
     report.within_theory = report.true_worst_us <= report.theoretical_us
         && m.offset_us.abs() <= report.theoretical_us + m.half_rtt_us;
     Ok(report)
 }
 
-/// Asks every node what it last measured of the others. `bounds_us`: the two clocks' bounds
-/// together, to take from each uncertainty for the round trip.
-async fn poll(
-    admin: &Client,
-    ids: &[u64],
-    clocks: &Clocks,
-    bounds_us: f64,
-    report: &mut DriftReport,
-) {
+/// Asks every node what it last measured of the others.
+async fn poll(admin: &Client, ids: &[u64], clocks: &Clocks, report: &mut DriftReport) {
     for &by in ids {
         let Ok(Ok(status)) =
             tokio::time::timeout(Duration::from_millis(500), admin.status_of(by)).await
@@ -197,7 +195,7 @@ async fn poll(
                 of: p.id,
                 offset_us: p.offset_nanos as f64 / 1e3,
                 uncertainty_us,
-                half_rtt_us: (uncertainty_us - bounds_us).max(0.0),
+                half_rtt_us: p.round_trip.as_secs_f64() * 1e6 / 2.0,
                 true_offset_us: (clocks.error_nanos(p.id) - clocks.error_nanos(by)) as f64 / 1e3,
             };
             if m.offset_us.abs() > report.measured_worst_any.offset_us.abs() {

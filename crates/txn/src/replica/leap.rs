@@ -10,7 +10,7 @@
 //! - **While running**, once a second ([`LEAP_CHECK_INTERVAL`]), a member fences its clock
 //!   ([`boundkv_consensus::node::NodeHandle::set_policy_fence`]) when the membership records it
 //!   with another policy than it runs with (a member added with the wrong policy), or when its
-//!   policy differs from the majority's inside a leap window: 12 h either side of a leap its
+//!   policy differs from the majority's inside a leap window: from 12 h before to 24 h after a leap its
 //!   kernel announces, or of the end of 30 June or 31 December UTC (the only days a leap second
 //!   has ever been scheduled; a smearing member's kernel is never told of the leap, so it must
 //!   go by the calendar). Outside the windows a mixed membership (one older than this check)
@@ -24,7 +24,7 @@
 //! ```text
 //! WARN leap policy: fencing this node's clock node=3 reason=this node's leap policy (smear)
 //!      differs from the majority's (step) inside the leap window of a possible leap second at
-//!      2027-01-01T00:00:00Z (12 h either side): ...
+//!      2027-01-01T00:00:00Z (12 h before it to 24 h after): ...
 //! ```
 //!
 //! It issues no timestamps, holds no lease, serves no reads and gives up leadership until
@@ -93,11 +93,19 @@ pub fn fence_reason(
     if majority == ours {
         return None;
     }
-    let now = clock.now().ok()?.interval.midpoint();
+    // A clock that cannot be read cannot show that no leap is near: fenced (it issues nothing
+    // while unreadable anyway), rather than lifting the fence for a moment.
+    let Ok(reading) = clock.now() else {
+        return Some(format!(
+            "this node's leap policy ({ours}) differs from the majority's ({majority}), and its \
+             clock cannot be read to tell whether a leap window is open"
+        ));
+    };
+    let now = reading.interval.midpoint();
     let window = leap_window(clock, now)?;
     Some(format!(
         "this node's leap policy ({ours}) differs from the majority's ({majority}) inside the \
-         leap window of {window} (12 h either side): a stepped and a smeared clock disagree by up \
+         leap window of {window} (12 h before it to 24 h after): a stepped and a smeared clock disagree by up \
          to a second there"
     ))
 }

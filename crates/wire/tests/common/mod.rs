@@ -185,6 +185,7 @@ pub(crate) fn node_status_example() -> NodeStatus {
                     id: 2,
                     offset_nanos: -12_345,
                     uncertainty: Duration::from_micros(300),
+                    round_trip: Duration::from_micros(180),
                     consistent: true,
                     age: Duration::from_millis(120),
                 },
@@ -192,6 +193,7 @@ pub(crate) fn node_status_example() -> NodeStatus {
                     id: 3,
                     offset_nanos: 250_000_000,
                     uncertainty: Duration::from_micros(310),
+                    round_trip: Duration::from_micros(200),
                     consistent: false,
                     age: Duration::from_millis(80),
                 },
@@ -363,15 +365,15 @@ pub(crate) fn arb_role() -> impl Strategy<Value = Role> {
 }
 
 pub(crate) fn arb_peer_clock() -> impl Strategy<Value = PeerClockInfo> {
-    (any::<u64>(), any::<i64>(), arb_duration(), any::<bool>(), arb_duration()).prop_map(
-        |(id, offset_nanos, uncertainty, consistent, age)| PeerClockInfo {
+    (any::<u64>(), any::<i64>(), arb_duration(), arb_duration(), any::<bool>(), arb_duration())
+        .prop_map(|(id, offset_nanos, uncertainty, round_trip, consistent, age)| PeerClockInfo {
             id,
             offset_nanos,
             uncertainty,
+            round_trip,
             consistent,
             age,
-        },
-    )
+        })
 }
 
 pub(crate) fn arb_clock_info() -> impl Strategy<Value = ClockInfo> {
