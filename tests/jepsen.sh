@@ -13,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup-jepsen.sh
-cargo build --release --locked -q -p boundkv-cli --bin boundkv -p boundkv-tests --bin boundkv-jepsen -p boundkv-oscillator
+cargo build --release --locked -q -p boundkv-cli --bin boundkv -p boundkv-tests --bin boundkv-jepsen
+# The oscillator library (clock-drift) apart: with --bin filters cargo would skip it.
+cargo build --release --locked -q -p boundkv-oscillator
 bin=target/release/boundkv-jepsen
 export BOUNDKV_BIN="$PWD/target/release/boundkv"
 if (($# > 0)); then
@@ -45,9 +47,12 @@ echo "| workload | nemesis | seed | expected | operations | verdict | anomalies 
 echo "|---|---|---|---|---|---|---|"
 for s in $SEEDS; do
     for w in register append bank causal; do
-        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step leap-mixed clock-strobe clock-drift partition,kill,pause,clock-skew; do
+        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step leap-mixed clock-strobe partition,kill,pause,clock-skew; do
             run valid "$w" "$n" "$s"
         done
+        # Not yet expected to be safe (see UNSAFE_NEMESES in tests/src/jepsen/nemesis.rs):
+        # reported, never counted as a failure.
+        run "not yet safe" "$w" clock-drift "$s"
         for n in partition slow-net partition,slow-net,kill; do
             run valid "$w" "$n" "$s" --network proxy
         done

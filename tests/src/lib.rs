@@ -35,22 +35,25 @@ pub fn boundkv_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("BOUNDKV_BIN") {
         return Ok(PathBuf::from(p));
     }
-    built("boundkv", &["-p", "boundkv-cli", "--bin", "boundkv"])
+    built("boundkv", &["-p", "boundkv-cli", "--bin", "boundkv"], false)
 }
 
 /// Where the bad-oscillator library (`tests/oscillator`) is (building it if needed): next to
 /// the `boundkv` binary.
 pub fn oscillator_lib() -> anyhow::Result<PathBuf> {
     let lib = boundkv_bin()?.with_file_name("libboundkv_oscillator.so");
-    if lib.exists() {
+    // Under cargo (the tests), build it every time (a no-op when it is fresh): a stale library
+    // with another control-file layout than the runner's would drift the nodes' clocks wrong.
+    let under_cargo = std::env::var_os("CARGO").is_some();
+    if lib.exists() && !under_cargo {
         return Ok(lib);
     }
-    built("libboundkv_oscillator.so", &["-p", "boundkv-oscillator"])
+    built("libboundkv_oscillator.so", &["-p", "boundkv-oscillator"], under_cargo)
 }
 
 /// `file` in this build's target directory (`target/<profile>/`), built with `cargo build
-/// ARGS` (in the same profile) if it is not there.
-fn built(file: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
+/// ARGS` (in the same profile) if it is not there, or `always`.
+fn built(file: &str, args: &[&str], always: bool) -> anyhow::Result<PathBuf> {
     // target/<profile>/deps/<test binary> -> target/<profile>/<file>
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -58,7 +61,7 @@ fn built(file: &str, args: &[&str]) -> anyhow::Result<PathBuf> {
         .and_then(|deps| if deps.ends_with("deps") { deps.parent() } else { Some(deps) })
         .ok_or_else(|| anyhow!("cannot find the target directory from {}", exe.display()))?;
     let path = profile_dir.join(file);
-    if !path.exists() {
+    if always || !path.exists() {
         let release = profile_dir.ends_with("release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
