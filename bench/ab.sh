@@ -4,6 +4,8 @@
 # slow spell of this noisy machine falls on both; then the median of each, and their ratio.
 #
 #   bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV            # e.g. a build of the commit before a change
+#   bench/ab.sh OLD NEW OLD_CLUSTER NEW_CLUSTER    # each with its own cluster benchmark binary,
+#                                                  # when the client protocol changed in between
 #   ROUNDS=5 DURATION=5s CLIENTS=1,64 bench/ab.sh OLD NEW
 #
 # Prints a table: clients, old ops/s and p50, new ops/s and p50, new/old. Nothing is judged.
@@ -11,15 +13,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 old=${1:?usage: bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV}
 new=${2:?usage: bench/ab.sh OLD_BOUNDKV NEW_BOUNDKV}
+cargo build --release --locked -q -p boundkv-bench --bin cluster
+old_bench=${3:-target/release/cluster}
+new_bench=${4:-target/release/cluster}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CLIENTS=${CLIENTS:-1,64}
-cargo build --release --locked -q -p boundkv-bench --bin cluster
 out=$(mktemp -d)
 for r in $(seq 1 "$ROUNDS"); do
     for side in old new; do
-        bin=$old; [ "$side" = new ] && bin=$new
-        BOUNDKV_BIN="$bin" target/release/cluster --duration "$DURATION" --clients "$CLIENTS" \
+        bin=$old bench=$old_bench
+        [ "$side" = new ] && bin=$new bench=$new_bench
+        BOUNDKV_BIN="$bin" "$bench" --duration "$DURATION" --clients "$CLIENTS" \
             --bounds 0 --json "$out/$side-$r.json" > /dev/null
         echo "round $r: $side done" >&2
     done

@@ -25,7 +25,7 @@
 //!
 //! [`ClockMode::Oscillators`]: super::clock::ClockMode::Oscillators
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,8 @@ pub struct WorstMeasurement {
     /// Half the probe's round trip: how far the estimate can be from the true offset,
     /// microseconds.
     pub half_rtt_us: f64,
-    /// The true offset at the moment the runner polled (its own numbers), microseconds.
+    /// The true offset when the peer answered (the runner's own record of every clock's error,
+    /// sampled every 10 ms, at the answer's arrival less half the round trip), microseconds.
     pub true_offset_us: f64,
 }
 
@@ -130,6 +131,8 @@ pub async fn run(
     let slew = Duration::from_millis(100).min(exp.every / 10);
     let mut synced = Instant::now();
     let mut longest = Duration::ZERO;
+    // Every clock's true error, sampled each turn of the loop, for the last 2 s.
+    let mut history: VecDeque<(Instant, BTreeMap<u64, i64>)> = VecDeque::new();
     let start_drifting = |clocks: &Clocks| -> anyhow::Result<()> {
         let now = Instant::now();
         for (&id, &rate) in &rates {
@@ -147,6 +150,11 @@ pub async fn run(
     let mut next_poll = Instant::now();
     while Instant::now() < deadline {
         let errors: Vec<i64> = ids.iter().map(|&id| clocks.error_nanos(id)).collect();
+        history
+            .push_back((Instant::now(), ids.iter().copied().zip(errors.iter().copied()).collect()));
+        while history.front().is_some_and(|(at, _)| at.elapsed() > Duration::from_secs(2)) {
+            history.pop_front();
+        }
         let spread =
             errors.iter().max().copied().unwrap_or(0) - errors.iter().min().copied().unwrap_or(0);
         report.true_worst_us = report.true_worst_us.max(spread as f64 / 1e3);
@@ -161,7 +169,7 @@ pub async fn run(
         }
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + Duration::from_millis(200);
-            poll(&admin, &ids, &clocks, &mut report).await;
+            poll(&admin, &ids, &history, &mut report).await;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -175,8 +183,29 @@ pub async fn run(
     Ok(report)
 }
 
+/// The true offset of `of`'s clock from `by`'s `ago` before now, from the runner's samples
+/// (the nearest one), microseconds.
+fn true_offset(
+    history: &VecDeque<(Instant, BTreeMap<u64, i64>)>,
+    ago: Duration,
+    by: u64,
+    of: u64,
+) -> f64 {
+    let Some(when) = Instant::now().checked_sub(ago) else { return f64::NAN };
+    let nearest =
+        history.iter().min_by_key(|(at, _)| if *at > when { *at - when } else { when - *at });
+    nearest.map_or(f64::NAN, |(_, e)| {
+        (e.get(&of).copied().unwrap_or(0) - e.get(&by).copied().unwrap_or(0)) as f64 / 1e3
+    })
+}
+
 /// Asks every node what it last measured of the others.
-async fn poll(admin: &Client, ids: &[u64], clocks: &Clocks, report: &mut DriftReport) {
+async fn poll(
+    admin: &Client,
+    ids: &[u64],
+    history: &VecDeque<(Instant, BTreeMap<u64, i64>)>,
+    report: &mut DriftReport,
+) {
     for &by in ids {
         let Ok(Ok(status)) =
             tokio::time::timeout(Duration::from_millis(500), admin.status_of(by)).await
@@ -196,7 +225,7 @@ async fn poll(admin: &Client, ids: &[u64], clocks: &Clocks, report: &mut DriftRe
                 offset_us: p.offset_nanos as f64 / 1e3,
                 uncertainty_us,
                 half_rtt_us: p.round_trip.as_secs_f64() * 1e6 / 2.0,
-                true_offset_us: (clocks.error_nanos(p.id) - clocks.error_nanos(by)) as f64 / 1e3,
+                true_offset_us: true_offset(history, p.age + p.round_trip / 2, by, p.id),
             };
             if m.offset_us.abs() > report.measured_worst_any.offset_us.abs() {
                 report.measured_worst_any = m.clone();
