@@ -18,7 +18,8 @@
 //!
 //! ```text
 //! RUN/history.jsonl    every operation, Jepsen's conventions (invoke, then ok / fail / info)
-//! RUN/results.json     the verdict, each checker's anomalies with minimal examples, counts, faults
+//! RUN/results.json     the verdict, each checker's anomalies with minimal examples, counts, faults,
+//!                      requests each node refused for its clock, the drift experiment's figures
 //! RUN/latency.svg      latency over time, faults shaded
 //! RUN/index.md         what happened, in a page
 //! RUN/nodes/…/node-N/  each node's data directory and node.log
