@@ -33,8 +33,7 @@ fn run_on(
     mutant: bool,
     rate: f64,
 ) -> RunSummary {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = RunOptions {
+    run_with(RunOptions {
         workload: workload.into(),
         nemeses: nemeses.iter().map(|s| s.to_string()).collect(),
         time_limit: Duration::from_secs(seconds),
@@ -45,7 +44,16 @@ fn run_on(
         network,
         progress: false,
         ..RunOptions::default()
-    };
+    })
+}
+
+/// One run with `opts`, alone on the machine (the runs take turns), reported on stderr.
+fn run_with(opts: RunOptions) -> RunSummary {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (workload, nemeses) = (opts.workload.clone(), opts.nemeses.clone());
+    let mutant = opts.unsafe_skip_commit_wait
+        || opts.unsafe_no_step_guard
+        || opts.unsafe_no_peer_clock_checks;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let summary = runtime
         .block_on(jepsen::run(opts))
@@ -108,8 +116,7 @@ fn register_through_the_peer_proxy_under_partitions_and_slow_net() {
 /// The history must stay valid, and the nodes must really have collected.
 #[test]
 fn append_with_fast_gc_under_membership_changes_and_kills() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = RunOptions {
+    let s = run_with(RunOptions {
         workload: "append".into(),
         nemeses: vec!["member".into(), "kill".into()],
         time_limit: Duration::from_secs(25),
@@ -119,9 +126,7 @@ fn append_with_fast_gc_under_membership_changes_and_kills() {
         gc_retention: Some(Duration::from_secs(8)),
         progress: false,
         ..RunOptions::default()
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    });
     assert_valid(&s);
     let collected = std::fs::read_dir(s.dir.join("nodes"))
         .into_iter()
@@ -187,8 +192,7 @@ fn register_under_lying_and_leaping_clocks() {
 /// `clock-lie-at-restart` scenario lies from a restart, where no guard can see (the checks').
 #[test]
 fn the_mutant_without_clock_defences_is_caught() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = RunOptions {
+    let s = run_with(RunOptions {
         workload: "register".into(),
         nemeses: vec!["clock-lie".into(), "leap-step".into()],
         time_limit: Duration::from_secs(30),
@@ -199,9 +203,7 @@ fn the_mutant_without_clock_defences_is_caught() {
         unsafe_no_peer_clock_checks: true,
         progress: false,
         ..RunOptions::default()
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    });
     assert!(!s.valid, "the checkers missed the clock-defences mutant: {}", s.dir.display());
 }
 
@@ -272,8 +274,7 @@ fn register_under_drifting_oscillators() {
 /// faults of 25 s.)
 #[test]
 fn the_mutant_without_peer_checks_is_caught_by_clock_drift() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = RunOptions {
+    let s = run_with(RunOptions {
         workload: "register".into(),
         nemeses: vec!["clock-drift".into()],
         time_limit: Duration::from_secs(60),
@@ -284,9 +285,7 @@ fn the_mutant_without_peer_checks_is_caught_by_clock_drift() {
         unsafe_no_peer_clock_checks: true,
         progress: false,
         ..RunOptions::default()
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    });
     assert!(!s.valid, "the checkers missed the peer-checks mutant: {}", s.dir.display());
 }
 
@@ -297,8 +296,7 @@ fn the_mutant_without_peer_checks_is_caught_by_clock_drift() {
 /// also right after a correction).
 #[test]
 fn the_drift_experiment_stays_within_theory() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = RunOptions {
+    let s = run_with(RunOptions {
         workload: "register".into(),
         time_limit: Duration::from_secs(20),
         rate: 60.0,
@@ -307,9 +305,7 @@ fn the_drift_experiment_stays_within_theory() {
         drift_experiment: Some("200:2".parse().expect("a valid experiment")),
         progress: false,
         ..RunOptions::default()
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let s = runtime.block_on(jepsen::run(opts)).expect("the run could be made");
+    });
     assert_valid(&s);
     let d = &s.results["drift_experiment"];
     assert_eq!(d["within_theory"], true, "{d}");

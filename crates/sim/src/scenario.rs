@@ -199,6 +199,37 @@ async fn commit_at(replica: &Arc<Replica<SimDisk>>, req: &CommitRequest) -> Opti
     None
 }
 
+/// A read of `key` sent to paused node `a` (`old`), run once it resumes: after 0–200 ms at the
+/// paused node, a read-write transaction's read 30 % of the time and a `ReadAt::Latest` read
+/// otherwise. Returns the read in flight and the lag (0–20 ms) to resume `a` with, before its
+/// Raft loop runs; the caller resumes it.
+async fn read_on_resume(
+    cluster: &Arc<SimulatedCluster>,
+    a: u64,
+    old: &Arc<Replica<SimDisk>>,
+    key: &Bytes,
+    rng: &mut StdRng,
+) -> (tokio::task::JoinHandle<boundkv_txn::Result<(Timestamp, Option<Bytes>)>>, Duration) {
+    // Sometimes the read waits a little longer at the paused node.
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+    let resumed = cluster.until_resumed(a);
+    let read_write = rng.random_bool(0.3);
+    let read = {
+        let (key, old) = (key.clone(), old.clone());
+        tokio::spawn(async move {
+            resumed.await;
+            let ts = if read_write {
+                old.begin_read_write().await?
+            } else {
+                old.begin_read_only(ReadAt::Latest).await?
+            };
+            old.get(ts, &key).await.map(|v| (ts, v))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(rng.random_range(1..50))).await;
+    (read, Duration::from_millis(rng.random_range(0..=20)))
+}
+
 /// Leader A writes `1` and is paused; B is elected and acknowledges `2`; a read sent to A runs
 /// when A resumes, `lag` before A's Raft loop does. Without the lease (A's reads stop when its
 /// lease ends; B issues nothing before every earlier lease has ended) the read returns `1`.
@@ -220,24 +251,7 @@ async fn lease_handover(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Op
         cluster.resume(a, Duration::ZERO);
         return None;
     };
-    // Sometimes the read waits a little longer at the paused node.
-    tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
-    let resumed = cluster.until_resumed(a);
-    let read_write = rng.random_bool(0.3);
-    let read = {
-        let key = key.clone();
-        tokio::spawn(async move {
-            resumed.await;
-            let ts = if read_write {
-                old.begin_read_write().await?
-            } else {
-                old.begin_read_only(ReadAt::Latest).await?
-            };
-            old.get(ts, &key).await.map(|v| (ts, v))
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(rng.random_range(1..50))).await;
-    let lag = Duration::from_millis(rng.random_range(0..=20));
+    let (read, lag) = read_on_resume(cluster, a, &old, &key, rng).await;
     cluster.resume(a, lag);
     match tokio::time::timeout(STEP, read).await {
         Ok(Ok(Ok((ts, Some(v))))) if v.as_ref() == b"1" => Some(vec![format!(
@@ -699,24 +713,7 @@ async fn lease_clock_step(
         undo(cluster);
         return None;
     };
-    tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
-    let resumed = cluster.until_resumed(a);
-    let read_write = rng.random_bool(0.3);
-    let read = {
-        let key = key.clone();
-        let old = old.clone();
-        tokio::spawn(async move {
-            resumed.await;
-            let ts = if read_write {
-                old.begin_read_write().await?
-            } else {
-                old.begin_read_only(ReadAt::Latest).await?
-            };
-            old.get(ts, &key).await.map(|v| (ts, v))
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(rng.random_range(1..50))).await;
-    let lag = Duration::from_millis(rng.random_range(0..=20));
+    let (read, lag) = read_on_resume(cluster, a, &old, &key, rng).await;
     let resumed_at = cluster.true_now();
     cluster.resume(a, lag);
     let got = tokio::time::timeout(STEP, read).await;

@@ -281,11 +281,6 @@ impl Clocks {
         Ok(clocks)
     }
 
-    /// Which clocks move.
-    pub fn mode(&self) -> ClockMode {
-        self.mode
-    }
-
     fn add(&self, id: u64) -> anyhow::Result<()> {
         let segment = self.segment(id);
         let writer = SegmentWriter::create(&segment)

@@ -432,9 +432,7 @@ impl Nemesis {
         tokio::time::sleep(hold / 2).await;
         Ok(format!("removed n{target} (stopped cleanly: {stopped}), wiped it, added it back empty"))
     }
-}
 
-impl Nemesis {
     /// `clock-drift`: a minority of nodes' oscillators run fast or slow for `hold` (see the
     /// module docs), then are slewed back. The detail records each drifting node's rates as
     /// measured from outside: its `/metrics` system clock and uptime, scraped before and after,
