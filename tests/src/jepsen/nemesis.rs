@@ -17,7 +17,7 @@
 //! | `leap-step` | every node's clock steps back 1 s together, segments reporting 50 µs | safe: every node holds over on its monotonic clock |
 //! | `leap-mixed` | a leap second, mixed: some nodes step back 1 s at once, the others smear the same second over the fault (2 ms every 10 ms) | safe: the steps and the smear's jumps are steps to the guard; peers that disagree are fenced |
 //! | `clock-strobe` | a node's clock jumps between true and ±200 ms every 10 ms for up to 4 s (Jepsen's CockroachDB strobe) | safe: the guard holds over through every jump |
-//! | `clock-drift` | a minority of nodes' oscillators run 100–1,000 ppm fast or slow (wall **and** monotonic clocks, so the guard cannot see it) while their segments claim 50 ppm; slewed back after | **not yet**: the peer checks fence the drifting node, but only once its error exceeds what they can resolve (see [`UNSAFE_NEMESES`]) |
+//! | `clock-drift` | a minority of nodes' oscillators run 100–1,000 ppm off (wall **and** monotonic clocks, so the guard cannot see it) while their segments claim 50 ppm, the way that can do harm: the leader fast, a follower slow; slewed back after | **not yet**: the peer checks fence the drifting node, but only once its error exceeds what they can resolve (see [`UNSAFE_NEMESES`]) |
 //!
 //! The schedule alternates quiet and faulty periods (by default 3 s and 5 s), choosing each
 //! fault at random (seeded) among those asked for; every fault is healed before the next, and
@@ -443,11 +443,15 @@ impl Nemesis {
         let mut targets = ids.clone();
         targets.shuffle(&mut self.rng);
         targets.truncate(self.rng.random_range(1..=((ids.len() - 1) / 2).max(1)));
+        // Each drifts the way that can do harm, as under `clock-skew`: the leader fast (its
+        // commit wait would end early), a follower slow (its reads would be placed in the past).
+        // The other two directions only cost availability.
+        let leader = self.leader().await;
         let rates: Vec<i64> = targets
             .iter()
-            .map(|_| {
+            .map(|&id| {
                 let ppm = self.rng.random_range(100..=1_000);
-                if self.rng.random_bool(0.5) { ppm } else { -ppm }
+                if Some(id) == leader { ppm } else { -ppm }
             })
             .collect();
         let mut before = Vec::new();
