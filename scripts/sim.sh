@@ -24,7 +24,7 @@ sim | grep -v ' Valid workload' || { echo "simulation failed"; exit 1; }
 
 [[ "${1:-}" == "--no-mutants" ]] && exit 0
 
-for m in no-commit-wait no-lease-check no-step-guard no-peer-checks no-read-floor raw-lease-clock; do
+for m in no-commit-wait no-lease-check no-step-guard no-peer-checks no-peer-widening no-read-floor raw-lease-clock; do
     echo "== mutation $m"
     sim --mutation "$m" --expect-failure | grep -E 'caught|no seed failed' || exit 1
 done

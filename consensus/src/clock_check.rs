@@ -105,6 +105,8 @@ use serde::{Deserialize, Serialize};
 
 use boundkv_clockbound::ClockReading;
 
+use crate::verified_clock::{FrameClaim, covered_hull};
+
 /// Settings of the peer clock checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClockCheckOptions {
@@ -112,9 +114,19 @@ pub struct ClockCheckOptions {
     pub probe_interval: Duration,
     /// How long a peer's answer counts as "heard from recently". Default 1 s.
     pub sample_ttl: Duration,
+    /// The fastest a clock's error may grow without a step, in parts per million, whatever its
+    /// segment claims: how fast the peers' answers age in the verified range (see
+    /// [`crate::verified_clock`]). Default 1000 ppm, twice the 500 ppm a Linux kernel lets a
+    /// time service set a clock's frequency to, and 20 times a quartz oscillator's usual
+    /// tolerance.
+    pub max_drift_ppm: u32,
     /// **Mutation switch**: when `true` the checks still measure (and show what they
-    /// measure) but never fence. Unsafe: a lying clock is trusted.
+    /// measure) but never fence, and readings are not widened to the verified range. Unsafe: a
+    /// lying clock is trusted.
     pub unsafe_never_fence: bool,
+    /// **Mutation switch**: when `true` the checks fence, but readings are not widened to the
+    /// verified range. Unsafe: a lie smaller than the checks resolve is trusted.
+    pub unsafe_no_widening: bool,
 }
 
 impl Default for ClockCheckOptions {
@@ -122,7 +134,9 @@ impl Default for ClockCheckOptions {
         ClockCheckOptions {
             probe_interval: Duration::from_millis(200),
             sample_ttl: Duration::from_secs(1),
+            max_drift_ppm: 1000,
             unsafe_never_fence: false,
+            unsafe_no_widening: false,
         }
     }
 }
@@ -180,9 +194,16 @@ pub struct PeerClock {
     /// nanoseconds.
     lo: i64,
     hi: i64,
+    /// This member's midpoint when the probe left (at or before `T`), nanoseconds.
+    sent_mid: u64,
 }
 
 impl PeerClock {
+    /// The peer's claim as of the probe's send, for the verified range.
+    fn frame_claim(&self) -> FrameClaim {
+        FrameClaim { lo: self.lo, hi: self.hi, as_of: self.sent_mid }
+    }
+
     /// The peer's claim carried to now, in the frame of this member's reading `mine` (see
     /// "Answers age"): `T_now − mid(now) ∈ [lo, hi]`, nanoseconds.
     fn claim_now(&self, mine: &ClockReading) -> (i64, i64) {
@@ -286,6 +307,9 @@ pub struct ClockChecker {
     next_probe_id: u64,
     outstanding: BTreeMap<u64, Outstanding>,
     samples: BTreeMap<u64, PeerClock>,
+    /// Each peer's tightest claim for the verified range: the latest answer's, unless an
+    /// earlier one, carried to it, is still narrower.
+    claims: BTreeMap<u64, FrameClaim>,
     fence: Fence,
     /// A fence set by a layer above for a reason of policy, not measurement (a member whose
     /// `--leap` policy differs from the majority's, inside a leap window); why.
@@ -302,6 +326,7 @@ impl ClockChecker {
             next_probe_id: 1,
             outstanding: BTreeMap::new(),
             samples: BTreeMap::new(),
+            claims: BTreeMap::new(),
             fence: Fence::Unchecked,
             policy_fence: None,
         }
@@ -405,6 +430,15 @@ impl ClockChecker {
         };
         match measure(&out.r0, &peer, &r1, t1.saturating_duration_since(out.t0), t1) {
             Some(sample) => {
+                let claim = sample.frame_claim();
+                let ppm = self.options.max_drift_ppm;
+                let tighter = self.claims.get(&from).is_none_or(|old| {
+                    let (lo, hi) = old.carried(claim.as_of, ppm);
+                    claim.hi.saturating_sub(claim.lo) <= hi.saturating_sub(lo)
+                });
+                if tighter {
+                    self.claims.insert(from, claim);
+                }
                 self.samples.insert(from, sample);
                 true
             }
@@ -471,6 +505,28 @@ impl ClockChecker {
         }
         why.push(')');
         Verdict::Disagrees(why)
+    }
+
+    /// The verified range for this member's usable reading `mine`, among `voters` (see
+    /// [`crate::verified_clock`]): the hull of the points covered by at least `k − f` of the
+    /// `k` sources (its own interval and each voter peer's tightest claim, carried to `mine`),
+    /// `f = (voters − 1)/2` the liars the majority rule tolerates (one more if this member is
+    /// not a voter itself), relative to `mine`'s midpoint. `None` if that proves nothing (too
+    /// few sources) or no point is covered that often.
+    pub fn verified_range(&self, mine: &ClockReading, voters: &[u64]) -> Option<FrameClaim> {
+        let voter_set: BTreeSet<u64> = voters.iter().copied().collect();
+        let mid = mine.interval.midpoint().as_nanos();
+        let b = i64::try_from(mine.bound().as_nanos()).unwrap_or(i64::MAX);
+        let mut sources = vec![(-b, b)];
+        for (id, claim) in &self.claims {
+            if voter_set.contains(id) && *id != self.id {
+                sources.push(claim.carried(mid, self.options.max_drift_ppm));
+            }
+        }
+        let liars =
+            voter_set.len().saturating_sub(1) / 2 + usize::from(!voter_set.contains(&self.id));
+        let (lo, hi) = covered_hull(&sources, sources.len().saturating_sub(liars))?;
+        Some(FrameClaim { lo, hi, as_of: mid })
     }
 
     /// Applies a verdict: returns the change of the fence, if any.
@@ -548,6 +604,7 @@ pub fn measure(
         own_bound,
         lo: clamp(pe - m1),
         hi: clamp(pl - m0),
+        sent_mid: r0.interval.midpoint().as_nanos(),
     })
 }
 

@@ -30,7 +30,9 @@
 //! - **Peer clock checks and fencing** ([`clock_check`]): every member measures every other
 //!   member's clock (Cristian's method, over the transport), and a member whose clock is outside
 //!   the majority's consistent set (Marzullo) fences itself: no lease, no leadership, and the
-//!   transaction layer issues nothing on it.
+//!   transaction layer issues nothing on it. Below what the checks can resolve, every reading
+//!   is widened to what the peers' answers prove ([`verified_clock`]): the clock the node's
+//!   lease and the transaction layer's timestamps use ([`node::NodeHandle::clock`]).
 //! - **Snapshots from the state machine**, built at its applied index, streamed by the transport
 //!   in chunks, installed atomically with the log's reset, and reported back to raft-rs.
 //!
@@ -62,5 +64,6 @@ pub mod node;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport;
+pub mod verified_clock;
 
 pub use raft;

@@ -110,6 +110,7 @@ use crate::clock_check::{
 };
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
+use crate::verified_clock::{PeerVerifiedClock, VerifiedRange};
 
 /// Settings of a [`Node`].
 #[derive(Clone, Debug)]
@@ -432,6 +433,7 @@ pub struct NodeHandle<O> {
     clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
     policy_fence: Arc<std::sync::Mutex<Option<String>>>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<O> Clone for NodeHandle<O> {
@@ -443,11 +445,19 @@ impl<O> Clone for NodeHandle<O> {
             clock_report: self.clock_report.clone(),
             policy_fence: self.policy_fence.clone(),
             thread: self.thread.clone(),
+            clock: self.clock.clone(),
         }
     }
 }
 
 impl<O: Send + 'static> NodeHandle<O> {
+    /// The clock every timestamp of this member is to be taken from: [`NodeParts::clock`]
+    /// widened to what the peer clock checks verify ([`crate::verified_clock`]), or that clock
+    /// itself without checks. The node's lease and `ready_at` are measured on it.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// This member's id.
     pub fn id(&self) -> u64 {
         self.id
@@ -683,6 +693,9 @@ pub struct Node<E: Engine, SM: StateMachine> {
     /// Answers arrived since the last verdict.
     clock_answers: bool,
     clock_report: Arc<std::sync::Mutex<ClockCheckReport>>,
+    /// Where the checks publish the verified range for [`NodeHandle::clock`] (`None` without
+    /// checks, or under a mutation that switches the widening off).
+    verified_range: Option<Arc<VerifiedRange>>,
 }
 
 /// Why a node could not start, or stopped: fatal (its storage or its state machine can no
@@ -771,7 +784,21 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             policy,
             bootstrap,
         } = parts;
-        let lease_clock = unsafe_lease_clock.unwrap_or_else(|| clock.clone());
+        // The checks read `clock` itself (their measurements must not depend on their own
+        // results); everything else reads it widened to what they verify.
+        let verified = config
+            .clock_checks
+            .as_ref()
+            .filter(|o| !o.unsafe_never_fence && !o.unsafe_no_widening)
+            .map(|o| (Arc::new(VerifiedRange::default()), o.max_drift_ppm));
+        let verified_clock: Arc<dyn Clock> = match &verified {
+            Some((range, ppm)) => {
+                Arc::new(PeerVerifiedClock::new(clock.clone(), range.clone(), *ppm))
+            }
+            None => clock.clone(),
+        };
+        let verified_range = verified.map(|(range, _)| range);
+        let lease_clock = unsafe_lease_clock.unwrap_or_else(|| verified_clock.clone());
         let sm = &mut state_machine;
         if !store.is_initialized()
             && let Some(voters) = bootstrap
@@ -829,6 +856,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             policy_fence: policy_fence.clone(),
             clock_answers: false,
             clock_report: clock_report.clone(),
+            verified_range,
             next_tick: now + config.tick,
             next_lease_renewal: now,
             now,
@@ -867,6 +895,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock_report,
             policy_fence,
             thread: Arc::new(std::sync::Mutex::new(None)),
+            clock: verified_clock,
         };
         Ok((node, handle))
     }
@@ -1103,6 +1132,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         let verdict = checker.verdict(now, reading.as_ref(), &voters);
         let measured = checker.apply(verdict);
+        // A range that proves nothing (too few answers yet) leaves the last one in place: it
+        // stays true as it widens.
+        if let (Some(published), Some(mine)) = (&self.verified_range, &reading)
+            && let Some(range) = checker.verified_range(mine, &voters)
+        {
+            published.publish(range);
+        }
         let policy = self.policy_fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let by_policy = checker.set_policy_fence(policy);
         let never_fence = self.config.clock_checks.as_ref().is_some_and(|o| o.unsafe_never_fence);

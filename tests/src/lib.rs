@@ -22,6 +22,7 @@
 pub mod check;
 pub mod jepsen;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,13 +78,26 @@ fn built(file: &str, args: &[&str], always: bool) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A free port on 127.0.0.1 (bound and released; another process could take it in between,
-/// which in practice it does not).
+/// A free port on 127.0.0.1, never one this process was handed before.
+///
+/// The port is bound and released, so another process could take it in between (in practice
+/// none does). Within this process the kernel may hand out the same ephemeral port twice,
+/// and two nodes given one port would collide: one fails to bind and exits, and whatever asks
+/// its address reaches the other (the likeliest cause of one CI failure, a `/metrics` page
+/// without the metric every node exports), so the ports handed out are remembered and never
+/// repeated.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A node's `/metrics` page (`address` is its metrics address), the HTTP response whole.

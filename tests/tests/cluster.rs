@@ -447,7 +447,14 @@ async fn t90_old_versions_are_collected_on_every_node() -> Result {
         assert_eq!(reader.get("k").await?.as_deref(), Some(&b"v4"[..]), "node {}", node.id);
         let body = boundkv_tests::scrape_metrics(&node.metrics)?;
         let age: f64 = boundkv_tests::metric_value(&body, "boundkv_gc_horizon_age_seconds")
-            .ok_or_else(|| anyhow::anyhow!("no gc_horizon_age_seconds in /metrics"))?;
+            .ok_or_else(|| {
+                let head: String = body.chars().take(300).collect();
+                anyhow::anyhow!(
+                    "node {}: no gc_horizon_age_seconds in /metrics ({} bytes, beginning {head:?})",
+                    node.id,
+                    body.len()
+                )
+            })?;
         assert!(age > 0.0, "node {}: the horizon's age {age}", node.id);
     }
     Ok(())

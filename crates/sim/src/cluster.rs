@@ -75,8 +75,11 @@ pub struct ClusterConfig {
     /// **Mutation:** read each node's clock without the step guard that `boundkv serve` puts in
     /// front of every source.
     pub unsafe_no_step_guard: bool,
-    /// **Mutation:** the peer clock checks measure but never fence.
+    /// **Mutation:** the peer clock checks measure but never fence (nor widen readings).
     pub unsafe_never_fence: bool,
+    /// **Mutation:** the peer clock checks fence but do not widen readings to what the peers
+    /// verify.
+    pub unsafe_no_widening: bool,
     /// **Mutation:** follower reads at `ReadAt::Latest` take the clock's `latest` alone, without
     /// the floor of timestamps already served.
     pub unsafe_no_read_floor: bool,
@@ -111,6 +114,7 @@ impl ClusterConfig {
             unsafe_ignore_lease: false,
             unsafe_no_step_guard: false,
             unsafe_never_fence: false,
+            unsafe_no_widening: false,
             unsafe_no_read_floor: false,
             unsafe_raw_lease_clock: false,
             epoch: DEFAULT_EPOCH,
@@ -135,6 +139,7 @@ impl ClusterConfig {
                 seed: Some(seed),
                 clock_checks: Some(ClockCheckOptions {
                     unsafe_never_fence: self.unsafe_never_fence,
+                    unsafe_no_widening: self.unsafe_no_widening,
                     ..ClockCheckOptions::default()
                 }),
                 ..NodeConfig::default()

@@ -50,8 +50,12 @@ pub enum Mutation {
     NoLeaseCheck,
     /// Read clocks without the step guard.
     NoStepGuard,
-    /// Peer clock checks that measure but never fence: a lying clock is trusted.
+    /// Peer clock checks that measure but never fence (nor widen readings): a lying clock is
+    /// trusted.
     NoPeerChecks,
+    /// Peer clock checks that fence but do not widen readings to what the peers verify: a lie
+    /// smaller than the checks resolve is trusted.
+    NoPeerWidening,
     /// Follower reads at `ReadAt::Latest` without the floor of timestamps already served: a
     /// clock whose bound shrinks moves them back in time.
     NoReadFloor,
@@ -64,11 +68,12 @@ pub enum Mutation {
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 8] = [
         Mutation::NoCommitWait,
         Mutation::NoLeaseCheck,
         Mutation::NoStepGuard,
         Mutation::NoPeerChecks,
+        Mutation::NoPeerWidening,
         Mutation::NoReadFloor,
         Mutation::RawLeaseClock,
         Mutation::NoLeapAbsorb,
@@ -81,6 +86,7 @@ impl Mutation {
             Mutation::NoLeaseCheck => "no-lease-check",
             Mutation::NoStepGuard => "no-step-guard",
             Mutation::NoPeerChecks => "no-peer-checks",
+            Mutation::NoPeerWidening => "no-peer-widening",
             Mutation::NoReadFloor => "no-read-floor",
             Mutation::RawLeaseClock => "raw-lease-clock",
             Mutation::NoLeapAbsorb => "no-leap-absorb",
@@ -252,6 +258,7 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::NoLeaseCheck) => config.unsafe_ignore_lease = true,
         Some(Mutation::NoStepGuard) => config.unsafe_no_step_guard = true,
         Some(Mutation::NoPeerChecks) => config.unsafe_never_fence = true,
+        Some(Mutation::NoPeerWidening) => config.unsafe_no_widening = true,
         Some(Mutation::NoReadFloor) => config.unsafe_no_read_floor = true,
         Some(Mutation::RawLeaseClock) => config.unsafe_raw_lease_clock = true,
         Some(Mutation::NoLeapAbsorb) => config.unsafe_no_leap_absorb = true,

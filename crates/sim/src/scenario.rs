@@ -20,6 +20,7 @@
 //! | [`Scenario::ClockStep`] | a follower F serves a read; its clock strobes ±200 ms every 10 ms (a third of the time), the leader acknowledges a write; F's clock steps back 100 ms–1 s (a kernel inserting a leap second, `date -s`) or is set 250 ms behind while its bound stays tiny; F is asked for the write at once at `ReadAt::Latest` | F's read returns the write (the step guard holds F over on its monotonic clock) |
 //! | [`Scenario::DedupAcrossGc`] | a follower F is cut off while a transaction id commits, the GC horizon passes it, and the same id commits again; F then applies all of it in one batch | F and the leader hold the same value at the second commit's timestamp |
 //! | [`Scenario::ClockLieAtRestart`] | node V restarts with its clock 250 ms off (behind or ahead) inside its claimed bound; a write is acknowledged; V is asked for a follower read, then made leader and asked to commit, and another node reads after V's acknowledgement | no read misses a write acknowledged before it began (V refuses, fenced by its peers' clock checks) |
+//! | [`Scenario::SmallClockLie`] | every clock's bound is set to ε (200 µs–2 ms); node V restarts with its clock off by ε + δ, δ in [1.2 ε, 2.8 ε] (too little for the peer checks to see: V is not fenced); then as `ClockLieAtRestart` | no read misses a write acknowledged before it began (V's readings are widened to what its peers verify) |
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
 //! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
@@ -61,6 +62,9 @@ pub enum Scenario {
     ClockStep,
     /// A node restarted with a clock that lies consistently, asked to read and to lead.
     ClockLieAtRestart,
+    /// As [`Scenario::ClockLieAtRestart`], but the lie is only a little beyond the node's bound:
+    /// too small for the peer clock checks to see, so the node is not fenced.
+    SmallClockLie,
     /// A follower read after one that saw a write, its clock's bound shrunk in between.
     ReadFloor,
     /// A leader's clock source steps forward while it renews its lease; a read at it after a
@@ -73,12 +77,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::LeaseHandover,
         Scenario::SnapshotOverProposals,
         Scenario::DedupAcrossGc,
         Scenario::ClockStep,
         Scenario::ClockLieAtRestart,
+        Scenario::SmallClockLie,
         Scenario::ReadFloor,
         Scenario::LeaseClockStep,
     ];
@@ -100,6 +105,7 @@ impl Scenario {
             Scenario::LeaseHandover
             | Scenario::ClockStep
             | Scenario::ClockLieAtRestart
+            | Scenario::SmallClockLie
             | Scenario::LeaseClockStep => {}
             Scenario::ReadFloor => {
                 // A bound of 200–300 ms fits (`lease_bound_ceiling` ≥ 400 ms), and a follower
@@ -125,6 +131,7 @@ impl Scenario {
             Scenario::DedupAcrossGc => "dedup-across-gc",
             Scenario::ClockStep => "clock-step",
             Scenario::ClockLieAtRestart => "clock-lie-at-restart",
+            Scenario::SmallClockLie => "small-clock-lie",
             Scenario::ReadFloor => "read-floor",
             Scenario::LeaseClockStep => "lease-clock-step",
             Scenario::LeapSecond => "leap-second",
@@ -147,7 +154,8 @@ impl Scenario {
             Scenario::SnapshotOverProposals => snapshot_over_proposals(cluster, rng).await,
             Scenario::DedupAcrossGc => dedup_across_gc(cluster, rng).await,
             Scenario::ClockStep => clock_step(cluster, rng).await,
-            Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng).await,
+            Scenario::ClockLieAtRestart => clock_lie_at_restart(cluster, rng, Lie::Large).await,
+            Scenario::SmallClockLie => clock_lie_at_restart(cluster, rng, Lie::Small).await,
             Scenario::ReadFloor => read_floor(cluster, rng).await,
             Scenario::LeaseClockStep => lease_clock_step(cluster, rng).await,
             Scenario::LeapSecond => leap_second(cluster, rng).await,
@@ -436,6 +444,22 @@ async fn clock_step(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option
 /// How far the restarted node's clock lies, either way, while claiming the bound it had.
 const LIE_NANOS: i64 = 250_000_000;
 
+/// How far a clock lies in [`clock_lie_at_restart`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lie {
+    /// `LIE_NANOS`: the peer clock checks see it at once and fence the node.
+    Large,
+    /// Every clock's bound is set to `ε` (drawn, 6 to 10 ms) but one other node R's, set to
+    /// `ε_R` (2 to 3 ms), and the node's clock is off by `ε + δ`, `δ` drawn from
+    /// `[ε_R + 1.2 ms, min(2.8 ε_R, 0.9 ε)]`: beyond its bound by more than R's bound plus a
+    /// timer tick (so a read at R after the node acknowledged a commit, or a read at the node
+    /// after R did, lands below the commit), but less than the checks resolve on a network
+    /// without delay (`2 ε + ε_R` beyond its bound for its own verdict, `3 ε_R` for R's, `ε`
+    /// for a peer of bound `ε`'s Cristian check), so nobody is fenced and the node may lead.
+    /// Only the widening of readings to what the peers verify keeps it safe.
+    Small,
+}
+
 /// Node V crashes and restarts with its clock `LIE_NANOS` behind or ahead, its bound unchanged:
 /// a lie no local check can see. Then, with W a write acknowledged before each step began:
 ///
@@ -446,15 +470,37 @@ const LIE_NANOS: i64 = 250_000_000;
 ///
 /// With the peer clock checks V is fenced from its start: it refuses both, and refuses to
 /// lead. At the end V's clock is put right, and its fence must lift by itself (liveness).
+///
+/// With a [`Lie::Small`] V is not fenced: it reads and leads, and both must be right.
 async fn clock_lie_at_restart(
     cluster: &Arc<SimulatedCluster>,
     rng: &mut StdRng,
+    size: Lie,
 ) -> Option<Vec<String>> {
     let mut problems = Vec::new();
     let key = Bytes::from_static(b"scenario/clock-lie");
     let ids = cluster.node_ids();
     let v = ids[rng.random_range(0..ids.len())];
-    let lie = if rng.random_bool(0.5) { -LIE_NANOS } else { LIE_NANOS };
+    // With a small lie: R, the node of small bound, that acknowledges before V reads and reads
+    // after V acknowledged.
+    let (magnitude, narrow) = match size {
+        Lie::Large => (LIE_NANOS, None),
+        Lie::Small => {
+            let bound: u64 = rng.random_range(6_000_000..=10_000_000);
+            let narrow: u64 = rng.random_range(2_000_000..=3_000_000);
+            let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
+            let r = others[rng.random_range(0..others.len())];
+            for &id in &ids {
+                let b = if id == r { narrow } else { bound };
+                cluster.clock(id).set_bound(Duration::from_nanos(b));
+            }
+            let delta =
+                rng.random_range(narrow + 1_200_000..=(narrow * 28 / 10).min(bound * 9 / 10));
+            cluster.trace().record(format!("scenario: bounds {bound} ns, n{r}'s {narrow} ns"));
+            ((bound + delta) as i64, Some(r))
+        }
+    };
+    let lie = if rng.random_bool(0.5) { -magnitude } else { magnitude };
     let a = active_leader(cluster, None).await?;
     commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "before")).await?;
     cluster.crash(v);
@@ -470,6 +516,9 @@ async fn clock_lie_at_restart(
         return None;
     }
     // 1. A write acknowledged, then a read at V.
+    if let Some(r) = narrow {
+        cluster.make_leader(r, STEP).await;
+    }
     let leader = active_leader(cluster, Some(v)).await?;
     let w = commit_at(&cluster.running(leader)?, &write(TxnId(rng.random()), &key, "w")).await?;
     let read = async {
@@ -484,12 +533,20 @@ async fn clock_lie_at_restart(
         Ok(Err(e)) => cluster.trace().record(format!("scenario: n{v} refused the read: {e}")),
         Err(_) => {}
     }
-    // 2. V leads (if it will), commits; another node reads after the acknowledgement.
+    // 2. V leads (if it will), commits; another node reads after the acknowledgement. With a
+    // small lie R finds V's clock inconsistent (if not enough to fence either) and would not
+    // hand it leadership: a third node leads first.
+    if let Some(r) = narrow
+        && let Some(&third) = ids.iter().find(|&&n| n != v && n != r)
+    {
+        cluster.make_leader(third, STEP).await;
+    }
     if cluster.make_leader(v, Duration::from_secs(3)).await {
         cluster.trace().record(format!("scenario: n{v} leads with its clock {lie} ns off"));
         if let Some(x) = commit_at(&lied, &write(TxnId(rng.random()), &key, "x")).await {
             let others: Vec<u64> = ids.iter().copied().filter(|&n| n != v).collect();
-            let reader = cluster.running(others[rng.random_range(0..others.len())])?;
+            let reader =
+                cluster.running(narrow.unwrap_or(others[rng.random_range(0..others.len())]))?;
             let read = async {
                 let at = reader.begin_read_only(ReadAt::Latest).await?;
                 Ok::<_, boundkv_txn::Error>((at, reader.get(at, &key).await?))
@@ -507,8 +564,23 @@ async fn clock_lie_at_restart(
     } else {
         cluster.trace().record(format!("scenario: n{v} did not lead with its clock {lie} ns off"));
     }
-    // The operator puts V's clock right; its fence lifts by itself.
-    cluster.clock(v).set_offset_nanos(0);
+    // The operator puts V's clock right; its fence lifts by itself. A small lie was never
+    // fenced, so V's step guard would hold the lie over the correction (a step back): V is
+    // restarted with its clock right instead, as an operator would.
+    if let Some(r) = narrow {
+        // Not as the leader: the random phase starts without an election to wait out.
+        cluster.make_leader(r, STEP).await;
+        cluster.crash(v);
+        for &id in &ids {
+            cluster.clock(id).set_bound(cluster.config().bound);
+        }
+        cluster.clock(v).set_offset_nanos(0);
+        cluster.restart(v);
+        // The random phase starts on a cluster that can commit at once.
+        active_leader(cluster, None).await;
+    } else {
+        cluster.clock(v).set_offset_nanos(0);
+    }
     cluster.trace().record(format!("scenario: n{v}'s clock put right"));
     let lifted =
         eventually(STEP, || cluster.running(v).is_none_or(|r| r.state().clock_fence.is_none()))

@@ -35,6 +35,7 @@ fn quiet(nodes: u64) -> ClusterConfig {
         unsafe_ignore_lease: false,
         unsafe_no_step_guard: false,
         unsafe_never_fence: false,
+        unsafe_no_widening: false,
         unsafe_no_read_floor: false,
         unsafe_raw_lease_clock: false,
         epoch: boundkv_sim::cluster::DEFAULT_EPOCH,

@@ -83,6 +83,23 @@ fn t12_the_clock_lie_scenario_catches_the_peer_checks_off_on_every_seed() {
     }
 }
 
+/// A node restarted with its clock off by a little more than its bound (ε + δ, δ from 1.2 ε to
+/// 2.8 ε: less than the peer checks resolve, so it is not fenced), behind on some seeds, ahead
+/// on others: with readings not widened to what the peers verify, a read at it, or a commit it
+/// acknowledges as leader, breaks real-time order on every seed; widened, the scenario passes
+/// (t11_every_scenario_passes_on_todays_code).
+#[test]
+fn t12_the_small_clock_lie_scenario_catches_readings_not_widened_on_every_seed() {
+    for seed in 1..=6 {
+        let options = RunOptions {
+            mutation: Some(Mutation::NoPeerWidening),
+            ..with(Scenario::SmallClockLie, seed)
+        };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}
+
 /// A follower's clock goes back inside its old bound (the step guard lets it through) between
 /// two reads at `ReadAt::Latest`: without the floor of timestamps already served, the second
 /// misses a write the first returned (and that was acknowledged before it began), on every seed.

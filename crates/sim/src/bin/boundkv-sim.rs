@@ -58,7 +58,7 @@ struct Args {
     #[arg(long)]
     unsafe_clocks: bool,
     /// Plant a bug: `no-commit-wait`, `no-lease-check`, `no-step-guard`, `no-peer-checks`,
-    /// `no-read-floor` or `raw-lease-clock`.
+    /// `no-peer-widening`, `no-read-floor`, `raw-lease-clock` or `no-leap-absorb`.
     #[arg(long)]
     mutation: Option<String>,
     /// Succeed only if some seed fails (for mutation checks): stops at the first failing seed.

@@ -225,11 +225,6 @@ impl<E: Engine> Replica<E> {
         }
         options.policy = policy;
         let mvcc = Arc::new(Mvcc::new(engine.clone())?);
-        let oracle = TimestampOracle::open(
-            clock.clone(),
-            OracleOptions { policy: options.policy.clone(), ..OracleOptions::default() },
-            Box::new(MvccHighWaterMark::new(mvcc.clone())),
-        )?;
         let (sm, shared) =
             MvccStateMachine::new(mvcc.clone(), options.founding.clone().unwrap_or_default())
                 .map_err(|e| Error::Fatal(e.to_string()))?;
@@ -271,6 +266,14 @@ impl<E: Engine> Replica<E> {
             now,
         )
         .map_err(|e| Error::Fatal(e.to_string()))?;
+        // From here on every reading is the node's: `clock` widened to what the peer clock
+        // checks verify (boundkv_consensus::verified_clock).
+        let clock = handle.clock().clone();
+        let oracle = TimestampOracle::open(
+            clock.clone(),
+            OracleOptions { policy: options.policy.clone(), ..OracleOptions::default() },
+            Box::new(MvccHighWaterMark::new(mvcc.clone())),
+        )?;
         let state = handle.watch();
         let gate = Arc::new(LeaderGate {
             id,
