@@ -47,12 +47,9 @@ echo "| workload | nemesis | seed | expected | operations | verdict | anomalies 
 echo "|---|---|---|---|---|---|---|"
 for s in $SEEDS; do
     for w in register append bank causal; do
-        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step leap-mixed clock-strobe partition,kill,pause,clock-skew; do
+        for n in "" partition kill pause member clock-skew clock-bound clock-status clock-stale clock-step-restart clock-lie leap-step leap-mixed clock-strobe clock-drift partition,kill,pause,clock-skew; do
             run valid "$w" "$n" "$s"
         done
-        # Not yet expected to be safe (see UNSAFE_NEMESES in tests/src/jepsen/nemesis.rs):
-        # reported, never counted as a failure.
-        run "not yet safe" "$w" clock-drift "$s"
         for n in partition slow-net partition,slow-net,kill; do
             run valid "$w" "$n" "$s" --network proxy
         done

@@ -529,6 +529,15 @@ impl ClockChecker {
         Some(FrameClaim { lo, hi, as_of: mid })
     }
 
+    /// Forgets everything measured in this member's current frame (answers, claims, probes in
+    /// flight): its clock is being re-anchored and may jump, and what was measured against the
+    /// old anchor says nothing about the new one. The fence stays as it is.
+    pub fn forget_frame(&mut self) {
+        self.samples.clear();
+        self.claims.clear();
+        self.outstanding.clear();
+    }
+
     /// Applies a verdict: returns the change of the fence, if any.
     pub fn apply(&mut self, verdict: Verdict) -> Option<FenceChange> {
         match verdict {

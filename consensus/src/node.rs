@@ -1119,6 +1119,20 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             return;
         }
         self.clock_answers = false;
+        if round_due && self.is_fenced() {
+            // Nothing uses this clock while fenced: let its step guard (if any) drop an anchor
+            // that may itself be the lie (taken at a restart), so that a corrected source can
+            // agree with the peers again and lift the fence. A re-anchored clock may jump, so
+            // everything measured in its old frame (answers, probes in flight, the verified
+            // range) is forgotten; this round's probes measure the new one.
+            self.clock.reanchor();
+            if let Some(checker) = self.clock_check.as_mut() {
+                checker.forget_frame();
+            }
+            if let Some(range) = &self.verified_range {
+                range.clear();
+            }
+        }
         let reading = self.usable_reading();
         let peers = if round_due { self.clock_peers() } else { Vec::new() };
         // The majority asked for is of the incoming voters (while joint, the configuration
@@ -1179,12 +1193,6 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         if self.is_fenced() {
             self.transfer_leadership_away();
-            // Nothing uses this clock while fenced: let its step guard (if any) drop an anchor
-            // that may itself be the lie (taken at a restart), so that a corrected source can
-            // agree with the peers again and lift the fence.
-            if round_due {
-                self.clock.reanchor();
-            }
         }
     }
 

@@ -149,6 +149,12 @@ impl VerifiedRange {
         *self.range.lock().unwrap_or_else(|e| e.into_inner()) = Some(range);
     }
 
+    /// Withdraws the range (the member's clock was re-anchored: the range is in its old frame).
+    /// Readings are the source's until the next is published; the member is fenced meanwhile.
+    pub fn clear(&self) {
+        *self.range.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The range last published, if any.
     pub fn get(&self) -> Option<FrameClaim> {
         *self.range.lock().unwrap_or_else(|e| e.into_inner())

@@ -227,13 +227,14 @@ fn append_under_strobing_clocks_and_a_mixed_leap() {
 /// A bad oscillator (`clock-drift`): a node's wall *and* monotonic clocks run 100–1,000 ppm off
 /// while its segment claims 50 ppm, so its step guard sees nothing and only the peer clock checks
 /// can fence it. The run's fault record must show, measured from outside through the node's
-/// `/metrics`, that both of its clocks drifted at the rate set. The history's validity is printed
-/// but not asserted: `clock-drift` is not yet expected to be safe (a drift below what the checks
-/// can resolve can slip through, `nemesis::UNSAFE_NEMESES`; issue 12 is open on it).
+/// `/metrics`, that both of its clocks drifted at the rate set, and the history must be valid:
+/// the drifting node is fenced once the checks see it, and below that its readings (and
+/// everyone's) are widened to what the peers verify.
 #[test]
 fn register_under_drifting_oscillators() {
     let s = run("register", &["clock-drift"], 25, 23, false);
     assert!(s.counts.ok > 100, "the run did real work: {:?}", s.counts);
+    assert!(s.valid, "a drifting clock broke the history: {}", s.dir.display());
     let faults = s.results["faults"].as_array().cloned().unwrap_or_default();
     let mut checked = 0;
     for f in &faults {

@@ -83,11 +83,15 @@ impl ClockArgs {
                 let clock = guard(reader.clone());
                 Ok(OpenedClock { clock, clockbound: Some(reader.clone()), unguarded: reader })
             }
-            ClockSource::System { bound } => Ok(OpenedClock {
-                clock: guard(Arc::new(SystemClock::new(*bound))),
-                clockbound: None,
-                unguarded: Arc::new(SystemClock::new(*bound)),
-            }),
+            ClockSource::System { bound } => {
+                // One source (its start-up warning once), guarded and unguarded.
+                let system = Arc::new(SystemClock::new(*bound));
+                Ok(OpenedClock {
+                    clock: guard(system.clone()),
+                    clockbound: None,
+                    unguarded: system,
+                })
+            }
         }
     }
 
