@@ -462,7 +462,8 @@ async fn t90_old_versions_are_collected_on_every_node() -> Result {
 
 /// Peer clock checks, as `status` shows them: every node reports what it measured of each other
 /// member's clock (offset, uncertainty, consistent), and on one healthy machine every clock
-/// agrees, within its uncertainty, and no node is fenced.
+/// agrees, within its uncertainty, and no node is fenced; and every node's readings are widened
+/// to what its peers verify (`/metrics`: the bound used above the source's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t61_status_shows_each_members_measured_clock_offset() -> Result {
     let cluster = TestCluster::start(ClusterOptions::default())?;
@@ -494,6 +495,18 @@ async fn t61_status_shows_each_members_measured_clock_offset() -> Result {
             assert!(Instant::now() < deadline, "node {id} measured {peers:?}, not {others:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    // Every node's timestamps use its clock widened to what its peers verify: wider than the
+    // source's own bound (by about a peer's bound plus half a round trip).
+    for node in &cluster.nodes {
+        let body = boundkv_tests::scrape_metrics(&node.metrics)?;
+        let metric = |name: &str| {
+            boundkv_tests::metric_value(&body, name)
+                .ok_or_else(|| anyhow::anyhow!("node {}: no {name} in /metrics", node.id))
+        };
+        let used = metric("boundkv_clock_bound_seconds")?;
+        let source = metric("boundkv_clock_source_bound_seconds")?;
+        assert!(used > source, "node {}: bound used {used} s, the source's {source} s", node.id);
     }
     Ok(())
 }

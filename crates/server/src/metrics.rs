@@ -7,7 +7,8 @@
 //! | `boundkv_commit_wait_seconds` | histogram | the commit wait the clock imposed (`s − earliest`, about 2ε) |
 //! | `boundkv_commit_wait_added_seconds` | histogram | what commit wait added beyond replication and durability |
 //! | `boundkv_commit_durable_seconds` | histogram | from choosing `s` until the commit was applied on a quorum-durable log |
-//! | `boundkv_clock_bound_seconds` | gauge | the clock's current bound ε |
+//! | `boundkv_clock_bound_seconds` | gauge | the clock's current bound ε, as every timestamp uses it: the source's, widened to what the peer clock checks verify |
+//! | `boundkv_clock_source_bound_seconds` | gauge | the clock source's own bound, before that widening |
 //! | `boundkv_clock_usable` | gauge | 1 when the clock's reading may be used for timestamps |
 //! | `boundkv_clock_bound_ceiling_seconds` | gauge | the widest bound this node uses: the clock policy's ceiling, lowered to what the lease allows (`(lease − lease renewal) / 2`) |
 //! | `boundkv_clock_bound_too_wide` | gauge | 1 when the bound exceeds that ceiling: a leader then issues no timestamps, serves no reads and closes no timestamps (its status's clock problem says why) |
@@ -82,6 +83,7 @@ pub struct Metrics {
     commit_durable: Histogram,
     pub(crate) bad_frames: Counter,
     clock_bound: FloatGauge,
+    clock_source_bound: FloatGauge,
     clock_usable: Gauge,
     clock_bound_ceiling: FloatGauge,
     clock_bound_too_wide: Gauge,
@@ -159,8 +161,14 @@ impl Metrics {
         let clock_bound = FloatGauge::default();
         registry.register(
             "clock_bound_seconds",
-            "The clock's current error bound",
+            "The clock's current error bound, widened to what the peers verify",
             clock_bound.clone(),
+        );
+        let clock_source_bound = FloatGauge::default();
+        registry.register(
+            "clock_source_bound_seconds",
+            "The clock source's own error bound, before it is widened to what the peers verify",
+            clock_source_bound.clone(),
         );
         let clock_usable = Gauge::default();
         registry.register(
@@ -291,6 +299,7 @@ impl Metrics {
             commit_durable,
             bad_frames,
             clock_bound,
+            clock_source_bound,
             clock_usable,
             clock_bound_ceiling,
             clock_bound_too_wide,
@@ -369,6 +378,9 @@ impl Metrics {
         ] {
             let current = now.as_ref().is_ok_and(|r| r.status == s);
             self.clock_status.get_or_create(&[("status", status_label(s))]).set(i64::from(current));
+        }
+        if let Ok(r) = replica.source_clock().now() {
+            self.clock_source_bound.set(r.bound().as_secs_f64());
         }
         if let Ok(r) = &now {
             self.clock_bound.set(r.bound().as_secs_f64());

@@ -175,6 +175,8 @@ pub struct Replica<E: Engine> {
     shared: Arc<ReplicaShared>,
     gate: Arc<LeaderGate>,
     clock: Arc<dyn Clock>,
+    /// The clock handed to [`Replica::start`], before the peer clock checks widen it.
+    source_clock: Arc<dyn Clock>,
     in_flight: Mutex<BTreeMap<TxnId, SharedCommit>>,
     stopping: watch::Sender<bool>,
     /// The highest `ReadAt::Latest` timestamp served here (see `reads.rs`).
@@ -268,6 +270,7 @@ impl<E: Engine> Replica<E> {
         .map_err(|e| Error::Fatal(e.to_string()))?;
         // From here on every reading is the node's: `clock` widened to what the peer clock
         // checks verify (boundkv_consensus::verified_clock).
+        let source_clock = clock;
         let clock = handle.clock().clone();
         let oracle = TimestampOracle::open(
             clock.clone(),
@@ -297,6 +300,7 @@ impl<E: Engine> Replica<E> {
             shared,
             gate,
             clock,
+            source_clock,
             in_flight: Mutex::new(BTreeMap::new()),
             latest_read_floor: AtomicU64::new(0),
             stopping: watch::Sender::new(false),
@@ -352,6 +356,13 @@ impl<E: Engine> Replica<E> {
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The clock this replica was started on, before the peer clock checks widened its
+    /// readings to what the peers verify ([`Replica::clock`] is the one every timestamp is
+    /// taken from): for status pages and metrics, to show what the widening adds.
+    pub fn source_clock(&self) -> &Arc<dyn Clock> {
+        &self.source_clock
     }
 
     /// Which clock readings this replica uses: [`ReplicaOptions::clock_policy`] of its options.
