@@ -105,7 +105,7 @@ use serde::{Deserialize, Serialize};
 
 use boundkv_clockbound::ClockReading;
 
-use crate::verified_clock::{FrameClaim, covered_hull};
+use crate::verified_clock::{Frame, FrameClaim, covered_hull};
 
 /// Settings of the peer clock checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,11 +114,12 @@ pub struct ClockCheckOptions {
     pub probe_interval: Duration,
     /// How long a peer's answer counts as "heard from recently". Default 1 s.
     pub sample_ttl: Duration,
-    /// The fastest a clock's error may grow without a step, in parts per million, whatever its
-    /// segment claims: how fast the peers' answers age in the verified range (see
-    /// [`crate::verified_clock`]). Default 1000 ppm, twice the 500 ppm a Linux kernel lets a
-    /// time service set a clock's frequency to, and 20 times a quartz oscillator's usual
-    /// tolerance.
+    /// The fastest a clock's oscillator may drift (its monotonic and wall clocks together), in
+    /// parts per million, whatever its segment claims: how fast the peers' answers age in the
+    /// verified range (see [`crate::verified_clock`]; moves of the wall clock against the
+    /// monotonic clock are measured, not assumed). Default 1000 ppm, 20 times a quartz
+    /// oscillator's usual tolerance and twice the 500 ppm a Linux kernel lets a time service
+    /// set a clock's frequency to.
     pub max_drift_ppm: u32,
     /// **Mutation switch**: when `true` the checks still measure (and show what they
     /// measure) but never fence, and readings are not widened to the verified range. Unsafe: a
@@ -194,16 +195,12 @@ pub struct PeerClock {
     /// nanoseconds.
     lo: i64,
     hi: i64,
-    /// This member's midpoint when the probe left (at or before `T`), nanoseconds.
-    sent_mid: u64,
+    /// The peer's claim for the verified range, as of this member's reading when the answer
+    /// arrived, true whether or not this member's clock is honest (see [`measure`]).
+    pub claim: FrameClaim,
 }
 
 impl PeerClock {
-    /// The peer's claim as of the probe's send, for the verified range.
-    fn frame_claim(&self) -> FrameClaim {
-        FrameClaim { lo: self.lo, hi: self.hi, as_of: self.sent_mid }
-    }
-
     /// The peer's claim carried to now, in the frame of this member's reading `mine` (see
     /// "Answers age"): `T_now − mid(now) ∈ [lo, hi]`, nanoseconds.
     fn claim_now(&self, mine: &ClockReading) -> (i64, i64) {
@@ -296,6 +293,7 @@ struct Outstanding {
     to: u64,
     t0: Instant,
     r0: ClockReading,
+    f0: Frame,
 }
 
 /// One member's clock checker: the probes it sends, the answers it keeps, its fence. Pure: the
@@ -307,9 +305,6 @@ pub struct ClockChecker {
     next_probe_id: u64,
     outstanding: BTreeMap<u64, Outstanding>,
     samples: BTreeMap<u64, PeerClock>,
-    /// Each peer's tightest claim for the verified range: the latest answer's, unless an
-    /// earlier one, carried to it, is still narrower.
-    claims: BTreeMap<u64, FrameClaim>,
     fence: Fence,
     /// A fence set by a layer above for a reason of policy, not measurement (a member whose
     /// `--leap` policy differs from the majority's, inside a leap window); why.
@@ -326,7 +321,6 @@ impl ClockChecker {
             next_probe_id: 1,
             outstanding: BTreeMap::new(),
             samples: BTreeMap::new(),
-            claims: BTreeMap::new(),
             fence: Fence::Unchecked,
             policy_fence: None,
         }
@@ -371,12 +365,12 @@ impl ClockChecker {
     }
 
     /// A probe round, if due at `now`: one probe per peer in `peers`, stamped with this
-    /// member's usable reading `r0` taken before sending (no probes without one: the answers
-    /// could not be compared).
+    /// member's usable reading `r0` (and its [`Frame`]) taken before sending (no probes without
+    /// one: the answers could not be compared).
     pub fn probes(
         &mut self,
         now: Instant,
-        r0: Option<ClockReading>,
+        r0: Option<(ClockReading, Frame)>,
         peers: &[u64],
     ) -> Vec<ClockFrame> {
         if now < self.next_probe {
@@ -386,12 +380,12 @@ impl ClockChecker {
         // Probes never answered (lost, or the peer is down) are forgotten after the ttl.
         let ttl = self.options.sample_ttl;
         self.outstanding.retain(|_, p| now.saturating_duration_since(p.t0) <= ttl);
-        let Some(r0) = r0 else { return Vec::new() };
+        let Some((r0, f0)) = r0 else { return Vec::new() };
         let mut frames = Vec::with_capacity(peers.len());
         for &to in peers.iter().filter(|&&p| p != self.id) {
             let probe = self.next_probe_id;
             self.next_probe_id += 1;
-            self.outstanding.insert(probe, Outstanding { to, t0: now, r0 });
+            self.outstanding.insert(probe, Outstanding { to, t0: now, r0, f0 });
             frames.push(ClockFrame {
                 from: self.id,
                 to,
@@ -406,7 +400,8 @@ impl ClockChecker {
         ClockFrame { from: self.id, to: from, message: ClockMessage::Reply { probe, reading } }
     }
 
-    /// Records `from`'s answer to `probe`, arriving at `t1` when this member reads `r1`.
+    /// Records `from`'s answer to `probe`, arriving at `t1` when this member reads `r1` (at its
+    /// [`Frame`]).
     /// Returns whether it was a measurement (an answer to a probe still outstanding, from the
     /// peer it went to, with both clocks usable).
     pub fn on_reply(
@@ -415,30 +410,23 @@ impl ClockChecker {
         probe: u64,
         peer: Option<ClockReading>,
         t1: Instant,
-        r1: Option<ClockReading>,
+        r1: Option<(ClockReading, Frame)>,
     ) -> bool {
         if self.outstanding.get(&probe).is_none_or(|o| o.to != from) {
             return false;
         }
         let Some(out) = self.outstanding.remove(&probe) else { return false };
-        let (Some(peer), Some(r1)) = (peer, r1) else {
+        let (Some(peer), Some((r1, f1))) = (peer, r1) else {
             // The peer claims nothing (or we cannot compare): it no longer counts as heard.
             if peer.is_none() {
                 self.samples.remove(&from);
             }
             return false;
         };
-        match measure(&out.r0, &peer, &r1, t1.saturating_duration_since(out.t0), t1) {
+        let ends = Probe { r0: &out.r0, f0: out.f0, r1: &r1, f1 };
+        let rtt = t1.saturating_duration_since(out.t0);
+        match measure(ends, &peer, rtt, t1, self.options.max_drift_ppm) {
             Some(sample) => {
-                let claim = sample.frame_claim();
-                let ppm = self.options.max_drift_ppm;
-                let tighter = self.claims.get(&from).is_none_or(|old| {
-                    let (lo, hi) = old.carried(claim.as_of, ppm);
-                    claim.hi.saturating_sub(claim.lo) <= hi.saturating_sub(lo)
-                });
-                if tighter {
-                    self.claims.insert(from, claim);
-                }
                 self.samples.insert(from, sample);
                 true
             }
@@ -507,34 +495,45 @@ impl ClockChecker {
         Verdict::Disagrees(why)
     }
 
-    /// The verified range for this member's usable reading `mine`, among `voters` (see
-    /// [`crate::verified_clock`]): the hull of the points covered by at least `k − f` of the
-    /// `k` sources (its own interval and each voter peer's tightest claim, carried to `mine`),
+    /// The verified range at `now` for this member's usable reading `mine` (taken at
+    /// `frame`), among `voters` (see [`crate::verified_clock`]): the hull of the points covered
+    /// by at least `k − f` of the `k` sources (its own interval and the claim of each voter peer
+    /// heard from within [`ClockCheckOptions::sample_ttl`], carried to `mine`),
     /// `f = (voters − 1)/2` the liars the majority rule tolerates (one more if this member is
-    /// not a voter itself), relative to `mine`'s midpoint. `None` if that proves nothing (too
-    /// few sources) or no point is covered that often.
-    pub fn verified_range(&self, mine: &ClockReading, voters: &[u64]) -> Option<FrameClaim> {
+    /// not a voter itself), relative to `mine`'s midpoint. Only recent answers count: the rule
+    /// tolerates `f` liars at a time, and a claim kept from a peer that lied once and was
+    /// corrected since would be one more. `None` if that proves nothing (too few sources) or no
+    /// point is covered that often.
+    pub fn verified_range(
+        &self,
+        now: Instant,
+        mine: &ClockReading,
+        frame: Frame,
+        voters: &[u64],
+    ) -> Option<FrameClaim> {
         let voter_set: BTreeSet<u64> = voters.iter().copied().collect();
-        let mid = mine.interval.midpoint().as_nanos();
         let b = i64::try_from(mine.bound().as_nanos()).unwrap_or(i64::MAX);
         let mut sources = vec![(-b, b)];
-        for (id, claim) in &self.claims {
-            if voter_set.contains(id) && *id != self.id {
-                sources.push(claim.carried(mid, self.options.max_drift_ppm));
+        for (id, s) in &self.samples {
+            if voter_set.contains(id)
+                && *id != self.id
+                && now.saturating_duration_since(s.at) <= self.options.sample_ttl
+            {
+                sources.push(s.claim.carried(frame, self.options.max_drift_ppm));
             }
         }
         let liars =
             voter_set.len().saturating_sub(1) / 2 + usize::from(!voter_set.contains(&self.id));
         let (lo, hi) = covered_hull(&sources, sources.len().saturating_sub(liars))?;
-        Some(FrameClaim { lo, hi, as_of: mid })
+        Some(FrameClaim { lo, hi, frame })
     }
 
-    /// Forgets everything measured in this member's current frame (answers, claims, probes in
-    /// flight): its clock is being re-anchored and may jump, and what was measured against the
-    /// old anchor says nothing about the new one. The fence stays as it is.
+    /// Forgets the answers and the probes in flight: this member's clock is being re-anchored
+    /// and may jump, and the verdicts weigh answers as honest clocks move (see "Answers age"),
+    /// not as a jump does. The fence stays as it is. (The verified range needs no such care:
+    /// its frames count every jump.)
     pub fn forget_frame(&mut self) {
         self.samples.clear();
-        self.claims.clear();
         self.outstanding.clear();
     }
 
@@ -586,16 +585,39 @@ impl ClockChecker {
     }
 }
 
-/// Cristian's measurement from the prober's readings `r0` (at `t0`) and `r1` (at `t1`, after
-/// `rtt`) and the peer's reading. `None` if the prober's own clock went backwards between its
-/// two readings (the interval would be inverted; the step guard's business, not a measurement).
+/// The prober's two readings of one probe, each with its [`Frame`]: `r0` before sending, `r1`
+/// after the answer arrived.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    /// The reading before sending.
+    pub r0: &'a ClockReading,
+    /// Its frame.
+    pub f0: Frame,
+    /// The reading after the answer arrived.
+    pub r1: &'a ClockReading,
+    /// Its frame.
+    pub f1: Frame,
+}
+
+/// Cristian's measurement from the prober's readings (`r0` at `t0`, `r1` at `t1`, after `rtt`)
+/// and the peer's reading. `None` if the prober's own clock went backwards between its two
+/// readings (the interval would be inverted; the step guard's business, not a measurement).
+///
+/// The claim for the verified range ([`PeerClock::claim`]) is built from the readings alone,
+/// so that it holds whether or not the prober's clock tells the truth: if the peer's is honest,
+/// its reading was taken at a true time `T` with `pe ≤ T ≤ pl`, after the prober's first
+/// reading (true time `T0 ≤ T`) and before its second (`T1 ≥ T`). So `T1 − m1 ≥ pe − m1`, and
+/// `T0 − m0 ≤ pl − m0`; between the two readings the prober's error moved by at most `E`
+/// ([`Frame::error_change_since`]), so `T1 − m1 ≤ pl − m0 + E`. As of `r1`:
+/// `T1 − m1 ∈ [pe − m1, pl − m0 + E]`.
 pub fn measure(
-    r0: &ClockReading,
+    probe: Probe<'_>,
     peer: &ClockReading,
-    r1: &ClockReading,
     rtt: Duration,
     t1: Instant,
+    max_drift_ppm: u32,
 ) -> Option<PeerClock> {
+    let Probe { r0, f0, r1, f1 } = probe;
     let n = |t: boundkv_clockbound::Timestamp| i128::from(t.as_nanos());
     let (m0, m1) = (n(r0.interval.midpoint()), n(r1.interval.midpoint()));
     if m1 < m0 {
@@ -613,7 +635,11 @@ pub fn measure(
         own_bound,
         lo: clamp(pe - m1),
         hi: clamp(pl - m0),
-        sent_mid: r0.interval.midpoint().as_nanos(),
+        claim: FrameClaim {
+            lo: clamp(pe - m1),
+            hi: clamp(pl - m0).saturating_add(f1.error_change_since(f0, max_drift_ppm)),
+            frame: f1,
+        },
     })
 }
 
@@ -715,6 +741,11 @@ mod tests {
         }
     }
 
+    /// A reading at the zero frame (no time elapsed, no moves: nothing to carry).
+    fn fr(r: ClockReading) -> (ClockReading, Frame) {
+        (r, Frame::default())
+    }
+
     fn s(id: u64, lo: i64, hi: i64) -> Source {
         Source { id, lo, hi }
     }
@@ -744,13 +775,19 @@ mod tests {
         // Node 3's view: its clock 250 ms behind everyone's, bound 50 µs.
         let mut c = ClockChecker::new(3, ClockCheckOptions::default(), t);
         assert!(c.is_fenced(), "unchecked at start");
-        let probes = c.probes(t, Some(reading(base, 50_000)), &voters);
+        let probes = c.probes(t, Some(fr(reading(base, 50_000))), &voters);
         assert_eq!(probes.len(), 2);
         for p in &probes {
             let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
             let t1 = t + Duration::from_millis(2);
             let peer = reading(base + 250 * ms + ms, 50_000);
-            assert!(c.on_reply(p.to, probe, Some(peer), t1, Some(reading(base + 2 * ms, 50_000))));
+            assert!(c.on_reply(
+                p.to,
+                probe,
+                Some(peer),
+                t1,
+                Some(fr(reading(base + 2 * ms, 50_000)))
+            ));
             assert!(!c.samples()[&p.to].consistent);
         }
         let mine = reading(base + 2 * ms, 50_000);
@@ -762,12 +799,18 @@ mod tests {
         // The clock is fixed: the next round agrees.
         let t2 = t + Duration::from_millis(300);
         let base2 = base + 250 * ms + 300 * ms;
-        let probes = c.probes(t2, Some(reading(base2, 50_000)), &voters);
+        let probes = c.probes(t2, Some(fr(reading(base2, 50_000))), &voters);
         for p in &probes {
             let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
             let t1 = t2 + Duration::from_millis(2);
             let peer = reading(base2 + ms, 50_000);
-            assert!(c.on_reply(p.to, probe, Some(peer), t1, Some(reading(base2 + 2 * ms, 50_000))));
+            assert!(c.on_reply(
+                p.to,
+                probe,
+                Some(peer),
+                t1,
+                Some(fr(reading(base2 + 2 * ms, 50_000)))
+            ));
             assert!(c.samples()[&p.to].consistent);
         }
         let mine = reading(base2 + 2 * ms, 50_000);
@@ -845,11 +888,11 @@ mod tests {
         let verdict_of = |me: usize| {
             let mut c = ClockChecker::new(me as u64 + 1, ClockCheckOptions::default(), t);
             let r0 = clocks[me].now().unwrap();
-            for p in c.probes(t, Some(r0), &voters) {
+            for p in c.probes(t, Some(fr(r0)), &voters) {
                 let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
                 let peer = clocks[p.to as usize - 1].now().unwrap();
                 let r1 = clocks[me].now().unwrap();
-                c.on_reply(p.to, probe, Some(peer), t, Some(r1));
+                c.on_reply(p.to, probe, Some(peer), t, Some(fr(r1)));
             }
             c.verdict(t, Some(&clocks[me].now().unwrap()), &voters)
         };
@@ -875,11 +918,11 @@ mod tests {
         let t = Instant::now();
         let mut c = ClockChecker::new(1, ClockCheckOptions::default(), t);
         let r = reading(1_000_000_000, 50);
-        assert!(!c.on_reply(2, 99, Some(r), t, Some(r)), "no such probe");
-        let p = c.probes(t, Some(r), &[1, 2, 3]);
+        assert!(!c.on_reply(2, 99, Some(r), t, Some(fr(r))), "no such probe");
+        let p = c.probes(t, Some(fr(r)), &[1, 2, 3]);
         let ClockMessage::Probe { probe, .. } = p[0].message else { panic!() };
-        assert!(!c.on_reply(3, probe, Some(r), t, Some(r)), "probe went to another peer");
-        assert!(c.on_reply(p[0].to, probe, Some(r), t, Some(r)));
+        assert!(!c.on_reply(3, probe, Some(r), t, Some(fr(r))), "probe went to another peer");
+        assert!(c.on_reply(p[0].to, probe, Some(r), t, Some(fr(r))));
         let later = t + Duration::from_secs(5);
         assert_eq!(c.verdict(later, Some(&r), &[1, 2, 3]), Verdict::Undecided, "stale");
     }
@@ -901,8 +944,10 @@ mod tests {
             let at = |truth: u64, b: u64, e: f64| reading((truth as i64 + off(b, e)) as u64, b);
             let tp = t0 + out;
             let t1 = tp + back;
-            let m = measure(&at(t0, b0, e0), &at(tp, bp, ep), &at(t1, b1, e1),
-                Duration::from_nanos(t1 - t0), Instant::now());
+            let (r0, r1) = (at(t0, b0, e0), at(t1, b1, e1));
+            let ends = Probe { r0: &r0, f0: Frame::default(), r1: &r1, f1: Frame::default() };
+            let m = measure(ends, &at(tp, bp, ep), Duration::from_nanos(t1 - t0), Instant::now(),
+                1000);
             if let Some(m) = m {
                 prop_assert!(m.consistent);
                 prop_assert!(m.offset_nanos.unsigned_abs() as u128 <= m.uncertainty.as_nanos() + 1);

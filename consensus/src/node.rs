@@ -110,7 +110,7 @@ use crate::clock_check::{
 };
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
-use crate::verified_clock::{PeerVerifiedClock, VerifiedRange};
+use crate::verified_clock::{Frame, FrameTracker, PeerVerifiedClock, VerifiedRange};
 
 /// Settings of a [`Node`].
 #[derive(Clone, Debug)]
@@ -696,6 +696,8 @@ pub struct Node<E: Engine, SM: StateMachine> {
     /// Where the checks publish the verified range for [`NodeHandle::clock`] (`None` without
     /// checks, or under a mutation that switches the widening off).
     verified_range: Option<Arc<VerifiedRange>>,
+    /// How the checks read `clock`: with each reading's [`Frame`].
+    tracker: Arc<FrameTracker>,
 }
 
 /// Why a node could not start, or stopped: fatal (its storage or its state machine can no
@@ -785,7 +787,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             bootstrap,
         } = parts;
         // The checks read `clock` itself (their measurements must not depend on their own
-        // results); everything else reads it widened to what they verify.
+        // results); everything else reads it widened to what they verify. Both read it through
+        // one tracker, which counts every move of its midpoint against the monotonic clock.
+        let tracker = Arc::new(FrameTracker::new(clock.clone()));
         let verified = config
             .clock_checks
             .as_ref()
@@ -793,7 +797,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .map(|o| (Arc::new(VerifiedRange::default()), o.max_drift_ppm));
         let verified_clock: Arc<dyn Clock> = match &verified {
             Some((range, ppm)) => {
-                Arc::new(PeerVerifiedClock::new(clock.clone(), range.clone(), *ppm))
+                Arc::new(PeerVerifiedClock::new(tracker.clone(), range.clone(), *ppm))
             }
             None => clock.clone(),
         };
@@ -857,6 +861,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock_answers: false,
             clock_report: clock_report.clone(),
             verified_range,
+            tracker,
             next_tick: now + config.tick,
             next_lease_renewal: now,
             now,
@@ -1065,9 +1070,10 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .is_some_and(|s| !s.consistent && self.now.saturating_duration_since(s.at) <= ttl)
     }
 
-    /// This member's reading, if the policy accepts it.
-    fn usable_reading(&self) -> Option<boundkv_clockbound::ClockReading> {
-        self.policy.check(self.clock.now()).ok()
+    /// This member's reading and its frame, if the policy accepts the reading.
+    fn usable_reading(&self) -> Option<(boundkv_clockbound::ClockReading, Frame)> {
+        let (reading, frame) = self.tracker.read().ok()?;
+        self.policy.check(Ok(reading)).ok().map(|r| (r, frame))
     }
 
     /// Every member but this one, voters and learners: whom the clock checks probe.
@@ -1095,13 +1101,17 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let Some(checker) = self.clock_check.as_mut() else { return };
         match frame.message {
             ClockMessage::Probe { probe, .. } => {
-                let reading = self.policy.check(self.clock.now()).ok();
+                let reading = self.policy.check(self.tracker.read().map(|(r, _)| r)).ok();
                 let answer = checker.answer(frame.from, probe, reading);
                 self.transport.send_clock(answer);
             }
             ClockMessage::Reply { probe, reading } => {
                 // `now` is at or after the answer's arrival, and the reading is taken after it.
-                let r1 = self.policy.check(self.clock.now()).ok();
+                let r1 = self
+                    .tracker
+                    .read()
+                    .ok()
+                    .and_then(|(r, f)| self.policy.check(Ok(r)).ok().map(|r| (r, f)));
                 if checker.on_reply(frame.from, probe, reading, self.now, r1) {
                     self.clock_answers = true;
                 }
@@ -1123,14 +1133,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             // Nothing uses this clock while fenced: let its step guard (if any) drop an anchor
             // that may itself be the lie (taken at a restart), so that a corrected source can
             // agree with the peers again and lift the fence. A re-anchored clock may jump, so
-            // everything measured in its old frame (answers, probes in flight, the verified
-            // range) is forgotten; this round's probes measure the new one.
+            // the answers and probes in flight measured in its old frame are forgotten (the
+            // verified range is not: its frames count the jump); this round's probes measure
+            // the new one.
             self.clock.reanchor();
             if let Some(checker) = self.clock_check.as_mut() {
                 checker.forget_frame();
-            }
-            if let Some(range) = &self.verified_range {
-                range.clear();
             }
         }
         let reading = self.usable_reading();
@@ -1144,12 +1152,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 self.transport.send_clock(frame);
             }
         }
-        let verdict = checker.verdict(now, reading.as_ref(), &voters);
+        let verdict = checker.verdict(now, reading.as_ref().map(|(r, _)| r), &voters);
         let measured = checker.apply(verdict);
         // A range that proves nothing (too few answers yet) leaves the last one in place: it
         // stays true as it widens.
-        if let (Some(published), Some(mine)) = (&self.verified_range, &reading)
-            && let Some(range) = checker.verified_range(mine, &voters)
+        if let (Some(published), Some((mine, frame))) = (&self.verified_range, &reading)
+            && let Some(range) = checker.verified_range(now, mine, *frame, &voters)
         {
             published.publish(range);
         }

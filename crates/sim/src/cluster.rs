@@ -75,6 +75,10 @@ pub struct ClusterConfig {
     /// **Mutation:** read each node's clock without the step guard that `boundkv serve` puts in
     /// front of every source.
     pub unsafe_no_step_guard: bool,
+    /// Whether the nodes run peer clock checks (they do, as `boundkv serve` does; without them
+    /// the step guard and the read floor are a clock's only defence, as in an embedded
+    /// database).
+    pub peer_clock_checks: bool,
     /// **Mutation:** the peer clock checks measure but never fence (nor widen readings).
     pub unsafe_never_fence: bool,
     /// **Mutation:** the peer clock checks fence but do not widen readings to what the peers
@@ -113,6 +117,7 @@ impl ClusterConfig {
             unsafe_skip_commit_wait: false,
             unsafe_ignore_lease: false,
             unsafe_no_step_guard: false,
+            peer_clock_checks: true,
             unsafe_never_fence: false,
             unsafe_no_widening: false,
             unsafe_no_read_floor: false,
@@ -137,7 +142,7 @@ impl ClusterConfig {
                 read_timeout: self.tick * (election_ticks as u32) * 3,
                 keep_entries: self.keep_entries,
                 seed: Some(seed),
-                clock_checks: Some(ClockCheckOptions {
+                clock_checks: self.peer_clock_checks.then(|| ClockCheckOptions {
                     unsafe_never_fence: self.unsafe_never_fence,
                     unsafe_no_widening: self.unsafe_no_widening,
                     ..ClockCheckOptions::default()

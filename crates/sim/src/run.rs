@@ -120,6 +120,8 @@ pub struct RunOptions {
     pub no_faults: bool,
     /// Whether the run opens with a targeted scenario ([`crate::scenario`]).
     pub scenario: ScenarioChoice,
+    /// Run without peer clock checks (as an embedded database does).
+    pub no_peer_clock_checks: bool,
 }
 
 /// Which targeted scenario a run opens with.
@@ -146,6 +148,7 @@ impl Default for RunOptions {
             echo_trace: false,
             no_faults: false,
             scenario: ScenarioChoice::Drawn,
+            no_peer_clock_checks: false,
         }
     }
 }
@@ -253,6 +256,7 @@ async fn run(options: RunOptions) -> RunReport {
     let seed = options.seed;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut config = ClusterConfig::draw(&mut rng);
+    config.peer_clock_checks = !options.no_peer_clock_checks;
     match options.mutation {
         Some(Mutation::NoCommitWait) => config.unsafe_skip_commit_wait = true,
         Some(Mutation::NoLeaseCheck) => config.unsafe_ignore_lease = true,
@@ -267,7 +271,7 @@ async fn run(options: RunOptions) -> RunReport {
     let workload =
         options.workload.unwrap_or_else(|| Workload::ALL[rng.random_range(0..Workload::ALL.len())]);
     let scenario = match options.scenario {
-        ScenarioChoice::Drawn => Scenario::draw(&mut rng),
+        ScenarioChoice::Drawn => Scenario::draw(&mut rng, config.peer_clock_checks),
         ScenarioChoice::None => None,
         ScenarioChoice::This(s) => Some(s),
     };

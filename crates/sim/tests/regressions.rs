@@ -34,6 +34,7 @@ fn quiet(nodes: u64) -> ClusterConfig {
         unsafe_skip_commit_wait: false,
         unsafe_ignore_lease: false,
         unsafe_no_step_guard: false,
+        peer_clock_checks: true,
         unsafe_never_fence: false,
         unsafe_no_widening: false,
         unsafe_no_read_floor: false,

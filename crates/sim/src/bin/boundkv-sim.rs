@@ -67,9 +67,16 @@ struct Args {
     /// Inject no faults.
     #[arg(long)]
     no_faults: bool,
+    /// Run without peer clock checks (as an embedded database does): the step guard and the read
+    /// floor are then a clock's only defence, which the `no-step-guard` and `no-read-floor`
+    /// mutations need to be seen (with the checks, readings widened to what the peers verify
+    /// cover a step too).
+    #[arg(long)]
+    no_peer_clock_checks: bool,
     /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
     /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`,
-    /// `clock-step`, `clock-lie-at-restart`, `read-floor`, `lease-clock-step`.
+    /// `clock-step`, `clock-lie-at-restart`, `small-clock-lie`, `read-floor`, `lease-clock-step`
+    /// (and, not drawn, `leap-second`).
     #[arg(long, default_value = "drawn")]
     scenario: String,
     /// Seeds run in parallel (each on its own thread, each deterministic).
@@ -134,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         echo_trace: args.trace,
         no_faults: args.no_faults,
         scenario,
+        no_peer_clock_checks: args.no_peer_clock_checks,
         ..RunOptions::default()
     };
     let total = seeds.end - seeds.start;
