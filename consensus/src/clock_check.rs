@@ -97,7 +97,7 @@
 //! Nodes 1 and 2 each see {1, 2} as the largest consistent set and themselves in it. Once node
 //! 3's clock is corrected, its next probes agree, and it lifts the fence and logs so.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -107,10 +107,16 @@ use boundkv_clockbound::ClockReading;
 
 use crate::verified_clock::{Frame, FrameClaim, covered_hull};
 
+/// How many recent claims the verified range keeps per peer (five probe rounds' worth fit in
+/// the default `sample_ttl`).
+const MAX_CLAIMS_PER_PEER: usize = 16;
+
 /// Settings of the peer clock checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClockCheckOptions {
-    /// How often a member probes every other member. Default 200 ms.
+    /// How often a member probes every other member. Default 20 ms: the verified range ages at
+    /// `max_drift_ppm` from the freshest answer (see [`crate::verified_clock`]), so frequent
+    /// probes keep it narrow; a probe and its answer are a few dozen bytes.
     pub probe_interval: Duration,
     /// How long a peer's answer counts as "heard from recently". Default 1 s.
     pub sample_ttl: Duration,
@@ -133,7 +139,7 @@ pub struct ClockCheckOptions {
 impl Default for ClockCheckOptions {
     fn default() -> Self {
         ClockCheckOptions {
-            probe_interval: Duration::from_millis(200),
+            probe_interval: Duration::from_millis(20),
             sample_ttl: Duration::from_secs(1),
             max_drift_ppm: 1000,
             unsafe_never_fence: false,
@@ -305,6 +311,9 @@ pub struct ClockChecker {
     next_probe_id: u64,
     outstanding: BTreeMap<u64, Outstanding>,
     samples: BTreeMap<u64, PeerClock>,
+    /// Each peer's claims for the verified range from the last `sample_ttl` (when each
+    /// arrived): the narrowest, carried, is the one used (see [`ClockChecker::verified_range`]).
+    claims: BTreeMap<u64, VecDeque<(Instant, FrameClaim)>>,
     fence: Fence,
     /// A fence set by a layer above for a reason of policy, not measurement (a member whose
     /// `--leap` policy differs from the majority's, inside a leap window); why.
@@ -321,6 +330,7 @@ impl ClockChecker {
             next_probe_id: 1,
             outstanding: BTreeMap::new(),
             samples: BTreeMap::new(),
+            claims: BTreeMap::new(),
             fence: Fence::Unchecked,
             policy_fence: None,
         }
@@ -427,6 +437,13 @@ impl ClockChecker {
         let rtt = t1.saturating_duration_since(out.t0);
         match measure(ends, &peer, rtt, t1, self.options.max_drift_ppm) {
             Some(sample) => {
+                let ttl = self.options.sample_ttl;
+                let claims = self.claims.entry(from).or_default();
+                claims.retain(|(at, _)| t1.saturating_duration_since(*at) <= ttl);
+                if claims.len() >= MAX_CLAIMS_PER_PEER {
+                    claims.pop_front();
+                }
+                claims.push_back((t1, sample.claim));
                 self.samples.insert(from, sample);
                 true
             }
@@ -498,7 +515,8 @@ impl ClockChecker {
     /// The verified range at `now` for this member's usable reading `mine` (taken at
     /// `frame`), among `voters` (see [`crate::verified_clock`]): the hull of the points covered
     /// by at least `k − f` of the `k` sources (its own interval and the claim of each voter peer
-    /// heard from within [`ClockCheckOptions::sample_ttl`], carried to `mine`),
+    /// heard from within [`ClockCheckOptions::sample_ttl`]: the narrowest of its claims from
+    /// then, carried to `mine`),
     /// `f = (voters − 1)/2` the liars the majority rule tolerates (one more if this member is
     /// not a voter itself), relative to `mine`'s midpoint. Only recent answers count: the rule
     /// tolerates `f` liars at a time, and a claim kept from a peer that lied once and was
@@ -514,13 +532,18 @@ impl ClockChecker {
         let voter_set: BTreeSet<u64> = voters.iter().copied().collect();
         let b = i64::try_from(mine.bound().as_nanos()).unwrap_or(i64::MAX);
         let mut sources = vec![(-b, b)];
-        for (id, s) in &self.samples {
-            if voter_set.contains(id)
-                && *id != self.id
-                && now.saturating_duration_since(s.at) <= self.options.sample_ttl
-            {
-                sources.push(s.claim.carried(frame, self.options.max_drift_ppm));
+        for (id, claims) in &self.claims {
+            if !voter_set.contains(id) || *id == self.id {
+                continue;
             }
+            // Every recent claim of an honest peer holds; the narrowest, carried, is the most
+            // precise (a round trip slowed by load makes a wide one).
+            let narrowest = claims
+                .iter()
+                .filter(|(at, _)| now.saturating_duration_since(*at) <= self.options.sample_ttl)
+                .map(|(_, c)| c.carried(frame, self.options.max_drift_ppm))
+                .min_by_key(|(lo, hi)| i128::from(*hi) - i128::from(*lo));
+            sources.extend(narrowest);
         }
         let liars =
             voter_set.len().saturating_sub(1) / 2 + usize::from(!voter_set.contains(&self.id));

@@ -102,14 +102,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{oneshot, watch};
 
-use boundkv_clockbound::{Clock, ClockPolicy, Timestamp};
+use boundkv_clockbound::{Clock, ClockPolicy, ClockReading, Timestamp};
 use boundkv_storage::{Engine, WriteBatch};
 
 use crate::clock_check::{
     ClockCheckOptions, ClockCheckReport, ClockChecker, ClockFrame, ClockMessage, Fence, FenceChange,
 };
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
-use crate::transport::{Deliverer, PeerInput, Reporter, Transport};
+use crate::transport::{ClockResponder, Deliverer, PeerInput, Reporter, Transport};
 use crate::verified_clock::{Frame, FrameTracker, PeerVerifiedClock, VerifiedRange};
 
 /// Settings of a [`Node`].
@@ -434,6 +434,7 @@ pub struct NodeHandle<O> {
     policy_fence: Arc<std::sync::Mutex<Option<String>>>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     clock: Arc<dyn Clock>,
+    clock_responder: Option<Arc<ClockResponder>>,
 }
 
 impl<O> Clone for NodeHandle<O> {
@@ -446,6 +447,7 @@ impl<O> Clone for NodeHandle<O> {
             policy_fence: self.policy_fence.clone(),
             thread: self.thread.clone(),
             clock: self.clock.clone(),
+            clock_responder: self.clock_responder.clone(),
         }
     }
 }
@@ -490,7 +492,7 @@ impl<O: Send + 'static> NodeHandle<O> {
 
     /// What a transport's receiving side delivers inbound messages through.
     pub fn deliverer(&self) -> Deliverer {
-        Deliverer::new(self.inbox.peer_sender())
+        Deliverer::new(self.inbox.peer_sender(), self.clock_responder.clone())
     }
 
     /// Proposes `data`; resolves with the state machine's output for it once applied here.
@@ -854,6 +856,16 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         };
         let clock_check = config.clock_checks.clone().map(|o| ClockChecker::new(id, o, now));
         let clock_report = Arc::new(std::sync::Mutex::new(ClockCheckReport::default()));
+        // Probes are answered, and answers stamped, the moment they arrive (see
+        // `ClockResponder`): not behind this node's turn.
+        let clock_responder = config.clock_checks.as_ref().map(|_| {
+            Arc::new(ClockResponder {
+                id: config.id,
+                tracker: tracker.clone(),
+                policy: policy.clone(),
+                transport: transport.clone(),
+            })
+        });
         let policy_fence = Arc::new(std::sync::Mutex::new(None));
         let mut node = Node {
             clock_check,
@@ -901,6 +913,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             policy_fence,
             thread: Arc::new(std::sync::Mutex::new(None)),
             clock: verified_clock,
+            clock_responder,
         };
         Ok((node, handle))
     }
@@ -1071,9 +1084,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     }
 
     /// This member's reading and its frame, if the policy accepts the reading.
-    fn usable_reading(&self) -> Option<(boundkv_clockbound::ClockReading, Frame)> {
-        let (reading, frame) = self.tracker.read().ok()?;
-        self.policy.check(Ok(reading)).ok().map(|r| (r, frame))
+    fn usable_reading(&self) -> Option<(ClockReading, Frame)> {
+        self.tracker.read_usable(&self.policy)
     }
 
     /// Every member but this one, voters and learners: whom the clock checks probe.
@@ -1094,24 +1106,24 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 
     /// A probe or an answer arrived. A probe is answered at once with this member's reading
     /// (or `None` if its clock is unusable); an answer is measured, and judged in this turn.
-    fn on_clock_frame(&mut self, frame: ClockFrame) {
+    fn on_clock_frame(&mut self, frame: ClockFrame, arrived: Option<(ClockReading, Frame)>) {
         if frame.to != self.config.id {
             return;
         }
         let Some(checker) = self.clock_check.as_mut() else { return };
         match frame.message {
             ClockMessage::Probe { probe, .. } => {
-                let reading = self.policy.check(self.tracker.read().map(|(r, _)| r)).ok();
+                let reading = self.tracker.read_usable(&self.policy).map(|(r, _)| r);
                 let answer = checker.answer(frame.from, probe, reading);
                 self.transport.send_clock(answer);
             }
             ClockMessage::Reply { probe, reading } => {
-                // `now` is at or after the answer's arrival, and the reading is taken after it.
-                let r1 = self
-                    .tracker
-                    .read()
-                    .ok()
-                    .and_then(|(r, f)| self.policy.check(Ok(r)).ok().map(|r| (r, f)));
+                // The reading the transport took as the answer arrived, or, without one, one
+                // taken now (after the arrival too, only later).
+                let r1 = match arrived {
+                    Some(stamped) => Some(stamped),
+                    None => self.tracker.read_usable(&self.policy),
+                };
                 if checker.on_reply(frame.from, probe, reading, self.now, r1) {
                     self.clock_answers = true;
                 }
@@ -1274,7 +1286,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     self.request_read(Some(respond), deadline);
                 }
             }
-            Input::Peer(PeerInput::Clock(frame)) => self.on_clock_frame(*frame),
+            Input::Peer(PeerInput::Clock(frame, arrived)) => self.on_clock_frame(*frame, arrived),
             Input::Peer(PeerInput::Unreachable(to)) => self.raw.report_unreachable(to),
             Input::Peer(PeerInput::SnapshotStatus { to, delivered }) => {
                 let status =

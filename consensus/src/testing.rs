@@ -1021,7 +1021,7 @@ impl TestEndpoint {
 
     /// Delivers into this endpoint.
     pub fn deliverer(&self) -> crate::transport::Deliverer {
-        crate::transport::Deliverer::new(self.tx.clone())
+        crate::transport::Deliverer::new(self.tx.clone(), None)
     }
 
     /// Reports into this endpoint.
@@ -1065,7 +1065,7 @@ impl TestEndpoint {
             }
             PeerInput::Unreachable(to) => Report::Unreachable(to),
             PeerInput::SnapshotStatus { to, delivered } => Report::Snapshot { to, delivered },
-            PeerInput::Clock(frame) => Report::Clock(*frame),
+            PeerInput::Clock(frame, _) => Report::Clock(*frame),
         };
         self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(report);
     }

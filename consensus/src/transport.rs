@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use raft::prelude::{Message, MessageType};
 
-use crate::clock_check::ClockFrame;
+use crate::clock_check::{ClockFrame, ClockMessage};
+use crate::verified_clock::{Frame, FrameTracker};
+use boundkv_clockbound::{ClockPolicy, ClockReading};
 
 /// Delivers Raft messages to peers.
 pub trait Transport: Send + Sync + 'static {
@@ -46,8 +48,33 @@ pub(crate) enum PeerInput {
     Unreachable(u64),
     /// A snapshot for a peer was delivered (`true`) or not.
     SnapshotStatus { to: u64, delivered: bool },
-    /// A clock probe or answer from a peer.
-    Clock(Box<ClockFrame>),
+    /// A clock answer from a peer (or a probe, from a deliverer that does not answer probes
+    /// itself), with this member's reading taken the moment it arrived, if the deliverer took
+    /// one (see [`ClockResponder`]).
+    Clock(Box<ClockFrame>, Option<(ClockReading, Frame)>),
+}
+
+/// What lets a [`Deliverer`] handle clock frames the moment they arrive, instead of when the
+/// node next takes a turn (which may be behind a log write's `fdatasync`): it answers a probe at
+/// once with this member's reading, and stamps an answer with this member's reading on arrival.
+/// The peer clock checks' uncertainty is the probe's round trip, so every millisecond a frame
+/// waits for the node is a millisecond added to every member's verified range (and twice that
+/// to commit wait).
+pub struct ClockResponder {
+    /// This member.
+    pub id: u64,
+    /// How it reads its clock.
+    pub tracker: Arc<FrameTracker>,
+    /// Which readings are usable.
+    pub policy: ClockPolicy,
+    /// Where answers go.
+    pub transport: Arc<dyn Transport>,
+}
+
+impl ClockResponder {
+    fn usable(&self) -> Option<(ClockReading, Frame)> {
+        self.tracker.read_usable(&self.policy)
+    }
 }
 
 /// The node's input channel as a transport sees it: a closure that sends a [`PeerInput`] into the
@@ -60,12 +87,13 @@ pub(crate) type PeerSender = Arc<dyn Fn(PeerInput) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct Deliverer {
     send: PeerSender,
+    clock: Option<Arc<ClockResponder>>,
 }
 
 impl Deliverer {
-    /// Delivers through `send`.
-    pub(crate) fn new(send: PeerSender) -> Self {
-        Deliverer { send }
+    /// Delivers through `send`; with `clock`, answers probes and stamps answers itself.
+    pub(crate) fn new(send: PeerSender, clock: Option<Arc<ClockResponder>>) -> Self {
+        Deliverer { send, clock }
     }
 
     /// Delivers `msg` to the node. Returns `false` if the node has stopped.
@@ -73,9 +101,28 @@ impl Deliverer {
         (self.send)(PeerInput::Message(Box::new(msg)))
     }
 
-    /// Delivers a clock probe or answer to the node. Returns `false` if the node has stopped.
+    /// Delivers a clock probe or answer to the node: with a [`ClockResponder`], a probe is
+    /// answered here and now, and an answer is stamped with this member's reading on arrival.
+    /// Returns `false` if the node has stopped.
     pub fn deliver_clock(&self, frame: ClockFrame) -> bool {
-        (self.send)(PeerInput::Clock(Box::new(frame)))
+        let Some(clock) = &self.clock else {
+            return (self.send)(PeerInput::Clock(Box::new(frame), None));
+        };
+        match frame.message {
+            ClockMessage::Probe { probe, .. } if frame.to == clock.id => {
+                let reading = clock.usable().map(|(r, _)| r);
+                clock.transport.send_clock(ClockFrame {
+                    from: clock.id,
+                    to: frame.from,
+                    message: ClockMessage::Reply { probe, reading },
+                });
+                true
+            }
+            _ => {
+                let arrived = clock.usable();
+                (self.send)(PeerInput::Clock(Box::new(frame), arrived))
+            }
+        }
     }
 }
 

@@ -32,7 +32,8 @@
 //! # Frames
 //!
 //! A member's error (`midpoint − true time`) moves two ways, and every reading is taken with
-//! both counted ([`FrameTracker`], [`Frame`]):
+//! what it needs to bound both ([`Frame`]: the midpoint, and the monotonic clock just before and
+//! just after the reading):
 //!
 //! - its oscillator drifts, moving the monotonic clock and the wall clock together: by at most
 //!   `ρ/(1−ρ)` of the monotonic time elapsed, `ρ` being [`max_drift_ppm`] (1000 ppm). Not what
@@ -40,9 +41,12 @@
 //!   nothing local can see it, which is why it is assumed;
 //! - its midpoint moves against the monotonic clock: a time service's slew, a step the guard
 //!   let through (one smaller than the bounds), the guard's re-synchronisation at the end of a
-//!   holdover, a re-anchor. These are seen: the tracker adds `|Δmidpoint − Δmonotonic|` of
-//!   every pair of consecutive readings to the frame's `shift`, so a claim is widened by exactly
-//!   the moves made since it was taken (by triangle inequality, at least its net move).
+//!   holdover, a re-anchor. These are measured: between two readings, the change of
+//!   `midpoint − monotonic` (each known to within the monotonic clock's two reads around the
+//!   reading).
+//!
+//! The error's move between two readings is the midpoint's move minus true time's, whatever
+//! happened in between, so the two frames are all it takes ([`Frame::error_change_since`]).
 //!
 //! With `n` voters, at most `f = (n − 1)/2` clocks lie (the checks' majority assumption). Of the
 //! `k` sources this member holds (its own interval and the claim of each voter peer it heard
@@ -71,8 +75,10 @@
 //!
 //! An honest member's range is about its peers' bound plus half a round trip plus `ρ` times
 //! the age of the freshest answer (up to a probe interval) plus its own clock's slew since: with
-//! the defaults (200 ms, 1000 ppm) up to about 200 µs beyond its own bound. Commit wait grows
-//! by twice that and runs alongside replication, which on a disk that syncs takes longer. A member that hears from nobody keeps
+//! the defaults (20 ms, 1000 ppm) up to about 20 µs beyond that. Commit wait is the whole width
+//! and runs alongside replication, which takes a round trip too and an `fdatasync` more: hidden
+//! as long as the checks' round trips are as short as Raft's (probes are answered on arrival and
+//! go out ahead of queued Raft messages for that reason). A member that hears from nobody keeps
 //! its last range, widening at `ρ` (a partitioned member's clock is trusted ever less), and a
 //! range wider than the clock policy's ceiling makes the clock unusable, as any wide bound does.
 //!
@@ -86,28 +92,41 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boundkv_clockbound::{
-    Clock, ClockError, ClockReading, GuardReport, LeapReport, TimeInterval, Timebase, Timestamp,
+    Clock, ClockError, ClockPolicy, ClockReading, GuardReport, LeapReport, TimeInterval, Timebase,
+    Timestamp,
 };
 
 /// Where in this member's own time a reading was taken (see "Frames" in the module docs): its
-/// monotonic clock, and how far its readings' midpoints have moved against that monotonic clock
-/// so far, in total, every way.
+/// midpoint, and its monotonic clock just before and just after the reading.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
-    /// The monotonic clock (the source's [`Timebase`]) when the reading was taken.
-    pub mono: Duration,
-    /// The sum of `|Δmidpoint − Δmonotonic|` over every reading so far, nanoseconds.
-    pub shift: u64,
+    /// The reading's midpoint, nanoseconds since the epoch.
+    pub mid: u64,
+    /// The monotonic clock (the source's [`Timebase`]) just before the reading.
+    pub mono_before: Duration,
+    /// The monotonic clock just after it.
+    pub mono_after: Duration,
 }
 
 impl Frame {
-    /// How far this member's error can have moved between `earlier` and `self`: `ρ/(1−ρ)` of the
-    /// monotonic time elapsed (the oscillator's drift), plus the midpoint's moves against the
-    /// monotonic clock (slews, steps, a step guard's re-synchronisations), rounded up.
+    /// The midpoint minus the monotonic clock at the reading: between these two ends.
+    fn offset(&self) -> (i128, i128) {
+        let mid = i128::from(self.mid);
+        (mid - self.mono_after.as_nanos() as i128, mid - self.mono_before.as_nanos() as i128)
+    }
+
+    /// How far this member's error (midpoint minus true time) can have moved between its
+    /// reading at `earlier` and this one: `ρ/(1−ρ)` of the monotonic time elapsed (the
+    /// oscillator, which moves the monotonic and wall clocks alike) plus how far the midpoint
+    /// moved against the monotonic clock (slews, steps, a step guard's re-synchronisation),
+    /// rounded up. Only the two readings count, not the way between them: the error's move is
+    /// the midpoint's move minus true time's, whatever happened in between.
     pub fn error_change_since(&self, earlier: Frame, max_drift_ppm: u32) -> i64 {
-        let elapsed =
-            u64::try_from(self.mono.saturating_sub(earlier.mono).as_nanos()).unwrap_or(u64::MAX);
-        let moved = i64::try_from(self.shift.saturating_sub(earlier.shift)).unwrap_or(i64::MAX);
+        let elapsed = self.mono_after.saturating_sub(earlier.mono_before);
+        let elapsed = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let ((now_lo, now_hi), (then_lo, then_hi)) = (self.offset(), earlier.offset());
+        let moved = (now_hi - then_lo).abs().max((now_lo - then_hi).abs());
+        let moved = i64::try_from(moved).unwrap_or(i64::MAX);
         drift_allowance(elapsed, max_drift_ppm).saturating_add(moved)
     }
 }
@@ -143,25 +162,16 @@ pub fn drift_allowance(elapsed: u64, ppm: u32) -> i64 {
     i64::try_from(w).unwrap_or(i64::MAX)
 }
 
-/// Reads a clock and tracks the frame of every reading ([`Frame`]): the one way this member
-/// reads its clock for the peer clock checks and for [`PeerVerifiedClock`], so that every move
-/// of its midpoint against its monotonic clock, whoever read the clock, is counted.
+/// Reads a clock with the [`Frame`] of each reading: the one way this member reads its clock
+/// for the peer clock checks and for [`PeerVerifiedClock`].
 pub struct FrameTracker {
     source: Arc<dyn Clock>,
-    last: Mutex<FrameState>,
-}
-
-#[derive(Default)]
-struct FrameState {
-    /// The latest reading's midpoint (nanoseconds) and monotonic time.
-    last: Option<(u64, Duration)>,
-    shift: u64,
 }
 
 impl FrameTracker {
     /// A tracker reading `source`.
     pub fn new(source: Arc<dyn Clock>) -> Self {
-        FrameTracker { source, last: Mutex::new(FrameState::default()) }
+        FrameTracker { source }
     }
 
     /// The source.
@@ -169,23 +179,20 @@ impl FrameTracker {
         &self.source
     }
 
-    /// A reading and its frame. Readings are taken one at a time (under a lock), so that each
-    /// is compared with the one before it; a failed reading changes nothing (the next good one
-    /// is compared with the last good one: the sum counts at least the net move).
+    /// A reading and its frame.
     pub fn read(&self) -> Result<(ClockReading, Frame), ClockError> {
-        let mut state = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let timebase = self.source.timebase();
+        let mono_before = timebase.elapsed();
         let reading = self.source.now()?;
-        let mono = self.source.timebase().elapsed();
+        let mono_after = timebase.elapsed();
         let mid = reading.interval.midpoint().as_nanos();
-        if let Some((last_mid, last_mono)) = state.last {
-            let wall = i128::from(mid) - i128::from(last_mid);
-            let mono_elapsed =
-                i128::try_from(mono.saturating_sub(last_mono).as_nanos()).unwrap_or(i128::MAX);
-            let moved = u64::try_from((wall - mono_elapsed).unsigned_abs()).unwrap_or(u64::MAX);
-            state.shift = state.shift.saturating_add(moved);
-        }
-        state.last = Some((mid, mono));
-        Ok((reading, Frame { mono, shift: state.shift }))
+        Ok((reading, Frame { mid, mono_before, mono_after }))
+    }
+
+    /// A reading and its frame, if `policy` accepts the reading.
+    pub fn read_usable(&self, policy: &ClockPolicy) -> Option<(ClockReading, Frame)> {
+        let (reading, frame) = self.read().ok()?;
+        policy.check(Ok(reading)).ok().map(|r| (r, frame))
     }
 }
 
@@ -337,7 +344,8 @@ mod tests {
         let m = 1_000_000_000_000u64;
         let claims = [(-210_000, 30_000), (-215_000, 25_000), (-50_000, 50_000)];
         assert_eq!(covered_hull(&claims, 2), Some((-210_000, 30_000)));
-        let frame = Frame { mono: Duration::from_secs(5), shift: 0 };
+        let five = Duration::from_secs(5);
+        let frame = Frame { mid: m, mono_before: five, mono_after: five };
         let range = FrameClaim { lo: -210_000, hi: 30_000, frame };
         let r = PeerVerifiedClock::widen(reading(m, 50_000), frame, range, 1000);
         assert_eq!(r.earliest().as_nanos(), m - 210_000);
@@ -346,13 +354,19 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_widens_with_monotonic_time_and_every_move_of_the_midpoint() {
-        let then = Frame { mono: Duration::from_secs(1), shift: 7 };
+    fn a_claim_widens_with_monotonic_time_and_the_midpoints_move() {
+        let s = |n: u64| Duration::from_secs(n);
+        let then = Frame { mid: 7_000_000_000, mono_before: s(1), mono_after: s(1) };
         let claim = FrameClaim { lo: -100, hi: 100, frame: then };
-        // 1 s later at 1000 ppm: 1000.001 µs (ρ/(1−ρ), rounded up), plus 300 ns of moves.
-        let now = Frame { mono: Duration::from_secs(2), shift: 307 };
+        // 1 s later at 1000 ppm: 1000.001 µs (ρ/(1−ρ), rounded up), plus the midpoint's 300 ns
+        // move against the monotonic clock.
+        let now = Frame { mid: 8_000_000_300, mono_before: s(2), mono_after: s(2) };
         assert_eq!(claim.carried(now, 1000), (-100 - 1_001_302, 100 + 1_001_302));
         assert_eq!(claim.carried(then, 1000), (-100, 100));
+        // A reading whose monotonic reads straddle 1 µs: up to 1 µs more elapsed (1000.002 µs
+        // of drift) and its offset known to within 1 µs (a move of up to 700 ns).
+        let wide = Frame { mono_after: s(2) + Duration::from_micros(1), ..now };
+        assert_eq!(claim.carried(wide, 1000), (-100 - 1_001_703, 100 + 1_001_703));
     }
 
     /// A clock whose readings (midpoint, bound) and monotonic time a test sets.

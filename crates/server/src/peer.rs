@@ -274,6 +274,11 @@ pub const MAX_MAX_FRAME: usize = MAX_MESSAGE_LEN + 64;
 /// and waits for its report, so more than one or two waiting means reports are being lost.
 const SNAPSHOT_QUEUE_CAPACITY: usize = 4;
 
+/// How many clock probes and answers may wait for one link. They go out ahead of every Raft
+/// message (see [`Link::pump`]): their round trip is the peer clock checks' uncertainty, which
+/// every member's clock is widened by.
+const CLOCK_QUEUE_CAPACITY: usize = 64;
+
 /// The most ordinary messages written between two flushes.
 const MAX_BATCH: usize = 256;
 
@@ -571,6 +576,7 @@ struct AddressBook {
 struct LinkHandle {
     queue: mpsc::Sender<Outbound>,
     snapshots: mpsc::Sender<Outbound>,
+    clocks: mpsc::Sender<Outbound>,
     address: watch::Sender<String>,
     counters: Arc<LinkCounters>,
     task: JoinHandle<()>,
@@ -798,6 +804,7 @@ impl PeerTransport {
     fn spawn_link(&self, peer: u64, address: String) -> LinkHandle {
         let (queue_tx, queue) = mpsc::channel(self.options.queue_capacity);
         let (snapshots_tx, snapshots) = mpsc::channel(SNAPSHOT_QUEUE_CAPACITY);
+        let (clocks_tx, clocks) = mpsc::channel(CLOCK_QUEUE_CAPACITY);
         let (address_tx, address) = watch::channel(address);
         let counters = Arc::new(LinkCounters::default());
         let link = Link {
@@ -807,6 +814,7 @@ impl PeerTransport {
             options: self.options.clone(),
             queue,
             snapshots,
+            clocks,
             address,
             counters: counters.clone(),
             reporter: None,
@@ -818,7 +826,14 @@ impl PeerTransport {
             next_chunked_id: 0,
         };
         let task = self.runtime.spawn(link.run());
-        LinkHandle { queue: queue_tx, snapshots: snapshots_tx, address: address_tx, counters, task }
+        LinkHandle {
+            queue: queue_tx,
+            snapshots: snapshots_tx,
+            clocks: clocks_tx,
+            address: address_tx,
+            counters,
+            task,
+        }
     }
 
     fn read_book(&self) -> RwLockReadGuard<'_, AddressBook> {
@@ -884,7 +899,8 @@ impl PeerTransport {
             self.unknown_peer_drops.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = link.queue.try_send(Outbound::Clock(frame))
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            link.clocks.try_send(Outbound::Clock(frame))
         {
             LinkCounters::add(&link.counters.messages_dropped, 1);
         }
@@ -1040,6 +1056,8 @@ struct Link {
     options: Arc<PeerOptions>,
     queue: mpsc::Receiver<Outbound>,
     snapshots: mpsc::Receiver<Outbound>,
+    /// Clock probes and answers, written ahead of the ordinary queue.
+    clocks: mpsc::Receiver<Outbound>,
     address: watch::Receiver<String>,
     counters: Arc<LinkCounters>,
     /// The reporter of the latest message taken from a queue, for `unreachable` reports.
@@ -1062,6 +1080,7 @@ impl Link {
             if self.held.is_none() {
                 let item = tokio::select! {
                     biased;
+                    item = self.clocks.recv() => item,
                     item = self.snapshots.recv() => item,
                     item = self.queue.recv() => item,
                 };
@@ -1195,7 +1214,9 @@ impl Link {
             let mut batch = 0;
             let mut moved = false;
             while batch < MAX_BATCH {
-                let Some(item) = self.held.take().or_else(|| self.queue.try_recv().ok()) else {
+                // Clock frames first: their round trip is what the clock checks measure.
+                let next = self.held.take().or_else(|| self.clocks.try_recv().ok());
+                let Some(item) = next.or_else(|| self.queue.try_recv().ok()) else {
                     break;
                 };
                 // Checked after taking the message: if it was sent after `set_peers` changed
@@ -1262,6 +1283,10 @@ impl Link {
                     return if changed.is_ok() { LinkEnd::AddressChanged } else { LinkEnd::Removed };
                 }
                 error = conn.closed() => return LinkEnd::Failed(error),
+                item = self.clocks.recv() => match item {
+                    Some(item) => self.hold(item),
+                    None => return LinkEnd::Removed,
+                },
                 item = self.snapshots.recv() => match item {
                     Some(item) => self.hold(item),
                     None => return LinkEnd::Removed,
