@@ -160,6 +160,13 @@ pub struct ClockFrame {
     pub message: ClockMessage,
 }
 
+impl ClockFrame {
+    /// `from`'s answer to `to`'s probe `probe`, with `from`'s usable reading (if any).
+    pub fn reply(from: u64, to: u64, probe: u64, reading: Option<ClockReading>) -> ClockFrame {
+        ClockFrame { from, to, message: ClockMessage::Reply { probe, reading } }
+    }
+}
+
 /// A probe or its answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClockMessage {
@@ -403,11 +410,6 @@ impl ClockChecker {
             });
         }
         frames
-    }
-
-    /// The answer to a probe from `from`, with this member's usable reading (if any).
-    pub fn answer(&self, from: u64, probe: u64, reading: Option<ClockReading>) -> ClockFrame {
-        ClockFrame { from: self.id, to: from, message: ClockMessage::Reply { probe, reading } }
     }
 
     /// Records `from`'s answer to `probe`, arriving at `t1` when this member reads `r1` (at its
@@ -798,21 +800,24 @@ mod tests {
         // Node 3's view: its clock 250 ms behind everyone's, bound 50 µs.
         let mut c = ClockChecker::new(3, ClockCheckOptions::default(), t);
         assert!(c.is_fenced(), "unchecked at start");
-        let probes = c.probes(t, Some(fr(reading(base, 50_000))), &voters);
-        assert_eq!(probes.len(), 2);
-        for p in &probes {
-            let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
+        // A probe round at `t` (this clock at `mid`), every peer answering at `peer_mid`, the
+        // answers arriving 2 ms later; whether each answer passed Cristian's check.
+        let round = |c: &mut ClockChecker, t: Instant, mid: u64, peer_mid: u64| -> Vec<bool> {
+            let probes = c.probes(t, Some(fr(reading(mid, 50_000))), &voters);
+            assert_eq!(probes.len(), 2);
+            let r1 = fr(reading(mid + 2 * ms, 50_000));
             let t1 = t + Duration::from_millis(2);
-            let peer = reading(base + 250 * ms + ms, 50_000);
-            assert!(c.on_reply(
-                p.to,
-                probe,
-                Some(peer),
-                t1,
-                Some(fr(reading(base + 2 * ms, 50_000)))
-            ));
-            assert!(!c.samples()[&p.to].consistent);
-        }
+            probes
+                .iter()
+                .map(|p| {
+                    let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
+                    let peer = Some(reading(peer_mid, 50_000));
+                    assert!(c.on_reply(p.to, probe, peer, t1, Some(r1)));
+                    c.samples()[&p.to].consistent
+                })
+                .collect()
+        };
+        assert_eq!(round(&mut c, t, base, base + 250 * ms + ms), [false, false]);
         let mine = reading(base + 2 * ms, 50_000);
         let v = c.verdict(t + Duration::from_millis(2), Some(&mine), &voters);
         let Verdict::Disagrees(why) = &v else { panic!("{v:?}") };
@@ -822,20 +827,7 @@ mod tests {
         // The clock is fixed: the next round agrees.
         let t2 = t + Duration::from_millis(300);
         let base2 = base + 250 * ms + 300 * ms;
-        let probes = c.probes(t2, Some(fr(reading(base2, 50_000))), &voters);
-        for p in &probes {
-            let ClockMessage::Probe { probe, .. } = p.message else { panic!() };
-            let t1 = t2 + Duration::from_millis(2);
-            let peer = reading(base2 + ms, 50_000);
-            assert!(c.on_reply(
-                p.to,
-                probe,
-                Some(peer),
-                t1,
-                Some(fr(reading(base2 + 2 * ms, 50_000)))
-            ));
-            assert!(c.samples()[&p.to].consistent);
-        }
+        assert_eq!(round(&mut c, t2, base2, base2 + ms), [true, true]);
         let mine = reading(base2 + 2 * ms, 50_000);
         let v = c.verdict(t2 + Duration::from_millis(2), Some(&mine), &voters);
         assert_eq!(v, Verdict::Agrees);

@@ -110,7 +110,7 @@ use crate::clock_check::{
 };
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{ClockResponder, Deliverer, PeerInput, Reporter, Transport};
-use crate::verified_clock::{Frame, FrameTracker, PeerVerifiedClock, VerifiedRange};
+use crate::verified_clock::{Frame, FramedReader, PeerVerifiedClock, VerifiedRange};
 
 /// Settings of a [`Node`].
 #[derive(Clone, Debug)]
@@ -699,7 +699,7 @@ pub struct Node<E: Engine, SM: StateMachine> {
     /// checks, or under a mutation that switches the widening off).
     verified_range: Option<Arc<VerifiedRange>>,
     /// How the checks read `clock`: with each reading's [`Frame`].
-    tracker: Arc<FrameTracker>,
+    framed: Arc<FramedReader>,
 }
 
 /// Why a node could not start, or stopped: fatal (its storage or its state machine can no
@@ -789,9 +789,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             bootstrap,
         } = parts;
         // The checks read `clock` itself (their measurements must not depend on their own
-        // results); everything else reads it widened to what they verify. Both read it through
-        // one tracker, which counts every move of its midpoint against the monotonic clock.
-        let tracker = Arc::new(FrameTracker::new(clock.clone()));
+        // results); everything else reads it widened to what they verify. Both read it with each
+        // reading's frame (its midpoint and the monotonic clock around it).
+        let framed = Arc::new(FramedReader::new(clock.clone()));
         let verified = config
             .clock_checks
             .as_ref()
@@ -799,7 +799,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .map(|o| (Arc::new(VerifiedRange::default()), o.max_drift_ppm));
         let verified_clock: Arc<dyn Clock> = match &verified {
             Some((range, ppm)) => {
-                Arc::new(PeerVerifiedClock::new(tracker.clone(), range.clone(), *ppm))
+                Arc::new(PeerVerifiedClock::new(framed.clone(), range.clone(), *ppm))
             }
             None => clock.clone(),
         };
@@ -861,7 +861,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let clock_responder = config.clock_checks.as_ref().map(|_| {
             Arc::new(ClockResponder {
                 id: config.id,
-                tracker: tracker.clone(),
+                framed: framed.clone(),
                 policy: policy.clone(),
                 transport: transport.clone(),
             })
@@ -873,7 +873,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock_answers: false,
             clock_report: clock_report.clone(),
             verified_range,
-            tracker,
+            framed,
             next_tick: now + config.tick,
             next_lease_renewal: now,
             now,
@@ -1085,7 +1085,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 
     /// This member's reading and its frame, if the policy accepts the reading.
     fn usable_reading(&self) -> Option<(ClockReading, Frame)> {
-        self.tracker.read_usable(&self.policy)
+        self.framed.read_usable(&self.policy)
     }
 
     /// Every member but this one, voters and learners: whom the clock checks probe.
@@ -1113,17 +1113,18 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let Some(checker) = self.clock_check.as_mut() else { return };
         match frame.message {
             ClockMessage::Probe { probe, .. } => {
-                let reading = self.tracker.read_usable(&self.policy).map(|(r, _)| r);
-                let answer = checker.answer(frame.from, probe, reading);
-                self.transport.send_clock(answer);
+                let reading = self.framed.read_usable(&self.policy).map(|(r, _)| r);
+                self.transport.send_clock(ClockFrame::reply(
+                    self.config.id,
+                    frame.from,
+                    probe,
+                    reading,
+                ));
             }
             ClockMessage::Reply { probe, reading } => {
                 // The reading the transport took as the answer arrived, or, without one, one
                 // taken now (after the arrival too, only later).
-                let r1 = match arrived {
-                    Some(stamped) => Some(stamped),
-                    None => self.tracker.read_usable(&self.policy),
-                };
+                let r1 = arrived.or_else(|| self.framed.read_usable(&self.policy));
                 if checker.on_reply(frame.from, probe, reading, self.now, r1) {
                     self.clock_answers = true;
                 }

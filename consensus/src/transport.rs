@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use raft::prelude::{Message, MessageType};
 
 use crate::clock_check::{ClockFrame, ClockMessage};
-use crate::verified_clock::{Frame, FrameTracker};
+use crate::verified_clock::{Frame, FramedReader};
 use boundkv_clockbound::{ClockPolicy, ClockReading};
 
 /// Delivers Raft messages to peers.
@@ -64,17 +64,11 @@ pub struct ClockResponder {
     /// This member.
     pub id: u64,
     /// How it reads its clock.
-    pub tracker: Arc<FrameTracker>,
+    pub framed: Arc<FramedReader>,
     /// Which readings are usable.
     pub policy: ClockPolicy,
     /// Where answers go.
     pub transport: Arc<dyn Transport>,
-}
-
-impl ClockResponder {
-    fn usable(&self) -> Option<(ClockReading, Frame)> {
-        self.tracker.read_usable(&self.policy)
-    }
 }
 
 /// The node's input channel as a transport sees it: a closure that sends a [`PeerInput`] into the
@@ -110,16 +104,12 @@ impl Deliverer {
         };
         match frame.message {
             ClockMessage::Probe { probe, .. } if frame.to == clock.id => {
-                let reading = clock.usable().map(|(r, _)| r);
-                clock.transport.send_clock(ClockFrame {
-                    from: clock.id,
-                    to: frame.from,
-                    message: ClockMessage::Reply { probe, reading },
-                });
+                let reading = clock.framed.read_usable(&clock.policy).map(|(r, _)| r);
+                clock.transport.send_clock(ClockFrame::reply(clock.id, frame.from, probe, reading));
                 true
             }
             _ => {
-                let arrived = clock.usable();
+                let arrived = clock.framed.read_usable(&clock.policy);
                 (self.send)(PeerInput::Clock(Box::new(frame), arrived))
             }
         }

@@ -166,14 +166,14 @@ pub fn drift_allowance(elapsed: u64, ppm: u32) -> i64 {
 
 /// Reads a clock with the [`Frame`] of each reading: the one way this member reads its clock
 /// for the peer clock checks and for [`PeerVerifiedClock`].
-pub struct FrameTracker {
+pub struct FramedReader {
     source: Arc<dyn Clock>,
 }
 
-impl FrameTracker {
-    /// A tracker reading `source`.
+impl FramedReader {
+    /// A reader of `source`.
     pub fn new(source: Arc<dyn Clock>) -> Self {
-        FrameTracker { source }
+        FramedReader { source }
     }
 
     /// The source.
@@ -261,15 +261,15 @@ impl VerifiedRange {
 /// first round of checks heard from enough peers, when the member is fenced anyway) its
 /// readings are the source's.
 pub struct PeerVerifiedClock {
-    tracker: Arc<FrameTracker>,
+    framed: Arc<FramedReader>,
     range: Arc<VerifiedRange>,
     max_drift_ppm: u32,
 }
 
 impl PeerVerifiedClock {
-    /// The readings of `tracker` widened by what `range` holds, carried at `max_drift_ppm`.
-    pub fn new(tracker: Arc<FrameTracker>, range: Arc<VerifiedRange>, max_drift_ppm: u32) -> Self {
-        PeerVerifiedClock { tracker, range, max_drift_ppm }
+    /// The readings of `framed` widened by what `range` holds, carried at `max_drift_ppm`.
+    pub fn new(framed: Arc<FramedReader>, range: Arc<VerifiedRange>, max_drift_ppm: u32) -> Self {
+        PeerVerifiedClock { framed, range, max_drift_ppm }
     }
 
     /// `reading` (taken at `frame`) widened to include `range` carried to it.
@@ -293,7 +293,7 @@ impl PeerVerifiedClock {
 
 impl Clock for PeerVerifiedClock {
     fn now(&self) -> Result<ClockReading, ClockError> {
-        let (reading, frame) = self.tracker.read()?;
+        let (reading, frame) = self.framed.read()?;
         Ok(match self.range.get() {
             Some(range) => Self::widen(reading, frame, range, self.max_drift_ppm),
             None => reading,
@@ -301,23 +301,23 @@ impl Clock for PeerVerifiedClock {
     }
 
     fn describe(&self) -> String {
-        format!("{}, widened to what the peers verify", self.tracker.source().describe())
+        format!("{}, widened to what the peers verify", self.framed.source().describe())
     }
 
     fn timebase(&self) -> &dyn Timebase {
-        self.tracker.source().timebase()
+        self.framed.source().timebase()
     }
 
     fn guard_report(&self) -> Option<GuardReport> {
-        self.tracker.source().guard_report()
+        self.framed.source().guard_report()
     }
 
     fn reanchor(&self) {
-        self.tracker.source().reanchor();
+        self.framed.source().reanchor();
     }
 
     fn leap_report(&self) -> Option<LeapReport> {
-        self.tracker.source().leap_report()
+        self.framed.source().leap_report()
     }
 }
 
@@ -406,7 +406,7 @@ mod tests {
     /// Member 0 of `n`, and its world: true time, its oscillator, its error.
     struct Prober {
         clock: Arc<TestClock>,
-        tracker: Arc<FrameTracker>,
+        framed: Arc<FramedReader>,
         /// True time now, ns.
         t: u64,
         start: u64,
@@ -435,7 +435,7 @@ mod tests {
             };
             self.readings += 1;
             self.clock.set((i128::from(t) + err) as u64, self.bound, mono);
-            self.tracker.read().unwrap()
+            self.framed.read().unwrap()
         }
         fn jump(&mut self, by: i64) {
             if let Some((_, jumps)) = self.lie.as_mut() {
@@ -447,7 +447,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
         /// The whole path, as the node runs it: member 0 probes its peers through a
-        /// [`ClockChecker`] (its readings through a [`FrameTracker`]), computes its verified
+        /// [`ClockChecker`] (its readings through a [`FramedReader`]), computes its verified
         /// range from the answers, and reads a [`PeerVerifiedClock`] later. If at most
         /// `f = (n−1)/2` of the `n` clocks lie, by any offset, and a lying member 0's
         /// oscillator drifts at most 1000 ppm while its wall clock jumps by anything between
@@ -476,10 +476,10 @@ mod tests {
                 .collect();
             let start = 1_000_000_000_000u64;
             let clock = Arc::new(TestClock(Mutex::new((start, bounds[0], Duration::ZERO))));
-            let tracker = Arc::new(FrameTracker::new(clock.clone()));
+            let framed = Arc::new(FramedReader::new(clock.clone()));
             let mut me = Prober {
                 clock: clock.clone(),
-                tracker: tracker.clone(),
+                framed: framed.clone(),
                 t: start,
                 start,
                 rate_ppm,
@@ -521,12 +521,12 @@ mod tests {
             };
             range.publish(published);
             let range = Arc::new(range);
-            let verified = PeerVerifiedClock::new(tracker.clone(), range, 1000);
+            let verified = PeerVerifiedClock::new(framed.clone(), range, 1000);
             // A reading later still, after a third jump.
             me.jump(jumps[2]);
             let truth = t + later + later2;
             me.read_at(truth);
-            // `read_at` set the clock; the verified clock reads it again through the tracker.
+            // `read_at` set the clock; the verified clock reads it again through the framed.
             let widened = verified.now().unwrap();
             prop_assert!(
                 widened.interval.contains(Timestamp::from_nanos(truth)),

@@ -34,6 +34,22 @@ fn scenario_verdict(options: &RunOptions) -> (Validity, String) {
     (scenario, report.summary())
 }
 
+/// Asserts that `scenario` catches `mutation` on every one of `seeds` (without peer clock checks
+/// if `no_peer_clock_checks`).
+fn assert_caught_on_every_seed(
+    scenario: Scenario,
+    mutation: Mutation,
+    seeds: std::ops::RangeInclusive<u64>,
+    no_peer_clock_checks: bool,
+) {
+    for seed in seeds {
+        let options =
+            RunOptions { mutation: Some(mutation), no_peer_clock_checks, ..with(scenario, seed) };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
+}
+
 #[test]
 fn t11_every_scenario_passes_on_todays_code() {
     for scenario in Scenario::ALL {
@@ -47,14 +63,7 @@ fn t11_every_scenario_passes_on_todays_code() {
 
 #[test]
 fn t11_the_lease_scenario_catches_the_lease_check_off_on_every_seed() {
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoLeaseCheck),
-            ..with(Scenario::LeaseHandover, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::LeaseHandover, Mutation::NoLeaseCheck, 1..=4, false);
 }
 
 /// The step guard off, without peer clock checks (as in an embedded database, where the guard is
@@ -63,15 +72,7 @@ fn t11_the_lease_scenario_catches_the_lease_check_off_on_every_seed() {
 /// seed.
 #[test]
 fn t11_the_clock_step_scenario_catches_the_step_guard_off_on_every_seed() {
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoStepGuard),
-            no_peer_clock_checks: true,
-            ..with(Scenario::ClockStep, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::ClockStep, Mutation::NoStepGuard, 1..=4, true);
 }
 
 /// A node restarted with its clock 250 ms off (behind on some seeds, ahead on others) inside a
@@ -80,14 +81,7 @@ fn t11_the_clock_step_scenario_catches_the_step_guard_off_on_every_seed() {
 /// (t11_every_scenario_passes_on_todays_code).
 #[test]
 fn t12_the_clock_lie_scenario_catches_the_peer_checks_off_on_every_seed() {
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoPeerChecks),
-            ..with(Scenario::ClockLieAtRestart, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::ClockLieAtRestart, Mutation::NoPeerChecks, 1..=4, false);
 }
 
 /// A node restarted with its clock off by a little more than its bound (`Scenario::SmallClockLie`:
@@ -98,14 +92,7 @@ fn t12_the_clock_lie_scenario_catches_the_peer_checks_off_on_every_seed() {
 /// of it runs (t11_every_scenario_passes_on_todays_code).
 #[test]
 fn t12_the_small_clock_lie_scenario_catches_readings_not_widened_on_every_seed() {
-    for seed in 1..=6 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoPeerWidening),
-            ..with(Scenario::SmallClockLie, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::SmallClockLie, Mutation::NoPeerWidening, 1..=6, false);
 }
 
 /// A follower's clock goes back inside its old bound (the step guard lets it through) between
@@ -114,15 +101,7 @@ fn t12_the_small_clock_lie_scenario_catches_readings_not_widened_on_every_seed()
 /// Without peer clock checks, as above: with them, the widened readings count the move back.
 #[test]
 fn t12_the_read_floor_scenario_catches_reads_without_the_floor_on_every_seed() {
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoReadFloor),
-            no_peer_clock_checks: true,
-            ..with(Scenario::ReadFloor, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::ReadFloor, Mutation::NoReadFloor, 1..=4, true);
 }
 
 /// A leader's clock source steps forward 4–6 s while it renews its lease: a lease measured on the
@@ -130,14 +109,7 @@ fn t12_the_read_floor_scenario_catches_reads_without_the_floor_on_every_seed() {
 /// after a new one acknowledged a write, serves the value it replaced, on every seed.
 #[test]
 fn t12_the_lease_clock_step_scenario_catches_leases_on_the_raw_clock_on_every_seed() {
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::RawLeaseClock),
-            ..with(Scenario::LeaseClockStep, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::LeaseClockStep, Mutation::RawLeaseClock, 1..=4, false);
 }
 
 /// Every kernel announces a leap second and every clock steps back one second at midnight
@@ -155,12 +127,5 @@ fn t13_the_leap_second_scenario_passes_and_catches_guards_that_do_not_absorb() {
         assert_eq!(report.valid, Validity::Valid, "{}", report.summary());
         assert_eq!(report.scenario_built, Some(true), "no corner built: {}", report.summary());
     }
-    for seed in 1..=4 {
-        let options = RunOptions {
-            mutation: Some(Mutation::NoLeapAbsorb),
-            ..with(Scenario::LeapSecond, seed)
-        };
-        let (verdict, summary) = scenario_verdict(&options);
-        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
-    }
+    assert_caught_on_every_seed(Scenario::LeapSecond, Mutation::NoLeapAbsorb, 1..=4, false);
 }
