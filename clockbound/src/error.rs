@@ -83,6 +83,33 @@ pub enum ClockError {
         /// The raw errno, when there was one.
         errno: Option<i32>,
     },
+    /// No ClockBound 0.1.x daemon at this socket: no file, or nothing bound to it. Fails
+    /// closed.
+    #[error(
+        "ClockBound socket {} does not exist or nothing answers there (is clockboundd 0.1.x \
+         running?)",
+        path.display()
+    )]
+    SocketMissing {
+        /// The daemon's socket path.
+        path: PathBuf,
+    },
+    /// The 0.1.x daemon answered its Error response.
+    #[error("ClockBound daemon at {}: {reason}", path.display())]
+    DaemonError {
+        /// The daemon's socket path.
+        path: PathBuf,
+        /// What the answer said.
+        reason: String,
+    },
+    /// The 0.1.x daemon's answer breaks the protocol (size, version, type, flags, interval).
+    #[error("ClockBound daemon at {} answered malformed: {reason}", path.display())]
+    ResponseMalformed {
+        /// The daemon's socket path.
+        path: PathBuf,
+        /// What was wrong, and the answer's bytes.
+        reason: String,
+    },
     /// A simulated clock was told to fail (tests only; never produced by a real source).
     #[error("simulated clock failure: {0}")]
     Simulated(String),
@@ -107,13 +134,16 @@ impl ClockError {
     /// The AWS client's error kind for this error.
     pub fn kind(&self) -> ClockErrorKind {
         match self {
-            ClockError::SegmentMissing { .. } | ClockError::SegmentNotInitialized { .. } => {
-                ClockErrorKind::SegmentNotInitialized
-            }
+            ClockError::SegmentMissing { .. }
+            | ClockError::SegmentNotInitialized { .. }
+            | ClockError::SocketMissing { .. }
+            | ClockError::DaemonError { .. } => ClockErrorKind::SegmentNotInitialized,
             ClockError::SegmentVersionNotSupported { .. } => {
                 ClockErrorKind::SegmentVersionNotSupported
             }
-            ClockError::SegmentMalformed { .. } => ClockErrorKind::SegmentMalformed,
+            ClockError::SegmentMalformed { .. } | ClockError::ResponseMalformed { .. } => {
+                ClockErrorKind::SegmentMalformed
+            }
             ClockError::CausalityBreach { .. } => ClockErrorKind::CausalityBreach,
             // The AWS client reports an unreadable VMClock as SegmentNotInitialized.
             ClockError::VmClock { .. } => ClockErrorKind::SegmentNotInitialized,

@@ -34,9 +34,11 @@
 //! - [`ClockBoundClock`]: the embedded reader of the ClockBound daemon's shared memory (layout 2,
 //!   `/var/run/clockbound/shm0`), the default source. See [`segment`] for the protocol, the
 //!   seqlock, the status rules and how a daemon restart is survived.
+//! - [`ClockBoundV1Clock`]: ClockBound's first protocol (daemon 0.1.x), a Unix datagram socket;
+//!   see [`v1`].
 //! - [`SystemClock`]: `CLOCK_REALTIME` with an *assumed* bound, for machines without a daemon.
 //! - [`SimClock`]: a simulated clock for tests: offsets, drift, steps, statuses, lies.
-//! - [`ClockSource`]: parses `--clock clockbound | clockbound:PATH | system:BOUND`.
+//! - [`ClockSource`]: parses `--clock clockbound[:PATH] | clockbound-v1[:SOCKET] | system:BOUND`.
 //! - [`StepGuard`]: refuses readings that disagree with the clock's own past (a step, a lie),
 //!   holding over on the monotonic clock instead; every [`ClockSource`] is opened behind one.
 //! - [`leap`]: leap seconds: the kernel's leap state ([`KernelLeap`], read with `adjtimex`), the
@@ -61,6 +63,7 @@ pub mod source;
 mod sys;
 pub mod system;
 pub mod time;
+pub mod v1;
 pub mod wait;
 
 pub use clock::{Clock, RealTimebase, Timebase};
@@ -82,6 +85,7 @@ pub use source::{CLOCK_ENV, ClockSource, ParseClockSourceError, VMCLOCK_ENV};
 pub use sys::monotonic_coarse_timespec;
 pub use system::SystemClock;
 pub use time::{ClockReading, ClockStatus, TimeInterval, Timestamp};
+pub use v1::{ClockBoundV1Clock, V1Answer, V1TestDaemon};
 pub use wait::{CommitWait, WaitError, wait_until_after, wait_until_after_blocking};
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds, the clock the segment's `as_of` is stamped on; for

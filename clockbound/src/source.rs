@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `clockbound` (default) | the ClockBound daemon's segment at `/var/run/clockbound/shm0` |
 //! | `clockbound:PATH` | the segment at `PATH` |
+//! | `clockbound-v1` | ClockBound 0.1.x's socket at `/run/clockboundd/clockboundd.sock` ([`crate::v1`]) |
+//! | `clockbound-v1:SOCKET` | that daemon's socket at `SOCKET` |
 //! | `system:BOUND` (e.g. `system:500us`, `system:2ms`, `system:0`) | `CLOCK_REALTIME` ± an *assumed* `BOUND` |
 //!
 //! Durations are humantime's: `ns`, `us` (or `µs`), `ms`, `s`, combinations like `1ms 500us`,
@@ -22,6 +24,7 @@ use crate::leap::{KernelLeapSource, LeapPolicy};
 use crate::segment::layout::{DEFAULT_SEGMENT_PATH, DEFAULT_VMCLOCK_PATH};
 use crate::segment::{ClockBoundClock, ClockBoundOptions};
 use crate::system::SystemClock;
+use crate::v1::{ClockBoundV1Clock, DEFAULT_V1_SOCKET_PATH};
 
 /// The environment variable that sets the clock source when `--clock` is not given.
 pub const CLOCK_ENV: &str = "BOUNDKV_CLOCK";
@@ -35,6 +38,11 @@ pub enum ClockSource {
     ClockBound {
         /// The segment path.
         segment: PathBuf,
+    },
+    /// ClockBound 0.1.x's datagram socket (protocol v1, [`crate::v1`]).
+    ClockBoundV1 {
+        /// The daemon's socket path.
+        socket: PathBuf,
     },
     /// The system clock with an assumed bound.
     System {
@@ -81,6 +89,9 @@ impl ClockSource {
                 })?)
                 .with_leap(leap, kernel),
             ),
+            ClockSource::ClockBoundV1 { socket } => {
+                Arc::new(StepGuard::new(ClockBoundV1Clock::open(socket)?).with_leap(leap, kernel))
+            }
             ClockSource::System { bound } => {
                 Arc::new(StepGuard::new(SystemClock::new(*bound)).with_leap(leap, kernel))
             }
@@ -91,8 +102,8 @@ impl ClockSource {
 /// A `--clock` value that is not one of the forms above.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid clock source {input:?}: {reason}. Use `clockbound`, `clockbound:PATH` or \
-     `system:BOUND` (for example `system:500us`)"
+    "invalid clock source {input:?}: {reason}. Use `clockbound`, `clockbound:PATH`, \
+     `clockbound-v1`, `clockbound-v1:SOCKET` or `system:BOUND` (for example `system:500us`)"
 )]
 pub struct ParseClockSourceError {
     input: String,
@@ -114,6 +125,13 @@ impl FromStr for ClockSource {
             ("clockbound", Some("")) => Err(err("the path after `clockbound:` is empty")),
             ("clockbound", Some(path)) => {
                 Ok(ClockSource::ClockBound { segment: PathBuf::from(path) })
+            }
+            ("clockbound-v1", None) => {
+                Ok(ClockSource::ClockBoundV1 { socket: PathBuf::from(DEFAULT_V1_SOCKET_PATH) })
+            }
+            ("clockbound-v1", Some("")) => Err(err("the path after `clockbound-v1:` is empty")),
+            ("clockbound-v1", Some(path)) => {
+                Ok(ClockSource::ClockBoundV1 { socket: PathBuf::from(path) })
             }
             ("system", None | Some("")) => Err(err("`system` needs a bound, as in `system:500us`")),
             ("system", Some(bound)) => {
@@ -137,6 +155,10 @@ impl fmt::Display for ClockSource {
         match self {
             s if s.is_default_clockbound() => f.write_str("clockbound"),
             ClockSource::ClockBound { segment } => write!(f, "clockbound:{}", segment.display()),
+            ClockSource::ClockBoundV1 { socket } if socket == Path::new(DEFAULT_V1_SOCKET_PATH) => {
+                f.write_str("clockbound-v1")
+            }
+            ClockSource::ClockBoundV1 { socket } => write!(f, "clockbound-v1:{}", socket.display()),
             ClockSource::System { bound } => {
                 if bound.is_zero() {
                     f.write_str("system:0")
@@ -164,6 +186,14 @@ mod tests {
             "clockbound:/tmp/x/shm0".parse::<ClockSource>().unwrap(),
             ClockSource::ClockBound { segment: "/tmp/x/shm0".into() }
         );
+        assert_eq!(
+            "clockbound-v1".parse::<ClockSource>().unwrap(),
+            ClockSource::ClockBoundV1 { socket: DEFAULT_V1_SOCKET_PATH.into() }
+        );
+        assert_eq!(
+            "clockbound-v1:/tmp/d.sock".parse::<ClockSource>().unwrap(),
+            ClockSource::ClockBoundV1 { socket: "/tmp/d.sock".into() }
+        );
         for (text, bound) in [
             ("system:500us", Duration::from_micros(500)),
             ("system:500µs", Duration::from_micros(500)),
@@ -182,7 +212,16 @@ mod tests {
 
     #[test]
     fn bad_forms_say_what_is_accepted() {
-        for bad in ["", "system", "system:", "system:fast", "clockbound:", "ntp", "sim:1ms"] {
+        for bad in [
+            "",
+            "system",
+            "system:",
+            "system:fast",
+            "clockbound:",
+            "clockbound-v1:",
+            "ntp",
+            "sim:1ms",
+        ] {
             let e = bad.parse::<ClockSource>().unwrap_err().to_string();
             assert!(e.contains("system:500us"), "{bad:?}: {e}");
         }
@@ -190,8 +229,15 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["clockbound", "clockbound:/x/y", "system:500us", "system:0", "system:1ms500us"]
-        {
+        for text in [
+            "clockbound",
+            "clockbound:/x/y",
+            "clockbound-v1",
+            "clockbound-v1:/x/d.sock",
+            "system:500us",
+            "system:0",
+            "system:1ms500us",
+        ] {
             let s: ClockSource = text.parse().unwrap();
             assert_eq!(s.to_string().parse::<ClockSource>().unwrap(), s, "{text}");
         }

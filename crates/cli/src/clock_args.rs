@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use boundkv_clockbound::{
-    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockError, ClockSource,
-    KernelLeapSource, LeapPolicy, StepGuard, SystemClock, VMCLOCK_ENV,
+    CLOCK_ENV, Clock, ClockBoundClock, ClockBoundOptions, ClockBoundV1Clock, ClockError,
+    ClockSource, KernelLeapSource, LeapPolicy, StepGuard, SystemClock, VMCLOCK_ENV,
     segment::layout::DEFAULT_VMCLOCK_PATH,
 };
 use clap::Args;
@@ -16,8 +16,10 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ClockArgs {
     /// Where bounded time comes from: `clockbound` (the ClockBound daemon's segment at
-    /// /var/run/clockbound/shm0), `clockbound:PATH`, or `system:BOUND` (the system clock with an
-    /// ASSUMED bound, e.g. `system:500us`; for machines without the daemon).
+    /// /var/run/clockbound/shm0), `clockbound:PATH`, `clockbound-v1` (a ClockBound 0.1.x daemon's
+    /// socket at /run/clockboundd/clockboundd.sock), `clockbound-v1:SOCKET`, or `system:BOUND`
+    /// (the system clock with an ASSUMED bound, e.g. `system:500us`; for machines without a
+    /// daemon).
     #[arg(long, global = true, env = CLOCK_ENV, default_value = "clockbound", value_name = "SOURCE")]
     pub(crate) clock: ClockSource,
 
@@ -82,6 +84,14 @@ impl ClockArgs {
                 // As `ClockSource::open` does: every reading through a step guard.
                 let clock = guard(reader.clone());
                 Ok(OpenedClock { clock, clockbound: Some(reader.clone()), unguarded: reader })
+            }
+            ClockSource::ClockBoundV1 { socket } => {
+                let reader: Arc<dyn Clock> = Arc::new(ClockBoundV1Clock::open(socket)?);
+                Ok(OpenedClock {
+                    clock: guard(reader.clone()),
+                    clockbound: None,
+                    unguarded: reader,
+                })
             }
             ClockSource::System { bound } => {
                 // One source (its start-up warning once), guarded and unguarded.
