@@ -57,6 +57,7 @@
 //! - No authentication of peers.
 
 pub mod clock_check;
+pub mod cluster_clock;
 pub mod codec;
 pub mod log_store;
 mod logger;
