@@ -12,7 +12,9 @@
 //!
 //! 1. **Writes**: for each client count, closed-loop single-key puts (8-byte keys drawn uniformly
 //!    from 100,000, 256-byte values) for `--duration`; latency measured at the client, from
-//!    sending the commit to its acknowledgement (after commit wait).
+//!    sending the commit to its acknowledgement (after commit wait). Beside it, what the servers
+//!    say: the leader's mean commit latency, how much of it was replication to a durable quorum
+//!    and how much commit wait added beyond that, and the CPU all three servers spent per commit.
 //! 2. **Follower reads**: one client reading single keys at `now().latest` of a follower
 //!    (`ReadPreference::Node`), on the idle cluster: the follower waits for a closed timestamp to
 //!    pass the read's timestamp, so this measures that wait.
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use boundkv_client::{Client, ClientOptions, ReadPreference};
-use boundkv_tests::{ClusterOptions, TestCluster};
+use boundkv_tests::{ClusterOptions, TestCluster, metric_value, scrape_metrics};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -70,6 +72,82 @@ struct Summary {
     p99_us: u64,
     p999_us: u64,
     max_us: u64,
+    /// Writes only: where the time and CPU went, from the servers (see [`ServerSide`]).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    server: Option<ServerSide>,
+}
+
+/// What the servers say about a write workload, as the difference of two scrapes of the leader's
+/// `/metrics` (before and after) and of every node's CPU time in `/proc`. Throughput on this
+/// noisy machine moves by ±20 % from run to run; these move far less, so they show what a change
+/// costs: commit wait beyond replication, the replication itself, and CPU per commit.
+#[derive(Serialize, Clone, Copy)]
+struct ServerSide {
+    /// Commits the leader acknowledged during the workload.
+    commits: f64,
+    /// Mean server-side commit latency (`boundkv_request_duration_seconds{kind="commit"}`).
+    server_commit_mean_us: f64,
+    /// Mean time from choosing `s` until the commit was applied on a quorum-durable log.
+    durable_mean_us: f64,
+    /// Mean of what commit wait added beyond replication and durability.
+    wait_added_mean_us: f64,
+    /// CPU time (user + system) of all three servers, per acknowledged commit.
+    cpu_us_per_commit: f64,
+}
+
+/// The counters [`ServerSide`] is the difference of.
+struct ServerCounters {
+    /// (sum in seconds, count) of the leader's histograms.
+    commit: (f64, f64),
+    durable: (f64, f64),
+    wait_added: (f64, f64),
+    /// Clock ticks of user + system time, all servers.
+    cpu_ticks: f64,
+}
+
+impl ServerCounters {
+    fn read(cluster: &TestCluster, leader: u64) -> Option<Self> {
+        let node = cluster.nodes.iter().find(|n| n.id == leader)?;
+        let page = scrape_metrics(&node.metrics).ok()?;
+        let histogram = |name: &str, labels: &str| -> Option<(f64, f64)> {
+            Some((
+                metric_value(&page, &format!("{name}_sum{labels}"))?,
+                metric_value(&page, &format!("{name}_count{labels}"))?,
+            ))
+        };
+        let mut cpu_ticks = 0.0;
+        for n in &cluster.nodes {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", cluster.pid(n.id)?)).ok()?;
+            // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            cpu_ticks +=
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        }
+        Some(Self {
+            commit: histogram("boundkv_request_duration_seconds", "{kind=\"commit\"}")?,
+            durable: histogram("boundkv_commit_durable_seconds", "")?,
+            wait_added: histogram("boundkv_commit_wait_added_seconds", "")?,
+            cpu_ticks,
+        })
+    }
+
+    fn since(&self, before: &Self) -> Option<ServerSide> {
+        let mean_us = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0) / (a.1 - b.1).max(1.0) * 1e6;
+        let commits = self.commit.1 - before.commit.1;
+        if commits <= 0.0 {
+            return None;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some(ServerSide {
+            commits,
+            server_commit_mean_us: mean_us(self.commit, before.commit),
+            durable_mean_us: mean_us(self.durable, before.durable),
+            wait_added_mean_us: mean_us(self.wait_added, before.wait_added),
+            cpu_us_per_commit: (self.cpu_ticks - before.cpu_ticks) / ticks_per_sec * 1e6 / commits,
+        })
+    }
 }
 
 fn summarize(
@@ -90,6 +168,7 @@ fn summarize(
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
+        server: None,
     }
 }
 
@@ -173,6 +252,17 @@ fn print(s: &Summary) {
         s.p999_us,
         s.max_us
     );
+    if let Some(v) = s.server {
+        println!(
+            "{:<16} server side, means: commit {:.0} µs, of which durable {:.0} µs and commit wait beyond it {:.1} µs; CPU {:.0} µs per commit ({:.0} commits)",
+            "",
+            v.server_commit_mean_us,
+            v.durable_mean_us,
+            v.wait_added_mean_us,
+            v.cpu_us_per_commit,
+            v.commits
+        );
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -198,8 +288,11 @@ fn main() -> anyhow::Result<()> {
             // Warm up: connections, the leader's caches.
             writes(&client, 4, Duration::from_secs(1)).await?;
             for &clients in &args.clients {
+                let before = ServerCounters::read(&cluster, leader);
                 let (h, took) = writes(&client, clients, args.duration).await?;
-                let s = summarize("write", bound, clients, &h, took);
+                let after = ServerCounters::read(&cluster, leader);
+                let mut s = summarize("write", bound, clients, &h, took);
+                s.server = before.zip(after).and_then(|(b, a)| a.since(&b));
                 print(&s);
                 results.push(s);
             }

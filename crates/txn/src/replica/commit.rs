@@ -36,11 +36,17 @@ impl<E: Engine> Replica<E> {
         // A resend joins or answers its first attempt before anything else: in particular before
         // waiting for the clock, whose `ClockUnavailable` says "nothing was applied", which is
         // not for this call to say about an attempt that may have been proposed.
-        let found = match self.find_commit(id)? {
-            Some(found) => found,
-            None => {
-                self.ensure_active().await?;
-                self.find_or_start_commit(req)?
+        // An active leader with a usable clock (the common case) needs no wait, so it looks the
+        // transaction up once; otherwise it looks before waiting and again after.
+        let found = if self.active_now() {
+            self.find_or_start_commit(req)?
+        } else {
+            match self.find_commit(id)? {
+                Some(found) => found,
+                None => {
+                    self.ensure_active().await?;
+                    self.find_or_start_commit(req)?
+                }
             }
         };
         let commit = match found {

@@ -171,6 +171,19 @@ impl<E: Engine> Replica<E> {
         }
     }
 
+    /// Whether [`Replica::ensure_active`] would succeed at once, with neither a wait for the
+    /// clock nor a quorum round: the clock usable now, this node the active leader, its lease
+    /// valid past the reading.
+    pub(super) fn active_now(&self) -> bool {
+        let Ok(reading) = self.options.policy.check(self.clock.now()) else {
+            return false;
+        };
+        matches!(
+            self.gate.leadership(Some(&reading)),
+            Leadership::Active { lease_until: Some(until) } if reading.latest() < until
+        )
+    }
+
     /// A Safe ReadIndex round: a quorum confirms this leader, which renews its lease.
     async fn renew_lease(&self) -> Result<()> {
         match self.node.read_index().await {
