@@ -43,7 +43,7 @@ sink_made=0
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [ "$sink_made" = 1 ]; then rm -f /dev/log; fi
+    if [ "$sink_made" = 1 ] && [ -S /dev/log ]; then rm -f /dev/log; fi
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -87,7 +87,9 @@ chronyc -h 127.0.0.1 -n tracking | grep -q '^Leap status *: Normal' || {
 
 # clockboundd 0.1.x logs to syslog and stops if it cannot connect to one. On a machine without
 # a syslog daemon (containers, CI), a sink of our own listens at /dev/log for the run.
-if [ ! -S /dev/log ] && [ ! -S /var/run/syslog ] && [ ! -S /var/run/log ]; then
+# (Only where /dev/log is nothing at all: not a socket, not a dangling link, not a file.)
+if [ ! -S /dev/log ] && [ ! -S /var/run/syslog ] && [ ! -S /var/run/log ] \
+    && [ ! -e /dev/log ] && [ ! -L /dev/log ]; then
     python3 - "$dir/syslog.log" <<'PY_SINK' &
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -100,8 +102,9 @@ with open(sys.argv[1], "ab", buffering=0) as out:
         os.unlink("/dev/log")
 PY_SINK
     pids+=($!)
-    sink_made=1
     for _ in $(seq 1 50); do [ -S /dev/log ] && break; sleep 0.1; done
+    # Ours to remove only if our sink bound it.
+    [ -S /dev/log ] && sink_made=1
 fi
 
 mkdir "$dir/clockboundd"

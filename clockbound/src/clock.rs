@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::ClockError;
 use crate::guard::{GuardReport, LeapReport};
@@ -91,14 +91,24 @@ pub trait Timebase: Send + Sync {
     fn sleep(&self, d: Duration) -> BoxFuture;
 }
 
-/// Real time: `Instant` for measuring, the precise timer of [`crate::wait`] for sleeping.
+/// Real time: `CLOCK_MONOTONIC_RAW` for measuring, the precise timer of [`crate::wait`] for
+/// sleeping.
+///
+/// Measuring on the raw oscillator matters because bounds are carried on it: the step guard
+/// projects its last trusted interval by the elapsed time at a maximum drift, and the peer
+/// checks' frames carry claims the same way. A drift bound describes an oscillator, and
+/// `CLOCK_MONOTONIC` is not one: the kernel runs it at whatever rate a time service sets, and
+/// chrony slews it (with the wall clock) by up to 8.3 % while it corrects an offset, which no
+/// drift bound of a few hundred ppm covers. `CLOCK_MONOTONIC_RAW` is never adjusted.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealTimebase;
 
 impl Timebase for RealTimebase {
     fn elapsed(&self) -> Duration {
-        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        ORIGIN.get_or_init(Instant::now).elapsed()
+        static ORIGIN: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        let now = crate::sys::monotonic_raw_nanos();
+        let origin = *ORIGIN.get_or_init(|| now);
+        Duration::from_nanos(u64::try_from(now - origin).unwrap_or(0))
     }
 
     fn sleep_blocking(&self, d: Duration) {

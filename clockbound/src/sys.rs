@@ -6,6 +6,10 @@
 //! - `CLOCK_MONOTONIC_COARSE`: the clock the daemon stamps `as_of` with. It never jumps, and the
 //!   coarse variant is the cheapest read the kernel offers (its resolution is one scheduler tick,
 //!   which only makes the elapsed time, and so the bound, slightly larger).
+//! - `CLOCK_MONOTONIC_RAW`: the oscillator itself, which no time service adjusts: what every
+//!   elapsed time that a bound is carried on is measured with ([`crate::RealTimebase`]).
+//!   `CLOCK_MONOTONIC` would not do: it runs at the rate a time service sets, and chrony slews
+//!   it (with the wall clock) by up to 8.3 % while it corrects an offset.
 
 /// Nanoseconds on `clock_id`, as a signed count (monotonic clocks start at boot).
 fn clock_nanos(clock_id: libc::clockid_t) -> i64 {
@@ -21,6 +25,11 @@ fn clock_nanos(clock_id: libc::clockid_t) -> i64 {
 /// `CLOCK_REALTIME` in nanoseconds since the Unix epoch (negative before 1970).
 pub(crate) fn realtime_nanos() -> i64 {
     clock_nanos(libc::CLOCK_REALTIME)
+}
+
+/// `CLOCK_MONOTONIC_RAW` in nanoseconds since boot.
+pub(crate) fn monotonic_raw_nanos() -> i64 {
+    clock_nanos(libc::CLOCK_MONOTONIC_RAW)
 }
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds since boot.

@@ -46,7 +46,18 @@
 //! before the call, which breaks the promise above. So after any failed exchange (a timeout, a
 //! short or foreign datagram) the client's socket is closed and the next call binds a new one
 //! (an abstract-namespace address, which needs no file and leaves none behind; daemons from
-//! 0.1.2 on answer such addresses). Calls are serialised by a mutex: one request in flight.
+//! 0.1.2 on answer such addresses; its name is unique to this process's lifetime, so a
+//! restarted process never inherits answers meant for its predecessor). Before each request,
+//! anything already waiting in the socket (a daemon that answered one request twice) is
+//! discarded. Calls are serialised by a mutex: one request in flight. Abstract addresses live in
+//! the network namespace: boundkv and the daemon must share one.
+//!
+//! # What is trusted
+//!
+//! The daemon's bound, as the segment reader trusts the segment's. (The 0.1.x daemon grows its
+//! bound with the time since chrony's last update in whole seconds, so within a second of an
+//! update its bound is low by that fraction of a second times chrony's frequency error: a few
+//! microseconds at most. The step guard and the peer clock checks stand behind every source.)
 //!
 //! # Every answer's defined outcome
 //!
@@ -54,9 +65,11 @@
 //! |---|---|
 //! | is absent (no socket file, or nothing bound to it) | [`ClockError::SocketMissing`] |
 //! | does not answer within the timeout (100 ms) | [`ClockError::Io`] (`recv`, timed out); next call on a new socket |
+//! | does not read its socket, whose queue is full | [`ClockError::Io`] (`send`, timed out) |
 //! | answers type 0 (with or without a body) | [`ClockError::DaemonError`] |
 //! | answers `F = 1` | the interval, `Unknown` |
 //! | answers `F = 0` | the interval, `Synchronized` |
+//! | answers a request twice | the copy is discarded before the next request |
 //! | answers fewer or more than 20 bytes, a version other than 1, a type other than 0 or 1, `F` other than 0 or 1, a non-zero reserved byte, `earliest` 0, or `earliest > latest` | [`ClockError::ResponseMalformed`] naming what |
 //!
 //! The shared-memory reader's other states (`FreeRunning`, `Disrupted`, a stale daemon) have no
@@ -128,10 +141,20 @@ impl ClockBoundV1Clock {
     }
 
     /// A socket bound to a fresh abstract address, connected to the daemon.
+    ///
+    /// The name is unique to this process's lifetime as well as to the call: a pid alone comes
+    /// back (a restarted container's process is pid 1 again), and a daemon that stalled could
+    /// still hold requests from a dead process's socket of the same name, whose late answers
+    /// would reach this one.
     fn connect(&self) -> Result<UnixDatagram, ClockError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let process = *PROCESS.get_or_init(|| {
+            // Boot-time nanoseconds at first use, with the pid: distinct across restarts.
+            crate::sys::monotonic_raw_nanos() as u64 ^ (u64::from(std::process::id()) << 48)
+        });
         let name = format!(
-            "boundkv-clockbound-v1-{}-{}",
+            "boundkv-clockbound-v1-{}-{process:016x}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -139,6 +162,11 @@ impl ClockBoundV1Clock {
             .map_err(|e| self.io_error("bind", &e))?;
         let socket = UnixDatagram::bind_addr(&address).map_err(|e| self.io_error("bind", &e))?;
         socket.set_read_timeout(Some(self.timeout)).map_err(|e| self.io_error("setsockopt", &e))?;
+        // A hung daemon's full queue must not block a send (and every caller behind the mutex)
+        // for ever.
+        socket
+            .set_write_timeout(Some(self.timeout))
+            .map_err(|e| self.io_error("setsockopt", &e))?;
         match socket.connect(&self.daemon) {
             Ok(()) => Ok(socket),
             Err(e)
@@ -155,10 +183,22 @@ impl ClockBoundV1Clock {
 
     /// One Now exchange on `socket`: the raw answer.
     fn exchange(&self, socket: &UnixDatagram) -> Result<Vec<u8>, ClockError> {
+        // Anything already waiting answers an earlier request (a daemon that answered twice):
+        // it is not this call's answer.
+        let mut stale = [0u8; RESPONSE_LEN + 1];
+        socket.set_nonblocking(true).map_err(|e| self.io_error("fcntl", &e))?;
+        while socket.recv(&mut stale).is_ok() {}
+        socket.set_nonblocking(false).map_err(|e| self.io_error("fcntl", &e))?;
         socket.send(&[VERSION, TYPE_NOW, 0, 0]).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                 ClockError::SocketMissing { path: self.daemon.clone() }
             }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClockError::Io {
+                op: format!("send (not accepted within {:?})", self.timeout),
+                path: self.daemon.clone(),
+                message: "the daemon's queue is full: it is not reading".into(),
+                errno: e.raw_os_error(),
+            },
             _ => self.io_error("send", &e),
         })?;
         // One byte more than an answer can be, so that a long datagram is seen as long.

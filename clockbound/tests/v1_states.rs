@@ -11,6 +11,7 @@
 //! | `F = 1` / `F = 0` | `Unknown` / `Synchronized` |
 //! | each malformed answer | `ResponseMalformed` naming what |
 //! | a late answer to a timed-out request | never read as a later request's answer |
+//! | an answer sent twice | the copy is never read as the next request's answer |
 
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, SystemTime};
@@ -178,38 +179,44 @@ fn every_malformed_answer_is_refused_and_named() {
 #[test]
 fn a_late_answer_is_never_taken_for_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("slow.sock");
-    let server = UnixDatagram::bind(&path).unwrap();
-    let clock_path = path.clone();
+    let (path, server) = scripted_daemon(&dir);
     let client = std::thread::spawn(move || {
         // Opening takes one reading: answered promptly below.
         let clock =
-            ClockBoundV1Clock::open_with_timeout(&clock_path, Duration::from_millis(200)).unwrap();
+            ClockBoundV1Clock::open_with_timeout(&path, Duration::from_millis(200)).unwrap();
         // This call times out: its answer comes late.
         assert!(matches!(clock.now(), Err(ClockError::Io { .. })));
         // This one is answered with a fresh interval; the stale one must not be read.
         clock.now().unwrap()
     });
-    let mut buf = [0u8; 16];
-    let answer_to =
-        |server: &UnixDatagram, earliest: u64, from: &std::os::unix::net::SocketAddr| {
-            let reply = encode_now_response(earliest, earliest + 10, false);
-            let _ = if let Some(p) = from.as_pathname() {
-                server.send_to(&reply, p)
-            } else {
-                server.send_to_addr(&reply, from)
-            };
-        };
-    let (_, first) = server.recv_from(&mut buf).unwrap();
-    answer_to(&server, 1_000, &first);
-    let (_, late) = server.recv_from(&mut buf).unwrap();
+    let first = next_request(&server);
+    reply(&server, 1_000, &first);
+    let late = next_request(&server);
     // After the client gave up (200 ms) and sent its next request, before that is answered.
     std::thread::sleep(Duration::from_millis(250));
-    answer_to(&server, 2_000, &late); // the stale answer
-    let (_, fresh) = server.recv_from(&mut buf).unwrap();
-    answer_to(&server, 3_000, &fresh);
+    reply(&server, 2_000, &late); // the stale answer
+    let fresh = next_request(&server);
+    reply(&server, 3_000, &fresh);
     let r = client.join().unwrap();
     assert_eq!(r.earliest().as_nanos(), 3_000, "the late answer was read as a fresh one");
+}
+
+/// A daemon side scripted by the test itself: its socket in `dir`.
+fn scripted_daemon(dir: &tempfile::TempDir) -> (std::path::PathBuf, UnixDatagram) {
+    let path = dir.path().join("scripted.sock");
+    let server = UnixDatagram::bind(&path).unwrap();
+    (path, server)
+}
+
+/// Waits for the next request; returns who sent it.
+fn next_request(server: &UnixDatagram) -> std::os::unix::net::SocketAddr {
+    let mut buf = [0u8; 16];
+    server.recv_from(&mut buf).unwrap().1
+}
+
+/// Answers `[earliest, earliest + 10 ns]`, synchronized, to `to`.
+fn reply(server: &UnixDatagram, earliest: u64, to: &std::os::unix::net::SocketAddr) {
+    let _ = server.send_to_addr(&encode_now_response(earliest, earliest + 10, false), to);
 }
 
 #[test]
@@ -251,4 +258,26 @@ fn the_real_0_1_daemon_is_read() {
     let source: ClockSource = format!("clockbound-v1:{socket}").parse().unwrap();
     let guarded = source.open(None).unwrap();
     assert_eq!(guarded.now().unwrap().status, ClockStatus::Synchronized);
+}
+
+/// A daemon that answers one request twice: the second copy waits in the socket and must not be
+/// read as the next request's answer.
+#[test]
+fn a_duplicated_answer_is_not_read_as_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, server) = scripted_daemon(&dir);
+    let (both_sent, go_on) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let clock = ClockBoundV1Clock::open(&path).unwrap(); // answered twice
+        go_on.recv().unwrap(); // the duplicate is in this socket now (a local send is delivery)
+        clock.now().unwrap()
+    });
+    let first = next_request(&server);
+    reply(&server, 1_000, &first);
+    reply(&server, 2_000, &first); // the duplicate
+    both_sent.send(()).unwrap();
+    let second = next_request(&server);
+    reply(&server, 3_000, &second);
+    let r = client.join().unwrap();
+    assert_eq!(r.earliest().as_nanos(), 3_000, "the duplicate was read as the next answer");
 }

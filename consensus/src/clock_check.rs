@@ -107,8 +107,8 @@ use boundkv_clockbound::ClockReading;
 
 use crate::verified_clock::{Frame, FrameClaim, covered_hull};
 
-/// How many recent claims the verified range keeps per peer (five probe rounds' worth fit in
-/// the default `sample_ttl`).
+/// How many recent claims the verified range keeps per peer (the default `sample_ttl` holds ten
+/// probe rounds' worth).
 const MAX_CLAIMS_PER_PEER: usize = 16;
 
 /// Settings of the peer clock checks.
@@ -557,7 +557,21 @@ impl ClockChecker {
             match intersection {
                 // Two of its claims contradict each other: this peer lied in the window, so it
                 // is one of the liars the rule allows, and the others are one fewer.
-                Some((lo, hi)) if lo > hi => liars = liars.saturating_sub(1),
+                Some((lo, hi)) if lo > hi => {
+                    if liars == 0 {
+                        // More self-contradicting peers than the rule allows liars: more likely
+                        // this member's own frames are wrong (an oscillator past `ρ`) than that
+                        // a majority lies. Prove nothing; the last range stays, widening. (Each
+                        // round would say it again: debug, not warn.)
+                        tracing::debug!(
+                            node = self.id,
+                            peer = id,
+                            "verified range: more peers contradict their own answers than the                              majority rule allows; keeping the last range"
+                        );
+                        return None;
+                    }
+                    liars -= 1;
+                }
                 Some(claim) => sources.push(claim),
                 None => {}
             }

@@ -40,7 +40,7 @@
 //! # A new leader's start
 //!
 //! [`start_reference`]: from the upper edge of the new leader's interval for the old reference,
-//! plus [`handover_margin`] = `2·RHO·(lease + max commit wait)`: until the new leader's first
+//! plus [`handover_margin`] = `2·RHO/(1 − RHO)·(lease + max commit wait)`: until the new leader's first
 //! timestamp (one lease after its election) the old reference runs on at its leader's rate and
 //! the new one at this one's; the margin keeps the new one ahead, so `R` never goes backwards
 //! at the switch.
@@ -160,11 +160,13 @@ impl LeaderEstimate {
     }
 }
 
-/// How far ahead of its estimate's upper edge a new leader starts `R`: `2·RHO` over a lease and
-/// the longest commit wait (see the module docs), rounded up.
+/// How far ahead of its estimate's upper edge a new leader starts `R`: `2·RHO/(1 − RHO)` of a
+/// lease and the longest commit wait (see the module docs; the span is counted on the new
+/// leader's clock, which may run `RHO` slow, hence the division), rounded up.
 pub fn handover_margin(rho_ppm: u32, lease: Duration, max_commit_wait: Duration) -> Duration {
     let span = (lease + max_commit_wait).as_nanos();
-    let nanos = (span * 2 * u128::from(rho_ppm)).div_ceil(1_000_000);
+    let rho = u128::from(rho_ppm);
+    let nanos = (span * 2 * rho).div_ceil(1_000_000 - rho);
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
@@ -259,7 +261,8 @@ mod tests {
     #[test]
     fn the_margin_is_twice_rho_over_a_lease_and_a_commit_wait() {
         let m = handover_margin(200, Duration::from_secs(1), Duration::from_millis(500));
-        assert_eq!(m, Duration::from_micros(600));
+        // 2 · 200 ppm · 1.5 s / (1 − 200 ppm), rounded up.
+        assert_eq!(m, Duration::from_nanos(600_121));
     }
 
     proptest! {
@@ -311,7 +314,7 @@ mod tests {
             out in 0u64..5_000_000,
             back in 0u64..5_000_000,
             since in 0u64..2_000_000_000,
-            at in 0u64..1_500_000_000,
+            at in prop_oneof![0u64..1_500_000_000, Just(1_500_000_000u64)],
         ) {
             let lease = Duration::from_secs(1);
             let max_commit_wait = Duration::from_millis(500);
@@ -338,8 +341,10 @@ mod tests {
                 handover_margin(RHO, lease, max_commit_wait),
                 new.read(elected),
             );
-            // Any moment up to a lease and a commit wait after the election.
-            let t = elected + at;
+            // Any moment up to a lease and a commit wait after the election, counted on the
+            // new leader's clock (which may run slow: more true time passes).
+            let rate = u128::try_from(1_000_000 + new_ppm).unwrap();
+            let t = elected + u64::try_from(u128::from(at) * 1_000_000 / rate).unwrap();
             let (r_old, r_new) = (old_ref.at(old.read(t)), start.at(new.read(t)));
             prop_assert!(r_new >= r_old, "R went back at the switch: {r_new} < {r_old}");
         }

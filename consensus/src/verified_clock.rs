@@ -456,7 +456,8 @@ mod tests {
         /// oscillator drifts at most 1000 ppm while its wall clock jumps by anything between
         /// any two readings, the reading holds true time: member 0's own lie, drift and jumps
         /// included. Fails with the frames' drift allowance or their moves left out, or with
-        /// `f` not subtracted.
+        /// `f` not subtracted. Up to three rounds: an honest peer's claims, all carried, must still
+        /// intersect; a liar's may contradict each other.
         #[test]
         fn the_verified_reading_holds_true_time_if_a_majority_is_honest(
             n in 1usize..=5,
@@ -464,9 +465,13 @@ mod tests {
             offsets in proptest::collection::vec(-5_000_000i64..5_000_000, 5),
             bounds in proptest::collection::vec(1_000u64..100_000, 5),
             honest in proptest::collection::vec(-1.0f64..=1.0, 8),
-            delays in proptest::collection::vec(0u64..500_000, 10),
-            jumps in proptest::collection::vec(-1_000_000i64..1_000_000, 3),
+            delays in proptest::collection::vec(0u64..500_000, 30),
+            jumps in proptest::collection::vec(-1_000_000i64..1_000_000, 5),
             rate_ppm in -1000i64..=1000,
+            // Up to three probe rounds: every honest peer's claims, whatever the jumps of member
+            // 0's clock between them, must still intersect; a liar's may contradict each other.
+            rounds in 1usize..=3,
+            lie_moves in proptest::collection::vec(-5_000_000i64..5_000_000, 5),
             // As often soon (when little has been widened away) as late.
             later in prop_oneof![0u64..1_000_000, 0u64..2_000_000_000],
             later2 in prop_oneof![0u64..1_000_000, 0u64..2_000_000_000],
@@ -492,31 +497,39 @@ mod tests {
                 readings: 0,
             };
             let options = ClockCheckOptions { sample_ttl: Duration::from_secs(60), ..Default::default() };
-            let instant = Instant::now();
+            let first = Instant::now();
+            let mut instant = first;
             let voters: Vec<u64> = (0..n as u64).collect();
-            let mut checker = ClockChecker::new(0, options, instant);
-            // A probe round: one reading, then each answer in turn.
-            let r0 = me.read_at(start);
-            let probes = checker.probes(instant, Some(r0), &voters);
+            let mut checker = ClockChecker::new(0, options.clone(), instant);
             let mut t = start;
-            for (i, p) in probes.iter().enumerate() {
-                let ClockMessage::Probe { probe, .. } = p.message else { unreachable!() };
-                let peer = p.to as usize;
-                t += delays[2 * i];
-                let peer_mid = if liar[peer] {
-                    (t as i64 + offsets[peer]) as u64
-                } else {
-                    (t as i64 + (bounds[peer] as f64 * honest[peer]) as i64) as u64
-                };
-                let answer = reading(peer_mid, bounds[peer]);
-                t += delays[2 * i + 1];
-                me.jump(jumps[0] / (i as i64 + 1));
-                let r1 = me.read_at(t);
-                // (No measurement if member 0's clock went back between its two readings.)
-                checker.on_reply(p.to, probe, Some(answer), instant, Some(r1));
+            let mut d = delays.iter().copied().cycle();
+            for round in 0..rounds {
+                // A probe round: one reading, then each answer in turn.
+                let r0 = me.read_at(t);
+                let probes = checker.probes(instant, Some(r0), &voters);
+                for (i, p) in probes.iter().enumerate() {
+                    let ClockMessage::Probe { probe, .. } = p.message else { unreachable!() };
+                    let peer = p.to as usize;
+                    t += d.next().unwrap();
+                    let peer_mid = if liar[peer] {
+                        (t as i64 + offsets[peer] + lie_moves[peer] * round as i64) as u64
+                    } else {
+                        let error = honest[(peer + round) % honest.len()];
+                        (t as i64 + (bounds[peer] as f64 * error) as i64) as u64
+                    };
+                    let answer = reading(peer_mid, bounds[peer]);
+                    t += d.next().unwrap();
+                    me.jump(jumps[round] / (i as i64 + 1));
+                    let r1 = me.read_at(t);
+                    // (No measurement if member 0's clock went back between its two readings.)
+                    checker.on_reply(p.to, probe, Some(answer), instant, Some(r1));
+                }
+                // The next round, a probe interval later (in true time too).
+                instant += options.probe_interval;
+                t += options.probe_interval.as_nanos() as u64;
             }
             // The range, published some time later, after another jump.
-            me.jump(jumps[1]);
+            me.jump(jumps[3]);
             let (mine, frame) = me.read_at(t + later);
             let range = VerifiedRange::default();
             let Some(published) = checker.verified_range(instant, &mine, frame, &voters) else {
@@ -525,8 +538,8 @@ mod tests {
             range.publish(published);
             let range = Arc::new(range);
             let verified = PeerVerifiedClock::new(framed.clone(), range, 1000);
-            // A reading later still, after a third jump.
-            me.jump(jumps[2]);
+            // A reading later still, after one more jump.
+            me.jump(jumps[4]);
             let truth = t + later + later2;
             me.read_at(truth);
             // `read_at` set the clock; the verified clock reads it again through the framed.
