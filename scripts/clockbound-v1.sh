@@ -22,6 +22,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
+# clockboundd 0.1.x asks chrony at [::1]:323 and nowhere else.
+if ! python3 -c 'import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.bind(("::1", 0))' 2>/dev/null; then
+    echo "clockbound-v1: SKIPPED: this machine has no IPv6 loopback (::1), the only address" \
+        "clockboundd 0.1.x reaches chrony at; the protocol's tests against boundkv's own daemon" \
+        "side (clockbound/tests/v1_states.rs) still run with the test suite" >&2
+    exit 0
+fi
 if ! command -v chronyd >/dev/null; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo=sudo
