@@ -140,6 +140,23 @@ impl ClockBoundV1Clock {
         }
     }
 
+    /// What a failed `connect`, `send` or `recv` means: no daemon there, a timeout (`waiting`
+    /// says for what), or another I/O error.
+    fn socket_error(&self, op: &str, waiting: &str, e: &io::Error) -> ClockError {
+        match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClockError::SocketMissing { path: self.daemon.clone() }
+            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClockError::Io {
+                op: format!("{op} (timed out after {:?})", self.timeout),
+                path: self.daemon.clone(),
+                message: waiting.into(),
+                errno: e.raw_os_error(),
+            },
+            _ => self.io_error(op, e),
+        }
+    }
+
     /// A socket bound to a fresh abstract address, connected to the daemon.
     ///
     /// The name is unique to this process's lifetime as well as to the call: a pid alone comes
@@ -167,56 +184,40 @@ impl ClockBoundV1Clock {
         socket
             .set_write_timeout(Some(self.timeout))
             .map_err(|e| self.io_error("setsockopt", &e))?;
-        match socket.connect(&self.daemon) {
-            Ok(()) => Ok(socket),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Err(ClockError::SocketMissing { path: self.daemon.clone() })
-            }
-            Err(e) => Err(self.io_error("connect", &e)),
-        }
+        socket.connect(&self.daemon).map_err(|e| self.socket_error("connect", "", &e))?;
+        Ok(socket)
     }
 
-    /// One Now exchange on `socket`: the raw answer.
-    fn exchange(&self, socket: &UnixDatagram) -> Result<Vec<u8>, ClockError> {
+    /// One Now exchange on `socket`: the answer's buffer and length.
+    fn exchange(
+        &self,
+        socket: &UnixDatagram,
+    ) -> Result<([u8; RESPONSE_LEN + 1], usize), ClockError> {
         // Anything already waiting answers an earlier request (a daemon that answered twice):
-        // it is not this call's answer.
-        let mut stale = [0u8; RESPONSE_LEN + 1];
-        socket.set_nonblocking(true).map_err(|e| self.io_error("fcntl", &e))?;
-        while socket.recv(&mut stale).is_ok() {}
-        socket.set_nonblocking(false).map_err(|e| self.io_error("fcntl", &e))?;
-        socket.send(&[VERSION, TYPE_NOW, 0, 0]).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ClockError::SocketMissing { path: self.daemon.clone() }
-            }
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClockError::Io {
-                op: format!("send (not accepted within {:?})", self.timeout),
-                path: self.daemon.clone(),
-                message: "the daemon's queue is full: it is not reading".into(),
-                errno: e.raw_os_error(),
-            },
-            _ => self.io_error("send", &e),
+        // it is not this call's answer. One non-blocking receive each, until there is none.
+        let mut buf = [0u8; RESPONSE_LEN + 1];
+        while recv_waiting(socket, &mut buf) {}
+        socket.send(&[VERSION, TYPE_NOW, 0, 0]).map_err(|e| {
+            self.socket_error("send", "the daemon's queue is full: it is not reading", &e)
         })?;
         // One byte more than an answer can be, so that a long datagram is seen as long.
-        let mut buf = [0u8; RESPONSE_LEN + 1];
-        let n = socket.recv(&mut buf).map_err(|e| match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClockError::Io {
-                op: format!("recv (no answer within {:?})", self.timeout),
-                path: self.daemon.clone(),
-                message: "the daemon did not answer".into(),
-                errno: e.raw_os_error(),
-            },
-            io::ErrorKind::ConnectionRefused => {
-                ClockError::SocketMissing { path: self.daemon.clone() }
-            }
-            _ => self.io_error("recv", &e),
-        })?;
-        Ok(buf[..n].to_vec())
+        let n = socket
+            .recv(&mut buf)
+            .map_err(|e| self.socket_error("recv", "the daemon did not answer", &e))?;
+        Ok((buf, n))
     }
+}
+
+/// Receives a datagram already waiting in `socket` without blocking (`MSG_DONTWAIT`): whether
+/// there was one.
+fn recv_waiting(socket: &UnixDatagram, buf: &mut [u8]) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and the descriptor is open for the
+    // duration of the call (borrowed from `socket`).
+    let n = unsafe {
+        libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+    };
+    n >= 0
 }
 
 /// Decodes a Now answer (see the module docs' table). `daemon` names the socket in errors.
@@ -294,8 +295,8 @@ impl Clock for ClockBoundV1Clock {
             Some(s) => s,
             None => self.connect()?,
         };
-        let answer = self.exchange(&socket)?;
-        let reading = decode_now_response(&self.daemon, &answer);
+        let (answer, n) = self.exchange(&socket)?;
+        let reading = decode_now_response(&self.daemon, &answer[..n]);
         // Keep the socket only after a clean exchange: after anything else a late or foreign
         // datagram may be waiting in it (see the module docs).
         if reading.is_ok() {

@@ -566,7 +566,8 @@ impl ClockChecker {
                         tracing::debug!(
                             node = self.id,
                             peer = id,
-                            "verified range: more peers contradict their own answers than the                              majority rule allows; keeping the last range"
+                            "verified range: more peers contradict their own answers than the majority rule \
+                             allows; keeping the last range"
                         );
                         return None;
                     }

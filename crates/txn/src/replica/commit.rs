@@ -38,7 +38,7 @@ impl<E: Engine> Replica<E> {
         // not for this call to say about an attempt that may have been proposed.
         // An active leader with a usable clock (the common case) needs no wait, so it looks the
         // transaction up once; otherwise it looks before waiting and again after.
-        let found = if self.active_now() {
+        let found = if self.lease_valid() {
             self.find_or_start_commit(req)?
         } else {
             match self.find_commit(id)? {

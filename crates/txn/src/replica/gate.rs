@@ -120,13 +120,15 @@ impl<E: Engine> Replica<E> {
         self.options.policy.check(self.clock.now()).err()
     }
 
-    /// Whether this node leads and holds a lease that is valid now.
+    /// Whether this node leads and holds a lease that is valid now: then
+    /// [`Replica::ensure_active`] succeeds at once, with neither a wait for the clock nor a
+    /// quorum round.
     pub fn lease_valid(&self) -> bool {
-        let reading = self.usable_now();
-        match (self.gate.leadership(reading.as_ref()), reading) {
-            (Leadership::Active { lease_until: Some(until) }, Some(r)) => r.latest() < until,
-            _ => false,
-        }
+        let Some(reading) = self.usable_now() else { return false };
+        matches!(
+            self.gate.leadership(Some(&reading)),
+            Leadership::Active { lease_until } if lease_holds(lease_until, &reading)
+        )
     }
 
     pub(super) fn usable_now(&self) -> Option<ClockReading> {
@@ -162,26 +164,9 @@ impl<E: Engine> Replica<E> {
             Leadership::Follower { leader } => Err(self.not_leader(leader)),
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
             Leadership::Fenced(reason) => Err(Error::ClockFenced { node: self.id, reason }),
-            Leadership::Active { lease_until } => {
-                if lease_until.is_some_and(|until| reading.latest() < until) {
-                    return Ok(());
-                }
-                self.renew_lease().await
-            }
+            Leadership::Active { lease_until } if lease_holds(lease_until, &reading) => Ok(()),
+            Leadership::Active { .. } => self.renew_lease().await,
         }
-    }
-
-    /// Whether [`Replica::ensure_active`] would succeed at once, with neither a wait for the
-    /// clock nor a quorum round: the clock usable now, this node the active leader, its lease
-    /// valid past the reading.
-    pub(super) fn active_now(&self) -> bool {
-        let Ok(reading) = self.options.policy.check(self.clock.now()) else {
-            return false;
-        };
-        matches!(
-            self.gate.leadership(Some(&reading)),
-            Leadership::Active { lease_until: Some(until) } if reading.latest() < until
-        )
     }
 
     /// A Safe ReadIndex round: a quorum confirms this leader, which renews its lease.
@@ -193,4 +178,10 @@ impl<E: Engine> Replica<E> {
             Err(_) => Err(Error::Unavailable("the Raft node stopped".into())),
         }
     }
+}
+
+/// Whether a leader's lease, valid until `lease_until`, still covers `reading` (all of it: its
+/// `latest` is below the lease's end).
+fn lease_holds(lease_until: Option<Timestamp>, reading: &ClockReading) -> bool {
+    lease_until.is_some_and(|until| reading.latest() < until)
 }
