@@ -121,7 +121,7 @@ impl<E: Engine> Replica<E> {
     }
 
     /// Whether this node leads and holds a lease that is valid now: then
-    /// [`Replica::ensure_active`] succeeds at once, with neither a wait for the clock nor a
+    /// `Replica::ensure_active` succeeds at once, with neither a wait for the clock nor a
     /// quorum round.
     pub fn lease_valid(&self) -> bool {
         let Some(reading) = self.usable_now() else { return false };
