@@ -95,6 +95,7 @@ fn raft_round(c: &mut Criterion) {
         clock,
         unsafe_lease_clock: None,
         policy: ClockPolicy::default(),
+        cluster_clock: None,
         bootstrap: Some(vec![1]),
     })
     .unwrap();

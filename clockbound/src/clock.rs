@@ -52,6 +52,15 @@ pub trait Clock: Send + Sync {
     fn leap_report(&self) -> Option<LeapReport> {
         None
     }
+
+    /// Which reference this source's intervals are of. Every source that bounds true time has
+    /// one reference, forever: epoch 0. A source whose reference changes (the cluster clock,
+    /// whose intervals are of the current Raft leader's clock, `consensus::cluster_clock`)
+    /// counts its references up, and a reader that waits between choosing a timestamp from a
+    /// reading and using it must check that the epoch did not change meanwhile.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
@@ -72,6 +81,9 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
     fn leap_report(&self) -> Option<LeapReport> {
         (**self).leap_report()
+    }
+    fn epoch(&self) -> u64 {
+        (**self).epoch()
     }
 }
 

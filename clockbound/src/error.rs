@@ -110,6 +110,17 @@ pub enum ClockError {
         /// What was wrong, and the answer's bytes.
         reason: String,
     },
+    /// The cluster clock (`--clock cluster:RHO`) derives every member's time from its Raft
+    /// leader's: it exists only inside a server's Raft group.
+    #[error(
+        "the cluster clock (cluster:{rho_ppm}ppm) runs inside a Raft group: use it with `boundkv \
+         serve` or `boundkv up`; an embedded database or a command without a node needs \
+         `clockbound` or `system:BOUND`"
+    )]
+    NeedsRaftGroup {
+        /// The `RHO` asked for.
+        rho_ppm: u32,
+    },
     /// A simulated clock was told to fail (tests only; never produced by a real source).
     #[error("simulated clock failure: {0}")]
     Simulated(String),
@@ -137,7 +148,8 @@ impl ClockError {
             ClockError::SegmentMissing { .. }
             | ClockError::SegmentNotInitialized { .. }
             | ClockError::SocketMissing { .. }
-            | ClockError::DaemonError { .. } => ClockErrorKind::SegmentNotInitialized,
+            | ClockError::DaemonError { .. }
+            | ClockError::NeedsRaftGroup { .. } => ClockErrorKind::SegmentNotInitialized,
             ClockError::SegmentVersionNotSupported { .. } => {
                 ClockErrorKind::SegmentVersionNotSupported
             }

@@ -556,6 +556,10 @@ impl<C: Clock> Clock for StepGuard<C> {
         StepGuard::leap_report(self)
     }
 
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
+
     fn timebase(&self) -> &dyn Timebase {
         self.inner.timebase()
     }

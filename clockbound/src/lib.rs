@@ -81,7 +81,9 @@ pub use oracle::{
 pub use policy::{ClockPolicy, Unusable};
 pub use segment::{ClockBoundClock, ClockBoundOptions, SegmentWriter};
 pub use sim::{ExternalTime, SimClock};
-pub use source::{CLOCK_ENV, ClockSource, ParseClockSourceError, VMCLOCK_ENV};
+pub use source::{
+    CLOCK_ENV, ClockSource, DEFAULT_CLUSTER_RHO_PPM, ParseClockSourceError, VMCLOCK_ENV,
+};
 pub use sys::monotonic_coarse_timespec;
 pub use system::SystemClock;
 pub use time::{ClockReading, ClockStatus, TimeInterval, Timestamp};

@@ -7,6 +7,7 @@
 //! | `clockbound-v1` | ClockBound 0.1.x's socket at `/run/clockboundd/clockboundd.sock` ([`crate::v1`]) |
 //! | `clockbound-v1:SOCKET` | that daemon's socket at `SOCKET` |
 //! | `system:BOUND` (e.g. `system:500us`, `system:2ms`, `system:0`) | `CLOCK_REALTIME` ± an *assumed* `BOUND` |
+//! | `cluster` or `cluster:RHO` (e.g. `cluster:200ppm`, the default `RHO`) | the Raft leader's clock, measured over the network (`boundkv_consensus::cluster_clock`); servers only |
 //!
 //! Durations are humantime's: `ns`, `us` (or `µs`), `ms`, `s`, combinations like `1ms 500us`,
 //! and a bare `0`.
@@ -49,7 +50,18 @@ pub enum ClockSource {
         /// The assumed bound.
         bound: Duration,
     },
+    /// The cluster clock: intervals of the Raft leader's monotonic clock, measured by probes
+    /// over the peer transport, assuming only that no oscillator drifts faster than `rho_ppm`.
+    /// Built by the server around its Raft node; [`ClockSource::open`] refuses it.
+    Cluster {
+        /// `RHO`, in parts per million.
+        rho_ppm: u32,
+    },
 }
+
+/// The cluster clock's default `RHO`: 200 ppm, four times the 50 ppm most quartz oscillators are
+/// specified for, and ClockBound's own default assumption (`max_drift_rate`) for the same role.
+pub const DEFAULT_CLUSTER_RHO_PPM: u32 = 200;
 
 impl Default for ClockSource {
     fn default() -> Self {
@@ -95,6 +107,9 @@ impl ClockSource {
             ClockSource::System { bound } => {
                 Arc::new(StepGuard::new(SystemClock::new(*bound)).with_leap(leap, kernel))
             }
+            ClockSource::Cluster { rho_ppm } => {
+                return Err(ClockError::NeedsRaftGroup { rho_ppm: *rho_ppm });
+            }
         })
     }
 }
@@ -103,7 +118,8 @@ impl ClockSource {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid clock source {input:?}: {reason}. Use `clockbound`, `clockbound:PATH`, \
-     `clockbound-v1`, `clockbound-v1:SOCKET` or `system:BOUND` (for example `system:500us`)"
+     `clockbound-v1`, `clockbound-v1:SOCKET`, `cluster[:RHO]` (for example `cluster:200ppm`) or \
+     `system:BOUND` (for example `system:500us`)"
 )]
 pub struct ParseClockSourceError {
     input: String,
@@ -137,8 +153,22 @@ impl FromStr for ClockSource {
             ("system", Some(bound)) => {
                 parse_bound(bound).map(|bound| ClockSource::System { bound }).map_err(|e| err(&e))
             }
+            ("cluster", None) => Ok(ClockSource::Cluster { rho_ppm: DEFAULT_CLUSTER_RHO_PPM }),
+            ("cluster", Some(rho)) => {
+                parse_ppm(rho).map(|rho_ppm| ClockSource::Cluster { rho_ppm }).map_err(|e| err(&e))
+            }
             _ => Err(err("unknown kind")),
         }
+    }
+}
+
+/// `200ppm` or `200` (parts per million), from 1 to 100,000 (10 %).
+fn parse_ppm(s: &str) -> Result<u32, String> {
+    let digits = s.trim().strip_suffix("ppm").unwrap_or(s.trim()).trim();
+    match digits.parse::<u32>() {
+        Ok(ppm @ 1..=100_000) => Ok(ppm),
+        Ok(ppm) => Err(format!("RHO {ppm} ppm is outside 1..=100000")),
+        Err(_) => Err(format!("bad drift {s:?}: expected parts per million, as in `200ppm`")),
     }
 }
 
@@ -159,6 +189,7 @@ impl fmt::Display for ClockSource {
                 f.write_str("clockbound-v1")
             }
             ClockSource::ClockBoundV1 { socket } => write!(f, "clockbound-v1:{}", socket.display()),
+            ClockSource::Cluster { rho_ppm } => write!(f, "cluster:{rho_ppm}ppm"),
             ClockSource::System { bound } => {
                 if bound.is_zero() {
                     f.write_str("system:0")
@@ -194,6 +225,17 @@ mod tests {
             "clockbound-v1:/tmp/d.sock".parse::<ClockSource>().unwrap(),
             ClockSource::ClockBoundV1 { socket: "/tmp/d.sock".into() }
         );
+        assert_eq!(
+            "cluster".parse::<ClockSource>().unwrap(),
+            ClockSource::Cluster { rho_ppm: DEFAULT_CLUSTER_RHO_PPM }
+        );
+        for text in ["cluster:200ppm", "cluster:200", "cluster: 200 ppm"] {
+            assert_eq!(
+                text.parse::<ClockSource>().unwrap(),
+                ClockSource::Cluster { rho_ppm: 200 },
+                "{text}"
+            );
+        }
         for (text, bound) in [
             ("system:500us", Duration::from_micros(500)),
             ("system:500µs", Duration::from_micros(500)),
@@ -219,6 +261,10 @@ mod tests {
             "system:fast",
             "clockbound:",
             "clockbound-v1:",
+            "cluster:",
+            "cluster:fast",
+            "cluster:0ppm",
+            "cluster:200000ppm",
             "ntp",
             "sim:1ms",
         ] {
@@ -237,6 +283,8 @@ mod tests {
             "system:500us",
             "system:0",
             "system:1ms500us",
+            "cluster",
+            "cluster:50ppm",
         ] {
             let s: ClockSource = text.parse().unwrap();
             assert_eq!(s.to_string().parse::<ClockSource>().unwrap(), s, "{text}");

@@ -166,7 +166,7 @@ pub struct ClockFrame {
 impl ClockFrame {
     /// `from`'s answer to `to`'s probe `probe`, with `from`'s usable reading (if any).
     pub fn reply(from: u64, to: u64, probe: u64, reading: Option<ClockReading>) -> ClockFrame {
-        ClockFrame { from, to, message: ClockMessage::Reply { probe, reading } }
+        ClockFrame { from, to, message: ClockMessage::Reply { probe, reading, leads: None } }
     }
 }
 
@@ -188,6 +188,10 @@ pub enum ClockMessage {
         probe: u64,
         /// The answerer's reading.
         reading: Option<ClockReading>,
+        /// Under the cluster clock (`crate::cluster_clock`): the term the answerer leads, when
+        /// `reading` is that term's reference `R` itself. `None` otherwise, and always under
+        /// every other clock source.
+        leads: Option<u64>,
     },
 }
 

@@ -45,10 +45,15 @@
 //! the new one at this one's; the margin keeps the new one ahead, so `R` never goes backwards
 //! at the switch.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use boundkv_clockbound::{TimeInterval, Timestamp};
+use boundkv_clockbound::{
+    Clock, ClockError, ClockReading, ClockStatus, TimeInterval, Timebase, Timestamp,
+};
+
+use crate::clock_check::{ClockFrame, ClockMessage};
 
 /// How many of the leader's answers an estimate keeps (the most recent).
 pub const MAX_ANSWERS: usize = 64;
@@ -135,6 +140,19 @@ impl LeaderEstimate {
         }
     }
 
+    /// Whether any answer is kept.
+    pub fn has_answers(&self) -> bool {
+        !self.answers.is_empty()
+    }
+
+    /// **Mutation only:** follows `term` keeping the answers of the old one, relabelled.
+    fn retag(&mut self, term: u64) {
+        self.term = term;
+        for a in &mut self.answers {
+            a.term = term;
+        }
+    }
+
     /// Keeps `answer` if it is of the followed term. Returns whether it was kept.
     pub fn record(&mut self, answer: LeaderAnswer) -> bool {
         if answer.term != self.term {
@@ -182,6 +200,472 @@ pub fn start_reference(
 ) -> Reference {
     let edge = estimate.map_or(floor, |i| i.latest.max(floor));
     Reference { term, base: edge.saturating_add(margin), at: mono }
+}
+
+/// The engine key a member keeps [`ClusterClock`]'s horizon floor under (next to the Raft log's
+/// `0x10..=0x13`, outside the MVCC state's `0x01..=0x03`): the highest horizon in any entry or
+/// snapshot it has durably held, written in the same batch as that entry.
+pub const HORIZON_KEY: &[u8] = &[0x14];
+
+/// The first byte of a horizon entry's context (`tag ++ horizon (u64 BE)`; the entry's data is
+/// empty, so the state machine sees a no-op). Proposals' contexts are 8-byte request ids, so a
+/// 9-byte context never collides with one.
+pub const HORIZON_CONTEXT_TAG: u8 = 0xC1;
+
+/// The bit that marks a probe id as the cluster clock's (the peer clock checks number theirs
+/// from 1 up).
+pub const CLUSTER_PROBE_BIT: u64 = 1 << 63;
+
+/// A horizon entry's context.
+pub fn horizon_context(horizon: Timestamp) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(9);
+    ctx.push(HORIZON_CONTEXT_TAG);
+    ctx.extend_from_slice(&horizon.as_nanos().to_be_bytes());
+    ctx
+}
+
+/// The horizon an entry's context carries, if it is a horizon entry.
+pub fn horizon_of(context: &[u8]) -> Option<Timestamp> {
+    match context {
+        [HORIZON_CONTEXT_TAG, rest @ ..] => {
+            Some(Timestamp::from_nanos(u64::from_be_bytes(rest.try_into().ok()?)))
+        }
+        _ => None,
+    }
+}
+
+/// Settings of a [`ClusterClock`].
+#[derive(Clone, Debug)]
+pub struct ClusterClockOptions {
+    /// `RHO`: the fastest any member's monotonic clock drifts from true time, in ppm. Default
+    /// 200.
+    pub rho_ppm: u32,
+    /// How far ahead of `R` a leader commits its horizon. Default 1 s: at a leader change `R`
+    /// jumps forward by at most about this much.
+    pub horizon_lead: Duration,
+    /// A leader proposes a new horizon once its committed one is less than this ahead of `R`.
+    /// Default 500 ms (one small entry every half second while leading).
+    pub renew_before: Duration,
+    /// How often a member probes its leader. Default 50 ms.
+    pub probe_interval: Duration,
+    /// How often a member without an interval probes its leader. Default 5 ms.
+    pub probe_interval_unsynced: Duration,
+    /// A reading is `FreeRunning` once its freshest answer is this old. Default 1 s.
+    pub free_running_after: Duration,
+    /// **Test only; breaks external consistency.** The mutations the simulator runs to show its
+    /// checks catch what each rule prevents.
+    #[doc(hidden)]
+    pub unsafe_mutation: Option<ClusterClockMutation>,
+}
+
+/// A rule of the cluster clock switched off (see [`ClusterClockOptions::unsafe_mutation`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterClockMutation {
+    /// Keep a leader's answers across a term change (no term rule).
+    KeepAcrossTerms,
+    /// A new leader starts `R` from the lower edge of its estimate of the old one, ignoring the
+    /// horizons and the margin.
+    StartFromLowerEdge,
+    /// Answers are taken as read at the instant they arrived: no round trip in the bound.
+    IgnoreRoundTrip,
+}
+
+impl Default for ClusterClockOptions {
+    fn default() -> Self {
+        ClusterClockOptions {
+            rho_ppm: 200,
+            horizon_lead: Duration::from_secs(1),
+            renew_before: Duration::from_millis(500),
+            probe_interval: Duration::from_millis(50),
+            probe_interval_unsynced: Duration::from_millis(5),
+            free_running_after: Duration::from_secs(1),
+            unsafe_mutation: None,
+        }
+    }
+}
+
+/// What `boundkv status` and `/metrics` show of a [`ClusterClock`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterClockReport {
+    /// The term this member is in.
+    pub term: u64,
+    /// The leader it follows in that term (itself while leading).
+    pub leader: Option<u64>,
+    /// Whether it leads: its reading is `R` itself.
+    pub leading: bool,
+    /// The round trip of the last answer of the leader.
+    pub last_rtt: Option<Duration>,
+    /// How long ago the freshest answer arrived.
+    pub last_answer_age: Option<Duration>,
+    /// The bound of the current interval (`None` without one).
+    pub bound: Option<Duration>,
+    /// While leading: how far the committed horizon is ahead of `R` (zero once passed).
+    pub horizon_ahead: Option<Duration>,
+    /// The highest horizon this member holds in its log or snapshots.
+    pub horizon_floor: Timestamp,
+}
+
+/// The cluster clock (`--clock cluster:RHO`): every member's bounded time derived from its Raft
+/// leader's monotonic clock, with no daemon and no assumption about UTC. See the module docs and
+/// `docs/architecture/time.md` for the argument; the Raft node ([`crate::node::Node`]) drives it:
+///
+/// - [`ClusterClock::follow`] with its term and leader on every turn, before it applies entries;
+/// - [`ClusterClock::lead`] when it becomes leader, and [`ClusterClock::horizon_due`] /
+///   [`ClusterClock::horizon_committed`] to keep a horizon committed ahead of `R`;
+/// - [`ClusterClock::saw_horizon`] for every horizon it durably holds;
+/// - [`ClusterClock::probes`] to measure the leader, and the transport's
+///   [`ClusterClock::on_reply`] / [`ClusterClock::answer`] for the probes' two ends.
+///
+/// # To ensure correctness
+/// Every reading with a trustworthy status holds `R_T` for the term `T` of [`Clock::epoch`] at
+/// the time of the call (the leader's own: exactly). A member must not serve a read chosen under
+/// one epoch from state of another (the replica re-checks the epoch after its wait).
+pub struct ClusterClock {
+    id: u64,
+    options: ClusterClockOptions,
+    timebase: Arc<dyn Timebase>,
+    /// The system clock, read once, when a leader finds no horizon anywhere (a new cluster): it
+    /// is where `R` starts, so that timestamps begin near UTC. Never trusted for anything else.
+    wall: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    state: Mutex<State>,
+}
+
+struct State {
+    term: u64,
+    leader: Option<u64>,
+    /// The leader of `term`'s answers.
+    estimate: LeaderEstimate,
+    /// The last estimate that held answers, of an earlier term: where a new leader starts from.
+    prior: Option<LeaderEstimate>,
+    /// While leading `term`: `R`.
+    reference: Option<Reference>,
+    /// The highest horizon committed in the reference's term: readings stop below it.
+    horizon: Timestamp,
+    /// When this leader last proposed a horizon (monotonic).
+    proposed_at: Option<Duration>,
+    /// The highest horizon this member holds durably (log, snapshot, or [`HORIZON_KEY`]).
+    seen: Timestamp,
+    /// Probes in flight: id → (to, term, sent).
+    in_flight: BTreeMap<u64, (u64, u64, Duration)>,
+    next_probe: u64,
+    last_rtt: Option<Duration>,
+    last_answer: Option<Duration>,
+}
+
+impl ClusterClock {
+    /// The cluster clock of member `id`, measuring on `timebase` (`RealTimebase`, the raw
+    /// monotonic clock, in a server), with `wall` the system clock (read only to start `R` in a
+    /// brand-new cluster).
+    pub fn new(
+        id: u64,
+        options: ClusterClockOptions,
+        timebase: Arc<dyn Timebase>,
+        wall: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    ) -> Self {
+        if let Some(m) = options.unsafe_mutation {
+            tracing::error!(node = id, mutation = ?m, "UNSAFE: a cluster clock rule is switched off");
+        }
+        let rho = options.rho_ppm;
+        ClusterClock {
+            id,
+            options,
+            timebase,
+            wall,
+            state: Mutex::new(State {
+                term: 0,
+                leader: None,
+                estimate: LeaderEstimate::new(rho),
+                prior: None,
+                reference: None,
+                horizon: Timestamp::ZERO,
+                proposed_at: None,
+                seen: Timestamp::ZERO,
+                in_flight: BTreeMap::new(),
+                next_probe: 0,
+                last_rtt: None,
+                last_answer: None,
+            }),
+        }
+    }
+
+    /// The cluster clock on real time: the raw monotonic clock, and the system clock for `R`'s
+    /// start.
+    pub fn real(id: u64, options: ClusterClockOptions) -> Self {
+        let wall = || {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Timestamp::from_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+        };
+        Self::new(id, options, Arc::new(boundkv_clockbound::RealTimebase), Box::new(wall))
+    }
+
+    /// The settings.
+    pub fn options(&self) -> &ClusterClockOptions {
+        &self.options
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a new leader waits before its first timestamp, for a `lease` counted by the old
+    /// leader: the old one counted its lease on its monotonic clock (through `R`), this one
+    /// counts on its own; one may run `RHO` slow and the other `RHO` fast, so `lease·(1+ρ)/(1−ρ)`.
+    pub fn ready_wait(&self, lease: Duration) -> Duration {
+        elapsed_range(lease, self.options.rho_ppm).1
+    }
+
+    /// This member is in `term`, following `leader` (itself if it leads). Called by the node on
+    /// every turn, before it applies entries: a member that learns of a newer term drops its
+    /// answers (and stops leading) before it applies anything of that term.
+    pub fn follow(&self, term: u64, leader: Option<u64>, leading: bool) {
+        let mut s = self.state();
+        if term != s.term {
+            if s.estimate.has_answers() {
+                s.prior = Some(s.estimate.clone());
+            }
+            if self.options.unsafe_mutation == Some(ClusterClockMutation::KeepAcrossTerms) {
+                s.estimate.retag(term);
+            } else {
+                s.estimate.follow(term);
+            }
+            s.term = term;
+        }
+        s.leader = leader;
+        if !leading || s.reference.is_some_and(|r| r.term != term) {
+            s.reference = None;
+            s.horizon = Timestamp::ZERO;
+            s.proposed_at = None;
+        }
+    }
+
+    /// This member became leader of `term`, with `lease` ([`crate::node::NodeConfig::lease`]):
+    /// starts `R_term` (see the module docs) and returns where. No reading is usable until its
+    /// first horizon commits.
+    pub fn lead(&self, term: u64, lease: Duration) -> Reference {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        let estimate = s.prior.as_ref().and_then(|e| e.interval(mono));
+        let start = match self.options.unsafe_mutation {
+            Some(ClusterClockMutation::StartFromLowerEdge) => Reference {
+                term,
+                base: estimate.map_or_else(|| (self.wall)(), |i| i.earliest),
+                at: mono,
+            },
+            _ => {
+                // Above every horizon this member holds (every timestamp any earlier leader
+                // issued lay below a horizon committed before it, which this log holds), above
+                // its estimate of the last reference plus the margin, and not below the system
+                // clock (so that a new cluster starts near UTC; a clock far behind is ignored).
+                let floor = s.seen.saturating_add(Duration::from_nanos(1)).max((self.wall)());
+                let margin = handover_margin(self.options.rho_ppm, lease, lease);
+                start_reference(term, estimate, floor, margin, mono)
+            }
+        };
+        s.term = term;
+        s.leader = Some(self.id);
+        s.reference = Some(start);
+        s.horizon = Timestamp::ZERO;
+        s.proposed_at = None;
+        tracing::info!(node = self.id, term, start = %start.base, "cluster clock: leading, R starts here");
+        start
+    }
+
+    /// A horizon to propose now, if one is due: while leading, once the committed horizon is
+    /// less than `renew_before` ahead of `R` (and no proposal is younger than a tenth of that).
+    pub fn horizon_due(&self) -> Option<Timestamp> {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        let reference = s.reference?;
+        let r = reference.at(mono);
+        let ahead = s.horizon.saturating_duration_since(r);
+        let recent = s
+            .proposed_at
+            .is_some_and(|at| mono.saturating_sub(at) < self.options.renew_before / 10);
+        if ahead >= self.options.renew_before || recent {
+            return None;
+        }
+        s.proposed_at = Some(mono);
+        Some(r.saturating_add(self.options.horizon_lead))
+    }
+
+    /// A horizon entry of `term` committed: if this member leads `term`, its readings may go up
+    /// to it.
+    pub fn horizon_committed(&self, term: u64, horizon: Timestamp) {
+        let mut s = self.state();
+        s.seen = s.seen.max(horizon);
+        if s.reference.is_some_and(|r| r.term == term) {
+            s.horizon = s.horizon.max(horizon);
+        }
+    }
+
+    /// This member durably holds `horizon` (an appended entry's, a snapshot's, the stored floor).
+    pub fn saw_horizon(&self, horizon: Timestamp) {
+        let mut s = self.state();
+        s.seen = s.seen.max(horizon);
+    }
+
+    /// The highest horizon this member holds.
+    pub fn horizon_floor(&self) -> Timestamp {
+        self.state().seen
+    }
+
+    /// The probe to send the leader now, and when the next is due (from `probe_interval`, or the
+    /// faster `probe_interval_unsynced` while this member has no interval).
+    pub fn probe(&self) -> (Option<ClockFrame>, Duration) {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        let synced = s.reference.is_some() || s.estimate.interval(mono).is_some();
+        let next =
+            if synced { self.options.probe_interval } else { self.options.probe_interval_unsynced };
+        let Some(leader) = s.leader.filter(|&l| l != self.id && s.reference.is_none()) else {
+            return (None, next);
+        };
+        s.next_probe += 1;
+        let id = CLUSTER_PROBE_BIT | s.next_probe;
+        let term = s.term;
+        // Probes unanswered for a second are lost.
+        s.in_flight.retain(|_, (_, _, sent)| mono.saturating_sub(*sent) < Duration::from_secs(1));
+        s.in_flight.insert(id, (leader, term, mono));
+        let frame = ClockFrame {
+            from: self.id,
+            to: leader,
+            message: ClockMessage::Probe { probe: id, sent: None },
+        };
+        (Some(frame), next)
+    }
+
+    /// The answer to a probe: this member's reading (if usable) and, while it leads with a
+    /// committed horizon, the term whose `R` the reading is.
+    pub fn answer(&self) -> (Option<ClockReading>, Option<u64>) {
+        let mono = self.timebase.elapsed();
+        let s = self.state();
+        match self.read(&s, mono) {
+            Some(r) if s.reference.is_some() => (Some(r), Some(s.term)),
+            r => (r, None),
+        }
+    }
+
+    /// An answer to one of this member's probes arrived (called by the transport the moment it
+    /// does). Kept if it is the leader's of this member's term, about its own `R`.
+    pub fn on_reply(
+        &self,
+        from: u64,
+        probe: u64,
+        reading: Option<ClockReading>,
+        leads: Option<u64>,
+    ) {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        let Some((to, term, sent)) = s.in_flight.remove(&probe) else { return };
+        let Some(reading) = reading.filter(|r| r.status.is_trustworthy()) else { return };
+        if to != from || leads != Some(term) || term != s.term || s.leader != Some(from) {
+            return;
+        }
+        let sent = match self.options.unsafe_mutation {
+            Some(ClusterClockMutation::IgnoreRoundTrip) => mono,
+            _ => sent,
+        };
+        let kept = s.estimate.record(LeaderAnswer {
+            term,
+            sent,
+            received: mono,
+            leader: reading.interval,
+        });
+        if kept {
+            s.last_rtt = Some(mono.saturating_sub(sent));
+            s.last_answer = Some(mono);
+        }
+    }
+
+    /// What status pages show.
+    pub fn report(&self) -> ClusterClockReport {
+        let mono = self.timebase.elapsed();
+        let s = self.state();
+        let reading = self.read(&s, mono);
+        ClusterClockReport {
+            term: s.term,
+            leader: s.leader,
+            leading: s.reference.is_some(),
+            last_rtt: s.last_rtt,
+            last_answer_age: s.last_answer.map(|a| mono.saturating_sub(a)),
+            bound: reading.map(|r| r.bound()),
+            horizon_ahead: s.reference.map(|r| s.horizon.saturating_duration_since(r.at(mono))),
+            horizon_floor: s.seen,
+        }
+    }
+
+    /// The reading at `mono`, if there is one to give.
+    fn read(&self, s: &State, mono: Duration) -> Option<ClockReading> {
+        if let Some(reference) = s.reference {
+            let r = reference.at(mono);
+            // At or past the committed horizon the leader has nothing to give: a timestamp
+            // there could lie above what its successor starts from.
+            return (r < s.horizon).then(|| ClockReading {
+                interval: TimeInterval::new(r, r),
+                status: ClockStatus::Synchronized,
+            });
+        }
+        let interval = s.estimate.interval(mono)?;
+        let fresh =
+            s.last_answer.is_some_and(|a| mono.saturating_sub(a) < self.options.free_running_after);
+        let status = if fresh { ClockStatus::Synchronized } else { ClockStatus::FreeRunning };
+        Some(ClockReading { interval, status })
+    }
+}
+
+impl std::fmt::Debug for ClusterClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClock")
+            .field("id", &self.id)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Clock for ClusterClock {
+    /// `R_T`'s interval for this member's term `T`, or an `Unknown` reading while it has none
+    /// (no answer of this term's leader yet, contradicting answers, a leader whose horizon has
+    /// not committed).
+    fn now(&self) -> Result<ClockReading, ClockError> {
+        let mono = self.timebase.elapsed();
+        let s = self.state();
+        Ok(self.read(&s, mono).unwrap_or(ClockReading {
+            interval: TimeInterval::new(Timestamp::ZERO, Timestamp::MAX),
+            status: ClockStatus::Unknown,
+        }))
+    }
+
+    /// The source and where it stands now: the leader followed, its term, the last round trip
+    /// (what `boundkv status` shows as the source).
+    fn describe(&self) -> String {
+        let r = self.report();
+        let us = |d: Duration| format!("{:.0}µs", d.as_secs_f64() * 1e6);
+        let state = match (r.leading, r.leader) {
+            (true, _) => format!("this node leads term {}: its reading is the reference", r.term),
+            (false, Some(leader)) => format!(
+                "follows node {leader} in term {}, last round trip {}, last answer {} ago",
+                r.term,
+                r.last_rtt.map_or_else(|| "none".into(), us),
+                r.last_answer_age.map_or_else(|| "never".into(), |a| format!("{a:.0?}")),
+            ),
+            (false, None) => format!("no leader known in term {}", r.term),
+        };
+        format!(
+            "cluster clock (RHO {} ppm: the Raft leader's monotonic clock, measured by probes); {state}",
+            self.options.rho_ppm
+        )
+    }
+
+    fn timebase(&self) -> &dyn Timebase {
+        &*self.timebase
+    }
+
+    fn epoch(&self) -> u64 {
+        self.state().term
+    }
 }
 
 #[cfg(test)]

@@ -520,6 +520,11 @@ impl<E: Engine> RaftLogStore<E> {
         })
     }
 
+    /// The engine the log lives in (shared with the state machine).
+    pub fn engine(&self) -> &Arc<E> {
+        &self.inner.engine
+    }
+
     /// Whether a conf state was ever stored (a node with none starts uninitialized and waits for a
     /// snapshot).
     pub fn is_initialized(&self) -> bool {

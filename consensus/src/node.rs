@@ -108,6 +108,7 @@ use boundkv_storage::{Engine, WriteBatch};
 use crate::clock_check::{
     ClockCheckOptions, ClockCheckReport, ClockChecker, ClockFrame, ClockMessage, Fence, FenceChange,
 };
+use crate::cluster_clock::{ClusterClock, HORIZON_KEY, horizon_context, horizon_of};
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
 use crate::transport::{ClockResponder, Deliverer, PeerInput, Reporter, Transport};
 use crate::verified_clock::{Frame, FramedReader, PeerVerifiedClock, VerifiedRange};
@@ -700,6 +701,10 @@ pub struct Node<E: Engine, SM: StateMachine> {
     verified_range: Option<Arc<VerifiedRange>>,
     /// How the checks read `clock`: with each reading's [`Frame`].
     framed: Arc<FramedReader>,
+    /// The cluster clock, if it is the source.
+    cluster: Option<Arc<ClusterClock>>,
+    /// When the cluster clock next probes the leader.
+    next_cluster_probe: Instant,
 }
 
 /// Why a node could not start, or stopped: fatal (its storage or its state machine can no
@@ -751,6 +756,10 @@ pub struct NodeParts<E: Engine, SM: StateMachine> {
     pub unsafe_lease_clock: Option<Arc<dyn Clock>>,
     /// Which clock readings are usable.
     pub policy: ClockPolicy,
+    /// The cluster clock, when it is the source (`clock` must then be this same clock): the
+    /// node drives it (see [`ClusterClock`]) and the peer clock checks are off (every member's
+    /// interval derives from the leader's; the estimate's own consistency is the check).
+    pub cluster_clock: Option<Arc<ClusterClock>>,
     /// For a brand-new group: the founding voters, the same on every founding member. Ignored
     /// once the store is initialized. A member started without it on an empty store waits,
     /// uninitialized, for a leader to send it a snapshot (how new members join).
@@ -786,8 +795,21 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock,
             unsafe_lease_clock,
             policy,
+            cluster_clock,
             bootstrap,
         } = parts;
+        let mut config = config;
+        if cluster_clock.is_some() && config.clock_checks.take().is_some() {
+            tracing::debug!(
+                node = config.id,
+                "cluster clock: the peer clock checks are off (every interval derives from the leader's)"
+            );
+        }
+        if let Some(cluster) = &cluster_clock
+            && let Some(bytes) = store.engine().get(HORIZON_KEY).map_err(LogStoreError::from)?
+        {
+            cluster.saw_horizon(decode_horizon(&bytes)?);
+        }
         // The checks read `clock` itself (their measurements must not depend on their own
         // results); everything else reads it widened to what they verify. Both read it with each
         // reading's frame (its midpoint and the monotonic clock around it).
@@ -816,7 +838,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             sm.staged_written()?;
         }
         store.repair_commit(sm.applied_index())?;
-        store.set_snapshot_source(sm.snapshot_source());
+        store.set_snapshot_source(match &cluster_clock {
+            Some(cluster) => Arc::new(HorizonSnapshotSource {
+                inner: sm.snapshot_source(),
+                cluster: cluster.clone(),
+            }),
+            None => sm.snapshot_source(),
+        });
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_ticks,
@@ -858,14 +886,16 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         let clock_report = Arc::new(std::sync::Mutex::new(ClockCheckReport::default()));
         // Probes are answered, and answers stamped, the moment they arrive (see
         // `ClockResponder`): not behind this node's turn.
-        let clock_responder = config.clock_checks.as_ref().map(|_| {
-            Arc::new(ClockResponder {
-                id: config.id,
-                framed: framed.clone(),
-                policy: policy.clone(),
-                transport: transport.clone(),
-            })
-        });
+        let clock_responder =
+            (config.clock_checks.is_some() || cluster_clock.is_some()).then(|| {
+                Arc::new(ClockResponder {
+                    id: config.id,
+                    framed: framed.clone(),
+                    policy: policy.clone(),
+                    transport: transport.clone(),
+                    cluster: cluster_clock.clone(),
+                })
+            });
         let policy_fence = Arc::new(std::sync::Mutex::new(None));
         let mut node = Node {
             clock_check,
@@ -874,6 +904,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             clock_report: clock_report.clone(),
             verified_range,
             framed,
+            cluster: cluster_clock,
+            next_cluster_probe: now,
             next_tick: now + config.tick,
             next_lease_renewal: now,
             now,
@@ -958,6 +990,10 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             } else {
                 self.next_tick
             };
+        let next = match &self.cluster {
+            Some(_) => next.min(self.next_cluster_probe.max(self.now)),
+            None => next,
+        };
         match &self.clock_check {
             Some(c) => next.min(c.next_probe().max(self.now)),
             None => next,
@@ -1027,6 +1063,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         // 2b. The peer clock checks: a probe round if due, a verdict if anything changed.
         self.check_clocks(now);
+        // 2c. The cluster clock: a probe of the leader if due; as leader, a horizon if due.
+        self.drive_cluster_clock(now);
         // 3.
         if self.raw.raft.state == StateRole::Leader && self.raw.raft.commit_to_current_term() {
             for (deadline, tx) in std::mem::take(&mut self.deferred_reads) {
@@ -1121,7 +1159,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     reading,
                 ));
             }
-            ClockMessage::Reply { probe, reading } => {
+            ClockMessage::Reply { probe, reading, .. } => {
                 // The reading the transport took as the answer arrived, or, without one, one
                 // taken now (after the arrival too, only later).
                 let r1 = arrived.or_else(|| self.framed.read_usable(&self.policy));
@@ -1484,6 +1522,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.raft_state);
         }
+        // Before anything of a new term is applied, the cluster clock stops using intervals of
+        // the old one (see `ClusterClock::follow`).
+        self.follow_in_cluster_clock();
         // 1.
         self.send(rd.take_messages());
         // 2.
@@ -1494,14 +1535,39 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         // 3.
         let store = self.raw.store().clone();
         let mut w = store.write();
+        let mut horizon = None;
         if restoring {
             let meta = snapshot.get_metadata();
-            let data = self.sm.restore(meta.index, snapshot.get_data())?;
+            let mut data = snapshot.get_data();
+            if self.cluster.is_some() {
+                // The snapshot's sender put its horizon floor first (`HorizonSnapshotSource`).
+                let (floor, rest) =
+                    data.split_at_checked(8).ok_or_else(|| StateMachineError::Corrupt {
+                        what: "a snapshot's cluster clock horizon".into(),
+                        why: format!("{} bytes", data.len()),
+                    })?;
+                horizon = Some(decode_horizon(floor)?);
+                data = rest;
+            }
+            let staged = self.sm.restore(meta.index, data)?;
             w.apply_snapshot(meta);
-            w.include(data);
+            w.include(staged);
         }
         if !rd.entries().is_empty() {
             w.append(rd.entries());
+            if self.cluster.is_some() {
+                let appended = rd.entries().iter().filter_map(|e| horizon_of(e.get_context()));
+                horizon = horizon.max(appended.max());
+            }
+        }
+        // The highest horizon this member holds, durable with the entry or snapshot that
+        // carries it (a later leader starts `R` above it, even once the log is compacted).
+        if let (Some(cluster), Some(h)) = (&self.cluster, horizon)
+            && h > cluster.horizon_floor()
+        {
+            let mut b = WriteBatch::new();
+            b.put(HORIZON_KEY.to_vec(), h.as_nanos().to_be_bytes().to_vec());
+            w.include(b);
         }
         if let Some(hs) = rd.hs() {
             w.set_hard_state(hs);
@@ -1512,6 +1578,9 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         // 4.
         store.commit(w)?;
+        if let (Some(cluster), Some(h)) = (&self.cluster, horizon) {
+            cluster.saw_horizon(h);
+        }
         if restoring {
             self.sm.staged_written()?;
             let meta = snapshot.get_metadata();
@@ -1540,6 +1609,46 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         Ok(())
     }
 
+    /// How long a new leader waits before its first timestamp: the lease, stretched under the
+    /// cluster clock by the drift between two leaders' oscillators
+    /// ([`ClusterClock::ready_wait`]).
+    fn ready_wait(&self) -> Duration {
+        match &self.cluster {
+            Some(cluster) => cluster.ready_wait(self.config.lease),
+            None => self.config.lease,
+        }
+    }
+
+    /// Tells the cluster clock (if it is the source) this member's term and leader.
+    fn follow_in_cluster_clock(&self) {
+        if let Some(cluster) = &self.cluster {
+            let leading = self.raw.raft.state == StateRole::Leader;
+            cluster.follow(self.raw.raft.term, self.leader_hint(), leading);
+        }
+    }
+
+    /// Step 2c of a turn, under the cluster clock: probes the leader if due; as leader, proposes
+    /// a horizon if due (an entry with empty data, a no-op for the state machine, whose context
+    /// carries the horizon).
+    fn drive_cluster_clock(&mut self, now: Instant) {
+        let Some(cluster) = self.cluster.clone() else { return };
+        self.follow_in_cluster_clock();
+        if now >= self.next_cluster_probe {
+            let (probe, next) = cluster.probe();
+            if let Some(frame) = probe {
+                self.transport.send_clock(frame);
+            }
+            self.next_cluster_probe = now + next;
+        }
+        if self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.lead_transferee.is_none()
+            && let Some(h) = cluster.horizon_due()
+            && let Err(e) = self.raw.propose(horizon_context(h), Vec::new())
+        {
+            tracing::debug!(node = self.config.id, error = %e, "cluster clock: horizon not proposed");
+        }
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             self.transport.send(m, &self.reporter);
@@ -1549,20 +1658,33 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     fn on_soft_state(&mut self, role: StateRole) {
         if role == StateRole::Leader {
             let term = self.raw.raft.term;
+            if let Some(cluster) = &self.cluster {
+                cluster.lead(term, self.config.lease);
+                self.next_cluster_probe = self.now;
+            }
             // A fenced clock sets nothing: `ready_at` is measured once the fence is lifted.
             let ready_at = match self.policy.check(self.lease_clock.now()) {
-                Ok(r) if !self.is_fenced() => r.latest().saturating_add(self.config.lease),
+                Ok(r) if !self.is_fenced() => r.latest().saturating_add(self.ready_wait()),
                 _ => Timestamp::MAX,
             };
             self.term_start_index = self.raw.raft.raft_log.last_index();
             self.leader = Some(LeaderState { term, ready_at, caught_up: false, lease_until: None });
             self.next_lease_renewal = self.now;
-            tracing::info!(
-                node = self.config.id,
-                term,
-                %ready_at,
-                "became leader; no timestamps until every earlier leader's lease has surely expired"
-            );
+            if ready_at == Timestamp::MAX {
+                tracing::info!(
+                    node = self.config.id,
+                    term,
+                    "became leader; no timestamps until the clock is usable and every earlier \
+                     leader's lease has surely expired after that"
+                );
+            } else {
+                tracing::info!(
+                    node = self.config.id,
+                    term,
+                    %ready_at,
+                    "became leader; no timestamps until every earlier leader's lease has surely expired"
+                );
+            }
         } else {
             if self.leader.take().is_some() {
                 tracing::info!(node = self.config.id, term = self.raw.raft.term, "stepped down");
@@ -1612,6 +1734,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 let _ = w.send(Ok(index));
             }
         }
+        let ready_wait = self.ready_wait();
         if let Some(leader) = self.leader.as_mut() {
             if !leader.caught_up && applied >= self.term_start_index {
                 leader.caught_up = true;
@@ -1622,7 +1745,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 && let Ok(r) = self.policy.check(self.lease_clock.now())
             {
                 // The clock was unusable at the election: measure from now, later is safe.
-                leader.ready_at = r.latest().saturating_add(self.config.lease);
+                leader.ready_at = r.latest().saturating_add(ready_wait);
             }
         }
     }
@@ -1652,6 +1775,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .map(|e| Committed { index: e.index, term: e.term, data: e.get_data() })
             .collect();
         let outputs = self.sm.apply(&committed)?;
+        if let Some(cluster) = &self.cluster {
+            for e in &entries {
+                if let Some(h) = horizon_of(e.get_context()) {
+                    cluster.horizon_committed(e.term, h);
+                }
+            }
+        }
         if outputs.len() != entries.len() {
             return Err(NodeError::OutputCount { outputs: outputs.len(), entries: entries.len() });
         }
@@ -1807,4 +1937,33 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
         });
     }
+}
+
+/// Under the cluster clock, a snapshot carries its sender's horizon floor in front of the state
+/// machine's data (8 bytes, big-endian): a member that catches up by snapshot holds every horizon
+/// the entries it skipped carried (see `Node::handle_ready`, which takes it off again).
+struct HorizonSnapshotSource {
+    inner: Arc<dyn SnapshotSource>,
+    cluster: Arc<ClusterClock>,
+}
+
+impl SnapshotSource for HorizonSnapshotSource {
+    fn snapshot_data(&self) -> boundkv_storage::Result<(u64, Vec<u8>)> {
+        // The floor is read before the data: it covers every entry the data does.
+        let floor = self.cluster.horizon_floor();
+        let (index, data) = self.inner.snapshot_data()?;
+        let mut out = Vec::with_capacity(8 + data.len());
+        out.extend_from_slice(&floor.as_nanos().to_be_bytes());
+        out.extend_from_slice(&data);
+        Ok((index, out))
+    }
+}
+
+/// A stored or sent horizon: 8 bytes, big-endian nanoseconds.
+fn decode_horizon(bytes: &[u8]) -> Result<Timestamp, StateMachineError> {
+    let nanos: [u8; 8] = bytes.try_into().map_err(|_| StateMachineError::Corrupt {
+        what: "the cluster clock's horizon".into(),
+        why: format!("{} bytes, not 8", bytes.len()),
+    })?;
+    Ok(Timestamp::from_nanos(u64::from_be_bytes(nanos)))
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use raft::prelude::{Message, MessageType};
 
 use crate::clock_check::{ClockFrame, ClockMessage};
+use crate::cluster_clock::{CLUSTER_PROBE_BIT, ClusterClock};
 use crate::verified_clock::{Frame, FramedReader};
 use boundkv_clockbound::{ClockPolicy, ClockReading};
 
@@ -69,6 +70,9 @@ pub struct ClockResponder {
     pub policy: ClockPolicy,
     /// Where answers go.
     pub transport: Arc<dyn Transport>,
+    /// The cluster clock, when it is the source: it answers probes (saying whether its reading
+    /// is the leader's reference) and takes the answers to its own probes.
+    pub cluster: Option<Arc<ClusterClock>>,
 }
 
 /// The node's input channel as a transport sees it: a closure that sends a [`PeerInput`] into the
@@ -97,13 +101,27 @@ impl Deliverer {
 
     /// Delivers a clock probe or answer to the node: with a [`ClockResponder`], a probe is
     /// answered here and now, and an answer is stamped with this member's reading on arrival.
+    /// Under the cluster clock, the clock answers probes itself, and takes the answers to its own
+    /// probes (marked by [`CLUSTER_PROBE_BIT`]) the moment they arrive, not behind a turn.
     /// Returns `false` if the node has stopped.
     pub fn deliver_clock(&self, frame: ClockFrame) -> bool {
         let Some(clock) = &self.clock else {
             return (self.send)(PeerInput::Clock(Box::new(frame), None));
         };
-        match frame.message {
-            ClockMessage::Probe { probe, .. } if frame.to == clock.id => {
+        match (&frame.message, &clock.cluster) {
+            (&ClockMessage::Probe { probe, .. }, Some(cluster)) if frame.to == clock.id => {
+                let (reading, leads) = cluster.answer();
+                let message = ClockMessage::Reply { probe, reading, leads };
+                clock.transport.send_clock(ClockFrame { from: clock.id, to: frame.from, message });
+                true
+            }
+            (&ClockMessage::Reply { probe, reading, leads }, Some(cluster))
+                if frame.to == clock.id && probe & CLUSTER_PROBE_BIT != 0 =>
+            {
+                cluster.on_reply(frame.from, probe, reading, leads);
+                true
+            }
+            (&ClockMessage::Probe { probe, .. }, _) if frame.to == clock.id => {
                 let reading = clock.framed.read_usable(&clock.policy).map(|(r, _)| r);
                 clock.transport.send_clock(ClockFrame::reply(clock.id, frame.from, probe, reading));
                 true

@@ -322,6 +322,10 @@ impl Clock for PeerVerifiedClock {
     fn leap_report(&self) -> Option<LeapReport> {
         self.framed.source().leap_report()
     }
+
+    fn epoch(&self) -> u64 {
+        self.framed.source().epoch()
+    }
 }
 
 #[cfg(test)]

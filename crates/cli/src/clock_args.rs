@@ -17,9 +17,11 @@ use clap::Args;
 pub(crate) struct ClockArgs {
     /// Where bounded time comes from: `clockbound` (the ClockBound daemon's segment at
     /// /var/run/clockbound/shm0), `clockbound:PATH`, `clockbound-v1` (a ClockBound 0.1.x daemon's
-    /// socket at /run/clockboundd/clockboundd.sock), `clockbound-v1:SOCKET`, or `system:BOUND`
-    /// (the system clock with an ASSUMED bound, e.g. `system:500us`; for machines without a
-    /// daemon).
+    /// socket at /run/clockboundd/clockboundd.sock), `clockbound-v1:SOCKET`, `cluster[:RHO]`
+    /// (servers only: the Raft leader's clock, measured over the network, assuming only that no
+    /// machine's oscillator drifts faster than RHO, default `cluster:200ppm`; what `boundkv up`
+    /// uses where no daemon runs), or `system:BOUND` (the system clock with an ASSUMED bound,
+    /// e.g. `system:500us`; for an embedded database without a daemon).
     #[arg(long, global = true, env = CLOCK_ENV, default_value = "clockbound", value_name = "SOURCE")]
     pub(crate) clock: ClockSource,
 
@@ -92,6 +94,9 @@ impl ClockArgs {
                     clockbound: None,
                     unguarded: reader,
                 })
+            }
+            ClockSource::Cluster { rho_ppm } => {
+                Err(anyhow!(ClockError::NeedsRaftGroup { rho_ppm: *rho_ppm }))
             }
             ClockSource::System { bound } => {
                 // One source (its start-up warning once), guarded and unguarded.

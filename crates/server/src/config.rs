@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use boundkv_clockbound::{Clock, ClockPolicy, LeapPolicy};
+use boundkv_consensus::cluster_clock::{ClusterClock, ClusterClockOptions};
 use boundkv_consensus::node::NodeConfig;
 use boundkv_storage::Durability;
 use boundkv_txn::replica::{Member, ReplicaOptions, ReplicaOptionsError};
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The clock, and a description of it for status and logs.
     pub clock: Arc<dyn Clock>,
+    /// The cluster clock, when it is `clock` ([`ServerConfig::use_cluster_clock`]).
+    pub cluster_clock: Option<Arc<ClusterClock>>,
     /// Which clock readings may be used.
     pub policy: ClockPolicy,
     /// What an acknowledged write survives. Default power loss ([`Durability::Sync`]).
@@ -111,6 +114,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             metrics_listen: None,
             clock,
+            cluster_clock: None,
             policy: ClockPolicy::default(),
             durability: Durability::Sync,
             raft: NodeConfig { id, ..NodeConfig::default() },
@@ -146,8 +150,27 @@ impl ServerConfig {
             gc_interval: self.gc_interval,
             founding: (!self.initial_cluster.is_empty()).then(|| self.initial_cluster.clone()),
             leap: self.leap,
+            cluster_clock: self.cluster_clock.clone(),
             ..ReplicaOptions::default()
         }
+    }
+
+    /// The cluster clock of member `id` (`--clock cluster:RHO`), on real time: every member's
+    /// time derives from its Raft leader's monotonic clock, assuming only that no oscillator
+    /// drifts faster than `rho_ppm` (`boundkv_consensus::cluster_clock`). Hand it to
+    /// [`ServerConfig::set_cluster_clock`].
+    pub fn cluster_clock(id: u64, rho_ppm: u32) -> Arc<ClusterClock> {
+        let options = ClusterClockOptions { rho_ppm, ..ClusterClockOptions::default() };
+        Arc::new(ClusterClock::real(id, options))
+    }
+
+    /// Runs this node on `cluster` ([`ServerConfig::cluster_clock`]), which replaces `clock`.
+    /// The peer clock checks are off under it: every interval derives from the leader's, and
+    /// the estimate's own consistency is the check.
+    pub fn set_cluster_clock(&mut self, cluster: Arc<ClusterClock>) {
+        self.clock = cluster.clone();
+        self.cluster_clock = Some(cluster);
+        self.raft.clock_checks = None;
     }
 
     /// Refuses settings the replica cannot work with ([`ReplicaOptions::validate`]: a lease no

@@ -32,17 +32,17 @@
 //! | [`PeerFrame::Hello`] | `00` | `version` (u16), `cluster` (string), `from` (u64), `to` (u64), `reply_to` (string) |
 //! | [`PeerFrame::Raft`] | `01` | one Raft message, protobuf-encoded by [`encode_message`] (bytes) |
 //! | [`PeerFrame::SnapshotChunk`] | `02` | `snapshot` (u64), `seq` (u32), `last` (bool), `data` (bytes) |
-//! | [`PeerFrame::Clock`] | `03` | a peer clock check's probe or answer: `from` (u64), `to` (u64), then the message: `00` probe (`probe` u64, `sent` optional reading) or `01` answer (`probe` u64, `reading` optional reading); a reading is `earliest`, `latest` (u64 ns) and `status` (variant index) |
+//! | [`PeerFrame::Clock`] | `03` | a peer clock check's probe or answer: `from` (u64), `to` (u64), then the message: `00` probe (`probe` u64, `sent` optional reading) or `01` answer (`probe` u64, `reading` optional reading, `leads` optional u64: the term whose cluster-clock reference the reading is); a reading is `earliest`, `latest` (u64 ns) and `status` (variant index) |
 //!
 //! The first frame on a connection is a `Hello`, and only the first. For example, node 1 of
 //! cluster `kv` connecting to node 2, not saying where it listens, sends
-//! `PeerFrame::Hello { version: 2, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
+//! `PeerFrame::Hello { version: 3, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
 //! these 12 bytes:
 //!
 //! ```text
 //! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
 //! 00            PeerFrame::Hello, variant index 0
-//! 02            version 2                      (varint)
+//! 03            version 3                      (varint)
 //! 02 6B 76      cluster: length 2, then "kv"
 //! 01            from node 1                    (varint)
 //! 02            to node 2                      (varint)
@@ -93,7 +93,7 @@
 //!
 //! let max_frame = 1 << 20;
 //! let hello =
-//!     PeerFrame::Hello { version: 2, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
+//!     PeerFrame::Hello { version: 3, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
 //! assert_eq!(payload[..], [0x00, 0x02, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
@@ -132,6 +132,8 @@
 //! connection on the first probe, taking the Raft traffic on it down too; so a version-1 node
 //! and a version-2 node refuse each other at the `Hello` instead, plainly, and the upgrade is
 //! done on a quiet cluster like any other.
+//!
+//! Version 3 added `leads` to a clock answer (the cluster clock, `--clock cluster:RHO`).
 //!
 //! # Queueing and loss
 //!
@@ -253,7 +255,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 /// The peer protocol version this module speaks, carried in every [`PeerFrame::Hello`].
-pub const PEER_PROTOCOL_VERSION: u16 = 2;
+pub const PEER_PROTOCOL_VERSION: u16 = 3;
 
 /// The length of the length prefix in front of every frame, in bytes.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -1740,16 +1742,18 @@ mod tests {
 
     #[test]
     fn decode_frame_checks_version_first_and_trailing_bytes() {
-        // A Hello of version 3 whose body is unreadable is still reported as version 3, and a
-        // version-1 Hello (before clock frames) is refused.
+        // A Hello of version 4 whose body is unreadable is still reported as version 4, and
+        // version-1 and version-2 Hellos (before clock frames; before `leads`) are refused.
         assert_eq!(
-            decode_frame(&[0x00, 0x03, 0xFF]),
-            Err(FrameError::UnsupportedVersion { got: 3 })
+            decode_frame(&[0x00, 0x04, 0xFF]),
+            Err(FrameError::UnsupportedVersion { got: 4 })
         );
-        assert_eq!(
-            decode_frame(&[0x00, 0x01, 0x00, 0x01, 0x02, 0x00]),
-            Err(FrameError::UnsupportedVersion { got: 1 })
-        );
+        for old in [0x01, 0x02] {
+            assert_eq!(
+                decode_frame(&[0x00, old, 0x00, 0x01, 0x02, 0x00]),
+                Err(FrameError::UnsupportedVersion { got: u16::from(old) })
+            );
+        }
         let hello = PeerFrame::Hello {
             version: PEER_PROTOCOL_VERSION,
             cluster: "kv".into(),

@@ -168,6 +168,7 @@ impl ClusterConfig {
             unsafe_lease_clock: self
                 .unsafe_raw_lease_clock
                 .then(|| UnsafeLeaseClock(Arc::new(raw.clone()) as Arc<dyn Clock>)),
+            cluster_clock: None,
         }
     }
 }

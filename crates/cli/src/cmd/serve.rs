@@ -221,23 +221,37 @@ impl Serve {
             clock_args.leap =
                 leap.parse().map_err(|e| anyhow!("`leap` in the config file: {e}"))?;
         }
-        // The step guard remembers a leap second it is absorbing in the data directory, so that
-        // a restart inside the absorption goes on correcting the clock as the other members do.
-        let opened = clock_args.open_recording_leaps(Some(&data_dir.join(LEAP_RECORD_FILE)))?;
-        let clock = if self.unsafe_no_step_guard {
-            if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
-                bail!(
-                    "--unsafe-no-step-guard breaks external consistency under clock faults and \
-                     exists only for the consistency suite's mutation checks; set \
-                     {ALLOW_UNSAFE_ENV}=1 to allow it"
-                );
+        let mut config = match clock_args.clock {
+            // The cluster clock is built around the Raft node: nothing to open here, and no
+            // step guard (it runs on the monotonic clock, which does not step).
+            ClockSource::Cluster { rho_ppm } => {
+                let cluster = ServerConfig::cluster_clock(id, rho_ppm);
+                let mut config = ServerConfig::new(id, client, peer, data_dir, cluster.clone());
+                config.set_cluster_clock(cluster);
+                config
             }
-            tracing::error!("UNSAFE: the clock is read without its step guard");
-            opened.unguarded
-        } else {
-            opened.clock
+            _ => {
+                // The step guard remembers a leap second it is absorbing in the data directory,
+                // so that a restart inside the absorption goes on correcting the clock as the
+                // other members do.
+                let opened =
+                    clock_args.open_recording_leaps(Some(&data_dir.join(LEAP_RECORD_FILE)))?;
+                let clock = if self.unsafe_no_step_guard {
+                    if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {
+                        bail!(
+                            "--unsafe-no-step-guard breaks external consistency under clock faults \
+                             and exists only for the consistency suite's mutation checks; set \
+                             {ALLOW_UNSAFE_ENV}=1 to allow it"
+                        );
+                    }
+                    tracing::error!("UNSAFE: the clock is read without its step guard");
+                    opened.unguarded
+                } else {
+                    opened.clock
+                };
+                ServerConfig::new(id, client, peer, data_dir, clock)
+            }
         };
-        let mut config = ServerConfig::new(id, client, peer, data_dir, clock);
         config.leap = clock_args.leap;
         if self.unsafe_no_peer_clock_checks {
             if std::env::var(ALLOW_UNSAFE_ENV).as_deref() != Ok("1") {

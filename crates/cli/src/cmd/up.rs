@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
+use boundkv_clockbound::segment::layout::DEFAULT_SEGMENT_PATH;
+use boundkv_clockbound::{CLOCK_ENV, ClockSource, DEFAULT_CLUSTER_RHO_PPM};
+
 use crate::clock_args::ClockArgs;
 use crate::local::{self, LocalCluster, LocalNode};
 
@@ -50,8 +53,15 @@ struct Layout {
 
 impl Up {
     pub(crate) fn run(&self, clock: &ClockArgs) -> anyhow::Result<ExitCode> {
+        let clock = &cluster_clock_without_daemon(clock);
         // Fail early, with the clock command's advice, if the clock cannot be opened.
-        let opened = clock.open()?;
+        let clock_description = match clock.clock {
+            ClockSource::Cluster { rho_ppm } => format!(
+                "cluster:{rho_ppm}ppm, the leader's clock measured over the network; no daemon \
+                 needed, nothing assumed but a drift of at most {rho_ppm} ppm"
+            ),
+            _ => clock.open()?.clock.describe(),
+        };
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
         let dir = self.dir.canonicalize()?;
@@ -138,7 +148,7 @@ impl Up {
         let outcome = runtime.block_on(async {
             let ready = wait_ready(&cluster, &mut children).await;
             match &ready {
-                Ok(leader) => print_welcome(&cluster, *leader, &exe, &opened.clock.describe()),
+                Ok(leader) => print_welcome(&cluster, *leader, &exe, &clock_description),
                 Err(e) => eprintln!("error: the cluster did not become ready: {e:#}"),
             }
             if ready.is_ok() {
@@ -260,6 +270,26 @@ fn break_with_log(
 ) -> anyhow::Result<()> {
     let log = cluster.dir.join(format!("node-{id}")).join("node.log");
     Err(anyhow!("node {id} exited ({status}); the end of {}:\n{}", log.display(), tail(&log, 15)))
+}
+
+/// `up`'s clock: as given, except that the default (the ClockBound daemon's segment) becomes
+/// the cluster clock at its default `RHO` when no daemon runs here and neither `--clock` nor
+/// `BOUNDKV_CLOCK` asked for the daemon: a newcomer's cluster then asserts nothing it cannot
+/// check (the system clock's bound would be an assumption).
+fn cluster_clock_without_daemon(clock: &ClockArgs) -> ClockArgs {
+    let asked = std::env::var_os(CLOCK_ENV).is_some()
+        || std::env::args().any(|a| a == "--clock" || a.starts_with("--clock="));
+    if clock.clock.is_default_clockbound() && !asked && !Path::new(DEFAULT_SEGMENT_PATH).exists() {
+        eprintln!(
+            "no ClockBound daemon here ({DEFAULT_SEGMENT_PATH} does not exist): the nodes keep \
+             the cluster's own clock (--clock cluster:{DEFAULT_CLUSTER_RHO_PPM}ppm)"
+        );
+        return ClockArgs {
+            clock: ClockSource::Cluster { rho_ppm: DEFAULT_CLUSTER_RHO_PPM },
+            ..clock.clone()
+        };
+    }
+    clock.clone()
 }
 
 fn tail(path: &Path, lines: usize) -> String {

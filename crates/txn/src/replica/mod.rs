@@ -262,6 +262,7 @@ impl<E: Engine> Replica<E> {
                 clock: clock.clone(),
                 unsafe_lease_clock: options.unsafe_lease_clock.as_ref().map(|c| c.0.clone()),
                 policy: options.policy.clone(),
+                cluster_clock: options.cluster_clock.clone(),
                 bootstrap,
             },
             waker,

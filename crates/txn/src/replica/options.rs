@@ -68,6 +68,10 @@ pub struct ReplicaOptions {
     /// so that a step the guard holds the node's timestamps over stretches its lease.
     #[doc(hidden)]
     pub unsafe_lease_clock: Option<UnsafeLeaseClock>,
+    /// The cluster clock (`--clock cluster:RHO`), when it is the replica's clock: the Raft node
+    /// drives it (`boundkv_consensus::cluster_clock`). The clock passed to `Replica::start` must
+    /// then be this one.
+    pub cluster_clock: Option<Arc<boundkv_consensus::cluster_clock::ClusterClock>>,
 }
 
 /// A clock for [`ReplicaOptions::unsafe_lease_clock`] (a mutation only).
@@ -98,6 +102,7 @@ impl Default for ReplicaOptions {
             unsafe_ignore_lease: false,
             unsafe_no_read_floor: false,
             unsafe_lease_clock: None,
+            cluster_clock: None,
         }
     }
 }

@@ -54,7 +54,33 @@ impl<E: Engine> Replica<E> {
     /// A timestamp for a read-only transaction, at any replica, waited for: the active leader
     /// serves it from its own safe time, any other replica once its closed timestamp reaches it
     /// (or answers `FollowerBehind`).
+    ///
+    /// A timestamp is served only if the clock's reference did not change while it waited
+    /// ([`boundkv_clockbound::Clock::epoch`]): under the cluster clock, a timestamp chosen from
+    /// an interval of one leader's reference means nothing against a later leader's closed
+    /// timestamps (it may lie below commits that leader acknowledged before the read began).
+    /// Such a read starts again, on the new reference; a few changes in a row give up as
+    /// `Unavailable`.
     pub async fn begin_read_only(&self, at: ReadAt) -> Result<Timestamp> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let epoch = self.clock.epoch();
+            if let Some(ts) = self.begin_read_only_in(at, epoch).await? {
+                return Ok(ts);
+            }
+            tracing::debug!(
+                node = self.id,
+                epoch,
+                "the clock's reference changed during a read; reading again"
+            );
+        }
+        Err(Error::Unavailable(format!(
+            "the clock's reference changed {ATTEMPTS} times while a read waited (leader changes); retry"
+        )))
+    }
+
+    /// [`Replica::begin_read_only`] on the clock's reference `epoch`: `None` if it changed.
+    async fn begin_read_only_in(&self, at: ReadAt, epoch: u64) -> Result<Option<Timestamp>> {
         self.txn_failed()?;
         self.check_clock_fence()?;
         let active = match self.ensure_active().await {
@@ -79,8 +105,11 @@ impl<E: Engine> Replica<E> {
                 Ok(ts) => {
                     self.check_horizon(ts)?;
                     self.txn.wait_safe(ts).await;
+                    if self.clock.epoch() != epoch {
+                        return Ok(None);
+                    }
                     self.served_read(at, ts);
-                    return Ok(ts);
+                    return Ok(Some(ts));
                 }
                 Err(e @ (Error::NotLeader { .. } | Error::Unavailable(_))) => {
                     // Leadership moved (or is moving): read as a follower.
@@ -109,8 +138,11 @@ impl<E: Engine> Replica<E> {
         };
         self.check_horizon(ts)?;
         self.wait_until_safe(ts).await?;
+        if self.clock.epoch() != epoch {
+            return Ok(None);
+        }
         self.served_read(at, ts);
-        Ok(ts)
+        Ok(Some(ts))
     }
 
     /// Records a `ReadAt::Latest` read's timestamp in the floor later ones keep above.
