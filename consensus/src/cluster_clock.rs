@@ -328,8 +328,13 @@ pub struct ClusterClock {
     /// The system clock, read once, when a leader finds no horizon anywhere (a new cluster): it
     /// is where `R` starts, so that timestamps begin near UTC. Never trusted for anything else.
     wall: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Told every reference this member starts (the simulator checks the invariant with it).
+    on_lead: Option<LeadObserver>,
     state: Mutex<State>,
 }
+
+/// See [`ClusterClock::with_lead_observer`].
+pub type LeadObserver = Box<dyn Fn(u64, Reference) + Send + Sync>;
 
 struct State {
     term: u64,
@@ -372,6 +377,7 @@ impl ClusterClock {
             options,
             timebase,
             wall,
+            on_lead: None,
             state: Mutex::new(State {
                 term: 0,
                 leader: None,
@@ -399,6 +405,13 @@ impl ClusterClock {
             Timestamp::from_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
         };
         Self::new(id, options, Arc::new(boundkv_clockbound::RealTimebase), Box::new(wall))
+    }
+
+    /// Calls `observer(id, reference)` whenever this member starts a reference (a test hook:
+    /// the simulator records every term's `R` and checks every reading against it).
+    pub fn with_lead_observer(mut self, observer: LeadObserver) -> Self {
+        self.on_lead = Some(observer);
+        self
     }
 
     /// The settings.
@@ -469,7 +482,11 @@ impl ClusterClock {
         s.reference = Some(start);
         s.horizon = Timestamp::ZERO;
         s.proposed_at = None;
+        drop(s);
         tracing::info!(node = self.id, term, start = %start.base, "cluster clock: leading, R starts here");
+        if let Some(observer) = &self.on_lead {
+            observer(self.id, start);
+        }
         start
     }
 

@@ -35,10 +35,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 
+use boundkv_clockbound::Timebase;
 use boundkv_clockbound::{
     Clock, ClockPolicy, LeapPolicy, MemoryLeapRecord, SimClock, SimLeapSource, StepGuard, Timestamp,
 };
 use boundkv_consensus::clock_check::ClockCheckOptions;
+use boundkv_consensus::cluster_clock::{
+    ClusterClock, ClusterClockMutation, ClusterClockOptions, Reference,
+};
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_txn::TxnOptions;
 use boundkv_txn::replica::{Member, Replica, ReplicaOptions, UnsafeLeaseClock};
@@ -96,6 +100,13 @@ pub struct ClusterConfig {
     /// **Mutation:** step guards that know nothing of leap seconds (built without the kernel's
     /// leap state), as before issue 12's item 3: a leap step holds them over.
     pub unsafe_no_leap_absorb: bool,
+    /// `Some(RHO)`: every node runs on the cluster clock (`--clock cluster:RHO`) instead of its
+    /// `SimClock`, on a monotonic clock of its own that drifts at a rate the seed draws within
+    /// `±RHO` (the `SimClock` is then only the system clock a brand-new cluster starts `R`
+    /// from). Peer clock checks are off, as in a server on this source.
+    pub cluster_clock_rho_ppm: Option<u32>,
+    /// **Mutation:** a cluster clock rule switched off.
+    pub unsafe_cluster_clock: Option<ClusterClockMutation>,
 }
 
 /// The default [`ClusterConfig::epoch`]: 2027-01-15T08:00:00Z.
@@ -124,6 +135,8 @@ impl ClusterConfig {
             unsafe_raw_lease_clock: false,
             epoch: DEFAULT_EPOCH,
             unsafe_no_leap_absorb: false,
+            cluster_clock_rho_ppm: None,
+            unsafe_cluster_clock: None,
         }
     }
 
@@ -142,11 +155,12 @@ impl ClusterConfig {
                 read_timeout: self.tick * (election_ticks as u32) * 3,
                 keep_entries: self.keep_entries,
                 seed: Some(seed),
-                clock_checks: self.peer_clock_checks.then(|| ClockCheckOptions {
-                    unsafe_never_fence: self.unsafe_never_fence,
-                    unsafe_no_widening: self.unsafe_no_widening,
-                    ..ClockCheckOptions::default()
-                }),
+                clock_checks: (self.peer_clock_checks && self.cluster_clock_rho_ppm.is_none())
+                    .then(|| ClockCheckOptions {
+                        unsafe_never_fence: self.unsafe_never_fence,
+                        unsafe_no_widening: self.unsafe_no_widening,
+                        ..ClockCheckOptions::default()
+                    }),
                 ..NodeConfig::default()
             },
             txn: TxnOptions {
@@ -191,6 +205,9 @@ pub fn member(id: u64) -> Member {
 struct Slot {
     disk: Arc<SimDisk>,
     clock: SimClock,
+    /// Its monotonic clock (`CLOCK_MONOTONIC_RAW` on a server), drifting at its own rate: what
+    /// the cluster clock runs on.
+    oscillator: Oscillator,
     /// Where its step guard remembers a leap second it is absorbing (a file in its data
     /// directory on a server): it outlives incarnations as the disk does.
     leap_record: MemoryLeapRecord,
@@ -224,6 +241,101 @@ pub struct SimulatedCluster {
     /// Where a correct raw clock stands against true time: 0, or −1 s once a leap second has
     /// been inserted (UTC repeated a second; true time did not).
     utc_offset_nanos: std::sync::atomic::AtomicI64,
+    /// Under the cluster clock: every term's reference, as its leader started it.
+    references: References,
+}
+
+/// Every term's reference `R_T` and the leader that keeps it, and the readings found not to hold
+/// it: the cluster clock's invariant, checked on every reading a node takes.
+#[derive(Clone, Default)]
+struct References {
+    by_term: Arc<Mutex<BTreeMap<u64, (u64, Reference)>>>,
+    oscillators: Arc<Mutex<BTreeMap<u64, Oscillator>>>,
+    violations: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl References {
+    /// `R_term` now, if its leader started one.
+    fn at(&self, term: u64) -> Option<Timestamp> {
+        let (leader, reference) =
+            *self.by_term.lock().unwrap_or_else(|e| e.into_inner()).get(&term)?;
+        let mono = self.oscillators.lock().unwrap_or_else(|e| e.into_inner())[&leader].elapsed();
+        Some(reference.at(mono))
+    }
+}
+
+/// A monotonic clock that runs `ppm` parts per million fast (or slow, if negative) against the
+/// simulation's true time, from an offset of its own.
+#[derive(Clone, Copy, Debug)]
+pub struct Oscillator {
+    time: SimTime,
+    ppm: i64,
+    offset: Duration,
+}
+
+impl Oscillator {
+    fn elapsed(&self) -> Duration {
+        let t = i128::try_from(self.time.elapsed().as_nanos()).unwrap_or(i128::MAX);
+        let drifted = t + t * i128::from(self.ppm) / 1_000_000;
+        self.offset + Duration::from_nanos(u64::try_from(drifted.max(0)).unwrap_or(u64::MAX))
+    }
+}
+
+impl Timebase for Oscillator {
+    fn elapsed(&self) -> Duration {
+        Oscillator::elapsed(self)
+    }
+
+    fn sleep_blocking(&self, _d: Duration) {
+        unreachable!("nothing blocks a thread in the simulation");
+    }
+
+    fn sleep(&self, d: Duration) -> boundkv_clockbound::clock::BoxFuture {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+/// The cluster clock as the simulator hands it to a node: every trustworthy reading is checked
+/// against the reference of the term it is of (the invariant of `docs/architecture/time.md`).
+struct CheckedClusterClock {
+    inner: Arc<ClusterClock>,
+    references: References,
+    trace: Trace,
+    id: u64,
+}
+
+impl Clock for CheckedClusterClock {
+    fn now(&self) -> Result<boundkv_clockbound::ClockReading, boundkv_clockbound::ClockError> {
+        let reading = self.inner.now()?;
+        let term = self.inner.epoch();
+        if reading.status.is_trustworthy()
+            && let Some(r) = self.references.at(term)
+            && !reading.interval.contains(r)
+        {
+            let n = self.references.violations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            if n < 5 {
+                self.trace.record(format!(
+                    "n{} CLUSTER CLOCK VIOLATION: term {term} reading [{}, {}] does not hold R = {r}",
+                    self.id,
+                    reading.earliest(),
+                    reading.latest()
+                ));
+            }
+        }
+        Ok(reading)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn timebase(&self) -> &dyn Timebase {
+        self.inner.timebase()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.inner.epoch()
+    }
 }
 
 impl SimulatedCluster {
@@ -232,14 +344,24 @@ impl SimulatedCluster {
         let epoch = config.epoch;
         let truth = SimClock::external(epoch, Arc::new(time));
         let mut slots = BTreeMap::new();
+        let references = References::default();
+        let mut drift = StdRng::seed_from_u64(seed ^ 0x6f73_6369_6c6c);
         for id in 1..=config.nodes {
             let clock = truth.sibling();
             clock.set_bound(config.bound);
+            let rho = i64::from(config.cluster_clock_rho_ppm.unwrap_or(0));
+            let oscillator = Oscillator {
+                time,
+                ppm: drift.random_range(-rho..=rho),
+                offset: Duration::from_secs(drift.random_range(1..100_000)),
+            };
+            references.oscillators.lock().unwrap_or_else(|e| e.into_inner()).insert(id, oscillator);
             slots.insert(
                 id,
                 Slot {
                     disk: Arc::new(SimDisk::new()),
                     clock,
+                    oscillator,
                     leap_record: MemoryLeapRecord::default(),
                     replica: None,
                     kill: None,
@@ -261,6 +383,7 @@ impl SimulatedCluster {
             broken_promises: std::sync::atomic::AtomicU64::new(0),
             kernel: SimLeapSource::new(),
             utc_offset_nanos: std::sync::atomic::AtomicI64::new(0),
+            references,
         });
         tokio::spawn(cluster.net.clone().run());
         for id in cluster.node_ids() {
@@ -321,7 +444,7 @@ impl SimulatedCluster {
 
     /// Starts a new incarnation of node `id` on what its disk holds.
     fn boot(self: &Arc<Self>, id: u64) {
-        let (disk, clock, leap_record, incarnation, paused) = {
+        let (disk, clock, leap_record, incarnation, paused, oscillator) = {
             let mut slots = self.slots();
             let slot = slots.get_mut(&id).expect("a node of the cluster");
             slot.incarnation += 1;
@@ -331,6 +454,7 @@ impl SimulatedCluster {
                 slot.leap_record.clone(),
                 slot.incarnation,
                 slot.paused.subscribe(),
+                slot.oscillator,
             )
         };
         let wake = Arc::new(Notify::new());
@@ -338,12 +462,43 @@ impl SimulatedCluster {
         // Bound to the incarnation the `register` below starts.
         let transport = self.net.transport(id);
         let seed = self.seed.wrapping_add(incarnation.wrapping_mul(0x1000_0000_01b3));
+        let mut options = self.config.replica_options(id, seed, &clock);
+        let cluster_clock = self.config.cluster_clock_rho_ppm.map(|rho_ppm| {
+            let wall = clock.clone();
+            let references = self.references.clone();
+            let cluster = ClusterClock::new(
+                id,
+                ClusterClockOptions {
+                    rho_ppm,
+                    unsafe_mutation: self.config.unsafe_cluster_clock,
+                    ..ClusterClockOptions::default()
+                },
+                Arc::new(oscillator),
+                Box::new(move || wall.now().map_or(Timestamp::ZERO, |r| r.interval.midpoint())),
+            )
+            .with_lead_observer(Box::new(move |leader, reference| {
+                references
+                    .by_term
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(reference.term, (leader, reference));
+            }));
+            Arc::new(cluster)
+        });
+        options.cluster_clock = cluster_clock.clone();
         let started = Replica::start_driven(
-            self.config.replica_options(id, seed, &clock),
+            options,
             disk,
             // As `ClockSource::open` does for a server: every reading through a step guard that
             // reads the kernel's leap state.
-            if self.config.unsafe_no_step_guard {
+            if let Some(inner) = cluster_clock {
+                Arc::new(CheckedClusterClock {
+                    inner,
+                    references: self.references.clone(),
+                    trace: self.trace.clone(),
+                    id,
+                })
+            } else if self.config.unsafe_no_step_guard {
                 Arc::new(clock) as Arc<dyn Clock>
             } else if self.config.unsafe_no_leap_absorb {
                 Arc::new(StepGuard::new(clock))
@@ -553,6 +708,11 @@ impl SimulatedCluster {
             .into_iter()
             .filter(|&id| self.running(id).is_some_and(|r| r.state().failed.is_some()))
             .collect()
+    }
+
+    /// Readings of the cluster clock that did not hold their term's reference `R_T`.
+    pub fn cluster_clock_violations(&self) -> u64 {
+        self.references.violations.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Commits refused anywhere, in any incarnation, because they broke a closed timestamp's

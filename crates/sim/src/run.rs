@@ -33,6 +33,8 @@ use boundkv_tests::check::{CheckResult, Event, EventType, Validity, overall};
 use boundkv_txn::replica::ReadAt;
 use boundkv_txn::{CommitRequest, TxnId};
 
+use boundkv_consensus::cluster_clock::ClusterClockMutation;
+
 use crate::cluster::{ClusterConfig, SimulatedCluster, eventually};
 use crate::nemesis::Nemesis;
 use crate::scenario::Scenario;
@@ -64,11 +66,18 @@ pub enum Mutation {
     RawLeaseClock,
     /// Step guards that know nothing of leap seconds: an announced leap step holds them over.
     NoLeapAbsorb,
+    /// Cluster clock: a leader's answers kept across a term change (no term rule).
+    ClusterNoTermRule,
+    /// Cluster clock: a new leader starts `R` from the lower edge of its estimate (or the system
+    /// clock), not above the committed horizons.
+    ClusterLowerEdge,
+    /// Cluster clock: answers taken as read on arrival, the round trip left out of the bound.
+    ClusterNoRoundTrip,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 11] = [
         Mutation::NoCommitWait,
         Mutation::NoLeaseCheck,
         Mutation::NoStepGuard,
@@ -77,6 +86,9 @@ impl Mutation {
         Mutation::NoReadFloor,
         Mutation::RawLeaseClock,
         Mutation::NoLeapAbsorb,
+        Mutation::ClusterNoTermRule,
+        Mutation::ClusterLowerEdge,
+        Mutation::ClusterNoRoundTrip,
     ];
 
     /// Its name on the command line (`--mutation`).
@@ -90,6 +102,9 @@ impl Mutation {
             Mutation::NoReadFloor => "no-read-floor",
             Mutation::RawLeaseClock => "raw-lease-clock",
             Mutation::NoLeapAbsorb => "no-leap-absorb",
+            Mutation::ClusterNoTermRule => "cluster-no-term-rule",
+            Mutation::ClusterLowerEdge => "cluster-lower-edge",
+            Mutation::ClusterNoRoundTrip => "cluster-no-round-trip",
         }
     }
 
@@ -122,6 +137,9 @@ pub struct RunOptions {
     pub scenario: ScenarioChoice,
     /// Run without peer clock checks (as an embedded database does).
     pub no_peer_clock_checks: bool,
+    /// `Some(RHO)`: every node on the cluster clock (`--clock cluster:RHO`), each on a
+    /// monotonic clock drifting within `±RHO`.
+    pub cluster_clock: Option<u32>,
 }
 
 /// Which targeted scenario a run opens with.
@@ -149,6 +167,7 @@ impl Default for RunOptions {
             no_faults: false,
             scenario: ScenarioChoice::Drawn,
             no_peer_clock_checks: false,
+            cluster_clock: None,
         }
     }
 }
@@ -266,11 +285,26 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::NoReadFloor) => config.unsafe_no_read_floor = true,
         Some(Mutation::RawLeaseClock) => config.unsafe_raw_lease_clock = true,
         Some(Mutation::NoLeapAbsorb) => config.unsafe_no_leap_absorb = true,
+        Some(Mutation::ClusterNoTermRule) => {
+            config.unsafe_cluster_clock = Some(ClusterClockMutation::KeepAcrossTerms)
+        }
+        Some(Mutation::ClusterLowerEdge) => {
+            config.unsafe_cluster_clock = Some(ClusterClockMutation::StartFromLowerEdge)
+        }
+        Some(Mutation::ClusterNoRoundTrip) => {
+            config.unsafe_cluster_clock = Some(ClusterClockMutation::IgnoreRoundTrip)
+        }
         None => {}
     }
+    config.cluster_clock_rho_ppm = options.cluster_clock;
     let workload =
         options.workload.unwrap_or_else(|| Workload::ALL[rng.random_range(0..Workload::ALL.len())]);
     let scenario = match options.scenario {
+        // The targeted scenarios build corners of the lease and the per-node clock defences;
+        // under the cluster clock (no per-node clocks to break) the random phase runs alone.
+        ScenarioChoice::Drawn if options.cluster_clock.is_some() => {
+            Scenario::draw_for_cluster_clock(&mut rng)
+        }
         ScenarioChoice::Drawn => Scenario::draw(&mut rng, config.peer_clock_checks),
         ScenarioChoice::None => None,
         ScenarioChoice::This(s) => Some(s),
@@ -326,6 +360,20 @@ async fn run(options: RunOptions) -> RunReport {
             vec![format!("{broken} commits arrived at or below a closed timestamp already applied")]
         },
     ));
+    if config.cluster_clock_rho_ppm.is_some() {
+        let violations = cluster.cluster_clock_violations();
+        results.push(result(
+            "cluster-clock",
+            if violations == 0 {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "{violations} readings did not hold the reference R of their term (the \
+                     cluster clock's invariant)"
+                )]
+            },
+        ));
+    }
     let panics = PANICS.with(|p| p.borrow().clone());
     for p in &panics {
         trace.record(format!("PANIC {p}"));

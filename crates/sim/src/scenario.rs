@@ -23,6 +23,7 @@
 //! | [`Scenario::SmallClockLie`] | every clock's bound is set to ε (6–10 ms) but one other node R's, to ε_R (2–3 ms); node V restarts with its clock off by ε + δ, δ from ε_R + 1.2 ms to min(2.8 ε_R, 0.9 ε) (too little for the peer checks to see: nobody is fenced); R acknowledges a write and V reads it; V leads, acknowledges a write and R reads it; each step must run | no read misses a write acknowledged before it began (V's readings are widened to what its peers verify) |
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
+//! | [`Scenario::ClusterRestart`] (drawn only under the cluster clock, and then alone) | a write is acknowledged; every node's system clock steps back 5–60 s (a fleet restarted before NTP corrected its clocks, or a fleet-wide NTP step); every node loses power and restarts, so no member has an estimate of the old reference; a new leader acknowledges a second write | the second write's timestamp lies above the first's (the new leader starts `R` above the horizon its log holds, not from its system clock) |
 //! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
@@ -73,6 +74,10 @@ pub enum Scenario {
     /// Every clock steps back at a leap second its kernel announced. Not in [`Scenario::ALL`]
     /// (not drawn): it needs the run to start just before a UTC midnight.
     LeapSecond,
+    /// Under the cluster clock: every system clock steps back, every node restarts, a new
+    /// leader acknowledges a write after one acknowledged before. Not in [`Scenario::ALL`]:
+    /// drawn by [`Scenario::draw_for_cluster_clock`].
+    ClusterRestart,
 }
 
 impl Scenario {
@@ -100,6 +105,12 @@ impl Scenario {
         }
     }
 
+    /// Under the cluster clock: a quarter of the seeds open with [`Scenario::ClusterRestart`]
+    /// (the others build corners of per-node clocks, which that source does not read).
+    pub fn draw_for_cluster_clock(rng: &mut StdRng) -> Option<Scenario> {
+        rng.random_ratio(1, 4).then_some(Scenario::ClusterRestart)
+    }
+
     /// Whether it builds a lie no local check can see (a clock wrong from a restart on), which
     /// only peer clock checks stop: not run without them.
     pub fn needs_peer_checks(self) -> bool {
@@ -115,7 +126,8 @@ impl Scenario {
             | Scenario::ClockStep
             | Scenario::ClockLieAtRestart
             | Scenario::SmallClockLie
-            | Scenario::LeaseClockStep => {}
+            | Scenario::LeaseClockStep
+            | Scenario::ClusterRestart => {}
             Scenario::ReadFloor => {
                 // A bound of 200–300 ms fits (`lease_bound_ceiling` ≥ 400 ms), and a follower
                 // read waits at most a close interval or two for its closed timestamp.
@@ -144,6 +156,7 @@ impl Scenario {
             Scenario::ReadFloor => "read-floor",
             Scenario::LeaseClockStep => "lease-clock-step",
             Scenario::LeapSecond => "leap-second",
+            Scenario::ClusterRestart => "cluster-restart",
         }
     }
 
@@ -168,6 +181,7 @@ impl Scenario {
             Scenario::ReadFloor => read_floor(cluster, rng).await,
             Scenario::LeaseClockStep => lease_clock_step(cluster, rng).await,
             Scenario::LeapSecond => leap_second(cluster, rng).await,
+            Scenario::ClusterRestart => cluster_restart(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -863,6 +877,42 @@ async fn latest_at(cluster: &Arc<SimulatedCluster>, id: u64, key: &Bytes) -> Opt
 /// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
 /// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
 /// fenced: the stepping members absorb the step alike.
+/// A write is acknowledged; every system clock steps back 5–60 s (more than a lease and the downtime, which the new leader's wait would otherwise absorb); every node loses power and
+/// restarts (no member keeps an estimate of the old reference); a new leader acknowledges a
+/// second write. The second must get the higher timestamp: a new leader that started `R` from
+/// its system clock, not above the horizon its log holds, would give it a lower one, and reads
+/// at it would miss the first write.
+async fn cluster_restart(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
+    let key = Bytes::from_static(b"scenario/cluster-restart");
+    let a = active_leader(cluster, None).await?;
+    let first = commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "1")).await?;
+    let back = rng.random_range(5_000_000_000..60_000_000_000i64);
+    for id in cluster.node_ids() {
+        cluster.clock(id).step_nanos(-back);
+        cluster.crash(id);
+    }
+    cluster
+        .trace()
+        .record(format!("scenario: every system clock stepped back {back} ns; every node crashed"));
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+    for id in cluster.node_ids() {
+        cluster.restart(id);
+    }
+    let b = active_leader(cluster, None).await?;
+    let second = commit_at(&cluster.running(b)?, &write(TxnId(rng.random()), &key, "2")).await?;
+    let mut problems = Vec::new();
+    if second <= first {
+        problems.push(format!(
+            "after a full restart n{b} acknowledged a write at {second}, at or below one \
+             acknowledged before the restart at {first}"
+        ));
+    }
+    for id in cluster.node_ids() {
+        cluster.clock(id).step_nanos(back);
+    }
+    Some(problems)
+}
+
 async fn leap_second(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
     let mut problems = Vec::new();
     let key = Bytes::from_static(b"scenario/leap");

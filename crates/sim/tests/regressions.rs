@@ -41,6 +41,8 @@ fn quiet(nodes: u64) -> ClusterConfig {
         unsafe_raw_lease_clock: false,
         epoch: boundkv_sim::cluster::DEFAULT_EPOCH,
         unsafe_no_leap_absorb: false,
+        cluster_clock_rho_ppm: None,
+        unsafe_cluster_clock: None,
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use boundkv_clockbound::ClockSource;
 use clap::Parser;
 
 use boundkv_sim::run::{Mutation, RunOptions, RunReport, ScenarioChoice, run_seed};
@@ -58,7 +59,9 @@ struct Args {
     #[arg(long)]
     unsafe_clocks: bool,
     /// Plant a bug: `no-commit-wait`, `no-lease-check`, `no-step-guard`, `no-peer-checks`,
-    /// `no-peer-widening`, `no-read-floor`, `raw-lease-clock` or `no-leap-absorb`.
+    /// `no-peer-widening`, `no-read-floor`, `raw-lease-clock` or `no-leap-absorb`; with
+    /// `--cluster-clock`, `cluster-no-term-rule`, `cluster-lower-edge` or
+    /// `cluster-no-round-trip`.
     #[arg(long)]
     mutation: Option<String>,
     /// Succeed only if some seed fails (for mutation checks): stops at the first failing seed.
@@ -76,9 +79,14 @@ struct Args {
     /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
     /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`,
     /// `clock-step`, `clock-lie-at-restart`, `small-clock-lie`, `read-floor`, `lease-clock-step`
-    /// (and, not drawn, `leap-second`).
+    /// (and, not drawn, `leap-second`; under `--cluster-clock` only `cluster-restart` is drawn).
     #[arg(long, default_value = "drawn")]
     scenario: String,
+    /// Run every node on the cluster clock (`--clock cluster:RHO`, e.g. `200ppm`), each on a
+    /// monotonic clock drifting at a rate the seed draws within ±RHO; every reading is checked
+    /// against the reference of its term.
+    #[arg(long, value_name = "RHO")]
+    cluster_clock: Option<String>,
     /// Seeds run in parallel (each on its own thread, each deterministic).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -124,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         name => ScenarioChoice::This(
             Scenario::ALL
                 .into_iter()
-                .chain([Scenario::LeapSecond])
+                .chain([Scenario::LeapSecond, Scenario::ClusterRestart])
                 .find(|s| s.name() == name)
                 .with_context(|| format!("unknown scenario {name}"))?,
         ),
@@ -142,6 +150,13 @@ fn main() -> anyhow::Result<()> {
         no_faults: args.no_faults,
         scenario,
         no_peer_clock_checks: args.no_peer_clock_checks,
+        cluster_clock: match args.cluster_clock.as_deref() {
+            None => None,
+            Some(rho) => match format!("cluster:{rho}").parse::<ClockSource>()? {
+                ClockSource::Cluster { rho_ppm } => Some(rho_ppm),
+                other => bail!("--cluster-clock {rho}: not a drift ({other})"),
+            },
+        },
         ..RunOptions::default()
     };
     let total = seeds.end - seeds.start;
