@@ -766,6 +766,167 @@ mod tests {
         assert_eq!(m, Duration::from_nanos(600_121));
     }
 
+    /// A monotonic clock the test moves by hand.
+    #[derive(Default)]
+    struct ManualMono(std::sync::atomic::AtomicU64);
+
+    impl ManualMono {
+        fn advance(&self, d: Duration) {
+            self.0.fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Timebase for ManualMono {
+        fn elapsed(&self) -> Duration {
+            Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+        fn sleep_blocking(&self, d: Duration) {
+            self.advance(d);
+        }
+        fn sleep(&self, d: Duration) -> boundkv_clockbound::clock::BoxFuture {
+            self.advance(d);
+            Box::pin(async {})
+        }
+    }
+
+    const WALL: u64 = 1_700_000_000_000_000_000;
+
+    fn clock(id: u64) -> (ClusterClock, Arc<ManualMono>) {
+        let mono = Arc::new(ManualMono::default());
+        mono.advance(Duration::from_secs(100));
+        let c = ClusterClock::new(
+            id,
+            ClusterClockOptions::default(),
+            mono.clone(),
+            Box::new(|| Timestamp::from_nanos(WALL)),
+        );
+        (c, mono)
+    }
+
+    fn point(t: Timestamp) -> Option<ClockReading> {
+        Some(ClockReading { interval: TimeInterval::new(t, t), status: ClockStatus::Synchronized })
+    }
+
+    fn probe_id(frame: &ClockFrame) -> u64 {
+        match frame.message {
+            ClockMessage::Probe { probe, .. } => probe,
+            ClockMessage::Reply { .. } => panic!("a probe"),
+        }
+    }
+
+    #[test]
+    fn a_leader_gives_readings_only_below_its_committed_horizon() {
+        let (c, mono) = clock(1);
+        c.follow(5, Some(1), true);
+        let r = c.lead(5, Duration::from_secs(1));
+        let margin = handover_margin(200, Duration::from_secs(1), Duration::from_secs(1));
+        let start = ts(WALL).saturating_add(margin);
+        assert_eq!(r.base, start, "a brand-new cluster starts R at the system clock (and the margin)");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no horizon committed yet");
+        assert_eq!(c.answer().1, None, "nor an answer that claims the reference");
+        let h = c.horizon_due().expect("a horizon is due at once");
+        assert_eq!(h, start.saturating_add(Duration::from_secs(1)));
+        assert_eq!(c.horizon_due(), None, "not proposed again straight away");
+        c.horizon_committed(4, h); // another term's horizon: not this leader's
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        c.horizon_committed(5, h);
+        let now = c.now().unwrap();
+        assert_eq!((now.status, now.bound()), (ClockStatus::Synchronized, Duration::ZERO));
+        assert_eq!(now.earliest(), start);
+        assert_eq!(c.answer(), (point(start), Some(5)));
+        assert_eq!(c.epoch(), 5);
+        mono.advance(Duration::from_millis(600));
+        assert!(c.horizon_due().is_some(), "renewed once less than 500 ms ahead");
+        mono.advance(Duration::from_millis(400));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "R reached the horizon");
+        // Stepping down (check-quorum, same term) ends the reference at once.
+        c.horizon_committed(5, ts(WALL + 10_000_000_000));
+        c.follow(5, None, false);
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+    }
+
+    #[test]
+    fn a_new_leader_starts_above_every_horizon_it_holds_and_its_estimate() {
+        let (c, mono) = clock(2);
+        // Following node 1 in term 3, one answer.
+        c.follow(3, Some(1), false);
+        let (frame, _) = c.probe();
+        let frame = frame.expect("a probe of the leader");
+        assert_eq!((frame.to, probe_id(&frame) & CLUSTER_PROBE_BIT), (1, CLUSTER_PROBE_BIT));
+        mono.advance(Duration::from_micros(200));
+        let r = ts(WALL + 50_000_000_000); // the old reference, 50 s ahead of the system clock
+        c.on_reply(1, probe_id(&frame), point(r), Some(3));
+        // A horizon above it was committed.
+        c.saw_horizon(ts(WALL + 51_000_000_000));
+        mono.advance(Duration::from_millis(10));
+        c.follow(4, None, false); // a campaign
+        c.follow(4, Some(2), true);
+        let start = c.lead(4, Duration::from_secs(1));
+        let margin = handover_margin(200, Duration::from_secs(1), Duration::from_secs(1));
+        assert_eq!(
+            start.base,
+            ts(WALL + 51_000_000_001).saturating_add(margin),
+            "above the horizon held (and the margin)"
+        );
+        // Without the horizon, above the estimate's upper edge plus the margin.
+        let (c, mono) = clock(2);
+        c.follow(3, Some(1), false);
+        let frame = c.probe().0.unwrap();
+        mono.advance(Duration::from_micros(200));
+        c.on_reply(1, probe_id(&frame), point(r), Some(3));
+        mono.advance(Duration::from_millis(10));
+        let hi = c.now().unwrap().latest();
+        c.follow(4, Some(2), true);
+        let start = c.lead(4, Duration::from_secs(1));
+        assert_eq!(start.base, hi.saturating_add(margin));
+    }
+
+    #[test]
+    fn a_member_takes_only_its_leaders_answers_of_its_term() {
+        let (c, mono) = clock(3);
+        c.follow(7, Some(1), false);
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no answer yet");
+        let (p1, next) = c.probe();
+        assert_eq!(next, Duration::from_millis(5), "fast probes while unsynchronized");
+        let p1 = probe_id(&p1.unwrap());
+        let r = ts(WALL + 3_000_000_000);
+        mono.advance(Duration::from_micros(100));
+        c.on_reply(2, p1, point(r), Some(7)); // not the leader
+        c.on_reply(1, p1, point(r), None); // not claiming the reference
+        c.on_reply(1, p1, point(r), Some(6)); // another term
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        let p2 = probe_id(&c.probe().0.unwrap());
+        mono.advance(Duration::from_micros(100));
+        c.on_reply(1, p2, point(r), Some(7));
+        let now = c.now().unwrap();
+        assert_eq!(now.status, ClockStatus::Synchronized);
+        assert!(now.interval.contains(r) && now.bound() <= Duration::from_micros(51));
+        assert_eq!(c.probe().1, Duration::from_millis(50), "slower once synchronized");
+        // A newer term: its intervals are gone before anything of that term is applied, and an
+        // answer of the old term still in flight does not bring them back.
+        let p3 = probe_id(&c.probe().0.unwrap());
+        c.follow(8, Some(3), false);
+        c.on_reply(1, p3, point(r), Some(7));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        assert_eq!(c.epoch(), 8);
+        // Stale answers turn the reading FreeRunning, widening, not wrong.
+        let (c, mono) = clock(3);
+        c.follow(1, Some(1), false);
+        let p = probe_id(&c.probe().0.unwrap());
+        c.on_reply(1, p, point(r), Some(1));
+        mono.advance(Duration::from_secs(2));
+        let later = c.now().unwrap();
+        assert_eq!(later.status, ClockStatus::FreeRunning);
+        assert!(later.bound() >= Duration::from_micros(790), "{:?}", later.bound());
+    }
+
+    #[test]
+    fn the_ready_wait_covers_two_oscillators_drifting_apart() {
+        let (c, _) = clock(1);
+        // 1 s · (1 + 200 ppm) / (1 − 200 ppm), rounded up.
+        assert_eq!(c.ready_wait(Duration::from_secs(1)), Duration::from_nanos(1_000_400_081));
+    }
+
     proptest! {
         /// The member's interval contains the leader's `R` whenever it is read, for any drift of
         /// either monotonic clock within `RHO` and any delays each way.
