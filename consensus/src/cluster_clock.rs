@@ -1,8 +1,8 @@
-//! The cluster clock's arithmetic (`--clock cluster:RHO`, issue 13; the design and its argument
-//! are in `docs/design/cluster-clock.md`): the leader's reference `R` carried on its monotonic
-//! clock, a member's interval for `R` from Cristian probes of the leader, and where a new leader
-//! starts `R`. Pure functions of monotonic readings, so that the property tests below can drive
-//! them with clocks that drift; the Raft node is what will feed them (not yet built).
+//! The cluster clock (`--clock cluster:RHO`, issue 13): every member's bounded time derived from
+//! its Raft leader's monotonic clock, with no daemon and no assumption about UTC. The argument,
+//! with the worked example below, is in `docs/architecture/time.md` ("The cluster clock"); this
+//! module holds its arithmetic (pure functions of monotonic readings, which the property tests
+//! below drive with clocks that drift) and [`ClusterClock`], the [`Clock`] the Raft node drives.
 //!
 //! # The one assumption
 //!
@@ -37,13 +37,18 @@
 //! answers of one term only ([`LeaderEstimate::follow`] drops the rest): once a later leader may
 //! issue timestamps, `R` is its reference, not the old leader's.
 //!
-//! # A new leader's start
+//! # A new leader's start, and the horizon
 //!
-//! [`start_reference`]: from the upper edge of the new leader's interval for the old reference,
-//! plus [`handover_margin`] = `2·RHO/(1 − RHO)·(lease + max commit wait)`: until the new leader's first
-//! timestamp (one lease after its election) the old reference runs on at its leader's rate and
-//! the new one at this one's; the margin keeps the new one ahead, so `R` never goes backwards
-//! at the switch.
+//! A leader gives readings (so issues timestamps) only below a **horizon** it has committed to
+//! the log in its term ([`HORIZON_CONTEXT_TAG`]); a new leader starts `R` above every horizon it
+//! holds, above its estimate of the last reference plus [`handover_margin`], and not below its
+//! system clock ([`start_reference`], [`ClusterClock::lead`]). Every timestamp of a term thus lies
+//! below every timestamp of a later one, whatever the clocks say and whoever restarted: Raft's
+//! leader completeness puts every committed horizon in the new leader's log. For example, leader
+//! A of term 4 has committed `H` = 10:00:03.000 and reads `R_4` = 10:00:02.700; it crashes. B
+//! wins term 5 holding that horizon, with a system clock reading 09:59:40 (stepped back) and no
+//! estimate (it restarted too): it starts `R_5` at 10:00:03.000 000 001 plus the margin, and its
+//! first timestamp, a lease later, lies above everything A issued.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -314,7 +319,7 @@ pub struct ClusterClockReport {
 /// - [`ClusterClock::lead`] when it becomes leader, and [`ClusterClock::horizon_due`] /
 ///   [`ClusterClock::horizon_committed`] to keep a horizon committed ahead of `R`;
 /// - [`ClusterClock::saw_horizon`] for every horizon it durably holds;
-/// - [`ClusterClock::probes`] to measure the leader, and the transport's
+/// - [`ClusterClock::probe`] to measure the leader, and the transport's
 ///   [`ClusterClock::on_reply`] / [`ClusterClock::answer`] for the probes' two ends.
 ///
 /// # To ensure correctness
@@ -821,7 +826,10 @@ mod tests {
         let r = c.lead(5, Duration::from_secs(1));
         let margin = handover_margin(200, Duration::from_secs(1), Duration::from_secs(1));
         let start = ts(WALL).saturating_add(margin);
-        assert_eq!(r.base, start, "a brand-new cluster starts R at the system clock (and the margin)");
+        assert_eq!(
+            r.base, start,
+            "a brand-new cluster starts R at the system clock (and the margin)"
+        );
         assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no horizon committed yet");
         assert_eq!(c.answer().1, None, "nor an answer that claims the reference");
         let h = c.horizon_due().expect("a horizon is due at once");

@@ -81,6 +81,11 @@ struct Args {
     /// theoretical 2ρR. Format RHO_PPM:R_SECONDS, e.g. 200:2. Runs apart from clock faults.
     #[arg(long, value_name = "RHO_PPM:R_SECONDS")]
     drift_experiment: Option<jepsen::drift::DriftExperiment>,
+    /// Run the nodes on the cluster clock, `cluster:RHO` (e.g. `cluster:200ppm`), instead of
+    /// per-node ClockBound segments: the Raft leader's monotonic clock, measured by probes.
+    /// Under it `clock-drift` drifts every node within ±100 ppm and never slews back.
+    #[arg(long, value_name = "SOURCE")]
+    clock: Option<String>,
     /// Never show a progress bar (it shows only on a terminal anyway).
     #[arg(long)]
     progress_off: bool,
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
         recovery: Duration::from_secs(5),
         progress: !args.progress_off,
         drift_experiment: args.drift_experiment,
+        cluster_clock: args.clock.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -234,6 +234,8 @@ pub struct Clocks {
     nodes: Arc<Mutex<BTreeMap<u64, Node>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// [`Clocks::hold_errors_on_heal`] was called.
+    hold_errors: AtomicBool,
 }
 
 impl Clocks {
@@ -261,6 +263,7 @@ impl Clocks {
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
+            hold_errors: AtomicBool::new(false),
         };
         for &id in nodes {
             clocks.add(id)?;
@@ -397,6 +400,13 @@ impl Clocks {
         Ok(())
     }
 
+    /// From now on, healing stops drifting oscillators where they are instead of slewing them
+    /// back: under the cluster clock the monotonic clock is the source, and a slew is a rate
+    /// (1 ms over 1 s is 1000 ppm), which would break the drift assumption itself.
+    pub fn hold_errors_on_heal(&self) {
+        self.hold_errors.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every node healthy again: offsets first, then bounds (so that no moment has a large
     /// offset under a small bound). Drifting clocks are slewed back (over 1 s), never stepped.
     pub async fn heal(&self) -> anyhow::Result<()> {
@@ -412,7 +422,11 @@ impl Clocks {
         if self.mode == ClockMode::Oscillators {
             let drifting: Vec<u64> =
                 ids.iter().copied().filter(|&id| self.error_nanos(id) != 0).collect();
-            if !drifting.is_empty() {
+            if self.hold_errors.load(std::sync::atomic::Ordering::SeqCst) {
+                for &id in &drifting {
+                    self.set_drift(id, 0)?;
+                }
+            } else if !drifting.is_empty() {
                 self.slew_back(&drifting, Duration::from_secs(1)).await?;
             }
         }

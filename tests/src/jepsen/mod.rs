@@ -160,6 +160,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Run the drift experiment (see [`drift`]) alongside the workload.
     pub drift_experiment: Option<drift::DriftExperiment>,
+    /// Run the nodes on the cluster clock (`cluster:RHO`, e.g. `cluster:200ppm`) instead of the
+    /// runner's per-node ClockBound segments: `clock-drift` then drifts every node's oscillator
+    /// within ±RHO/2 and never slews it back (a slew is a rate too).
+    pub cluster_clock: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -183,6 +187,7 @@ impl Default for RunOptions {
             recovery: Duration::from_secs(5),
             progress: true,
             drift_experiment: None,
+            cluster_clock: None,
         }
     }
 }
@@ -255,6 +260,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         );
     }
     // The clocks.
+    if let Some(source) = &opts.cluster_clock
+        && !matches!(
+            source.parse::<boundkv_clockbound::ClockSource>(),
+            Ok(boundkv_clockbound::ClockSource::Cluster { .. })
+        )
+    {
+        bail!("--clock takes the cluster clock, cluster:RHO (e.g. cluster:200ppm), not {source}");
+    }
     let want_clocks = opts.nemeses.iter().any(|n| needs_clocks(n));
     let drift = opts.nemeses.iter().any(|n| n == "clock-drift");
     if drift && let Some(n) = opts.nemeses.iter().find(|n| STEPPING_NEMESES.contains(&n.as_str())) {
@@ -283,10 +296,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     // The cluster.
     let setup_net = net.clone();
     let setup_clocks = clocks.clone();
+    let setup_cluster_clock = opts.cluster_clock.clone();
+    if opts.cluster_clock.is_some()
+        && let Some(c) = &clocks
+    {
+        c.hold_errors_on_heal();
+    }
     let setup: crate::SetupFn = Arc::new(move |id| {
         let mut setup = NodeSetup {
             env: setup_clocks.as_ref().map(|c| c.env(id)).unwrap_or_default(),
-            clock: setup_clocks.as_ref().map(|c| c.source(id)),
+            clock: match &setup_cluster_clock {
+                Some(source) => Some(source.clone()),
+                None => setup_clocks.as_ref().map(|c| c.source(id)),
+            },
             ..NodeSetup::default()
         };
         match setup_net.as_deref() {
@@ -332,7 +354,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     }
     let mut cluster = TestCluster::start(ClusterOptions {
         nodes: opts.nodes,
-        clock: "system:1ms".into(),
+        clock: opts.cluster_clock.clone().unwrap_or_else(|| "system:1ms".into()),
         serve_args,
         env,
         setup: Some(setup),
@@ -357,7 +379,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
     let start = Instant::now();
     let deadline = start + opts.time_limit;
     let nemesis =
-        Nemesis::new(cluster.clone(), net.clone(), clocks.clone(), admin.clone(), opts.seed, start);
+        Nemesis::new(cluster.clone(), net.clone(), clocks.clone(), admin.clone(), opts.seed, start)
+            .on_cluster_clock(opts.cluster_clock.is_some());
     let active = nemesis.active();
     let nemesis_task =
         tokio::spawn(nemesis.run(opts.nemeses.clone(), deadline, opts.quiet, opts.hold));
@@ -451,7 +474,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         "seed": opts.seed,
         "time_limit_s": opts.time_limit.as_secs_f64(),
         "network": network_used,
-        "clock": if Clocks::faketime_available() { "per-node ClockBound segments + libfaketime" } else { "system clock, ±1 ms assumed" },
+        "clock": match &opts.cluster_clock {
+            Some(source) => format!("{source} (the Raft leader's clock; libfaketime oscillators drift the nodes' monotonic clocks under clock-drift)"),
+            None if Clocks::faketime_available() => "per-node ClockBound segments + libfaketime".to_string(),
+            None => "system clock, ±1 ms assumed".to_string(),
+        },
         "counts": {"invoked": counts.invoked, "ok": counts.ok, "fail": counts.fail, "info": counts.info},
         "clock_refusals": refusals,
         "drift_experiment": drift_report,

@@ -99,9 +99,19 @@ pub struct Nemesis {
     pub(crate) timeline: Arc<Mutex<Vec<Fault>>>,
     pub(crate) start: Instant,
     pub(crate) active: Arc<Mutex<Option<String>>>,
+    /// The nodes run on the cluster clock: `clock-drift` stays within its assumption.
+    pub(crate) cluster_clock: bool,
 }
 
 impl Nemesis {
+    /// The nodes run on the cluster clock (`--clock cluster:RHO`): `clock-drift` drifts every
+    /// node's oscillator within ±100 ppm (inside the 200 ppm the source assumes by default) and
+    /// stops it where it is, never slewing it back.
+    pub fn on_cluster_clock(mut self, on: bool) -> Nemesis {
+        self.cluster_clock = on;
+        self
+    }
+
     /// A nemesis over the run's parts.
     pub fn new(
         cluster: Arc<Mutex<TestCluster>>,
@@ -120,6 +130,7 @@ impl Nemesis {
             timeline: Arc::new(Mutex::new(Vec::new())),
             start,
             active: Arc::new(Mutex::new(None)),
+            cluster_clock: false,
         }
     }
 
@@ -437,6 +448,9 @@ impl Nemesis {
     /// measured from outside: its `/metrics` system clock and uptime, scraped before and after,
     /// against the runner's clock; both should show the drift.
     async fn drift(&mut self, hold: Duration) -> anyhow::Result<String> {
+        if self.cluster_clock {
+            return self.drift_within_rho(hold).await;
+        }
         let clocks = self.clocks()?;
         let ids = self.ids();
         let mut targets = ids.clone();
@@ -488,6 +502,30 @@ impl Nemesis {
             "oscillators drifting, segments claiming 50 ppm: {}; slewed back over 1 s",
             parts.join("; ")
         ))
+    }
+
+    /// `clock-drift` under the cluster clock: every node's oscillator (wall and monotonic clock)
+    /// runs at its own rate within ±100 ppm for `hold`, then stops drifting where it is. The
+    /// leader's reference `R` runs at its rate; every member's bound must hold it anyway.
+    async fn drift_within_rho(&mut self, hold: Duration) -> anyhow::Result<String> {
+        let clocks = self.clocks()?;
+        let ids = self.ids();
+        let rates: Vec<i64> =
+            ids.iter().map(|_| self.rng.random_range(-100_000..=100_000)).collect();
+        for (&id, &ppb) in ids.iter().zip(&rates) {
+            clocks.set_drift(id, ppb)?;
+        }
+        tokio::time::sleep(hold).await;
+        let mut parts = Vec::new();
+        for (&id, &ppb) in ids.iter().zip(&rates) {
+            clocks.set_drift(id, 0)?;
+            parts.push(format!(
+                "n{id} {:+.1} ppm (error {:+.3} ms, kept)",
+                ppb as f64 / 1000.0,
+                clocks.error_nanos(id) as f64 / 1e6
+            ));
+        }
+        Ok(format!("every oscillator drifting within ±100 ppm: {}", parts.join("; ")))
     }
 
     /// Node `id`'s wall and monotonic clocks as its `/metrics` shows them, against the runner's
