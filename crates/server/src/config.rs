@@ -63,7 +63,7 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The clock, and a description of it for status and logs.
     pub clock: Arc<dyn Clock>,
-    /// The cluster clock, when it is `clock` ([`ServerConfig::use_cluster_clock`]).
+    /// The cluster clock, when it is `clock` ([`ServerConfig::set_cluster_clock`]).
     pub cluster_clock: Option<Arc<ClusterClock>>,
     /// Which clock readings may be used.
     pub policy: ClockPolicy,
