@@ -309,6 +309,12 @@ pub struct ClusterClockReport {
     pub horizon_ahead: Option<Duration>,
     /// The highest horizon this member holds in its log or snapshots.
     pub horizon_floor: Timestamp,
+    /// Probes this member has sent its leaders.
+    pub probes_sent: u64,
+    /// Answers of its leaders it has kept.
+    pub answers_kept: u64,
+    /// Probes it has answered.
+    pub probes_answered: u64,
 }
 
 /// The cluster clock (`--clock cluster:RHO`): every member's bounded time derived from its Raft
@@ -361,6 +367,9 @@ struct State {
     next_probe: u64,
     last_rtt: Option<Duration>,
     last_answer: Option<Duration>,
+    probes_sent: u64,
+    answers_kept: u64,
+    probes_answered: u64,
 }
 
 impl ClusterClock {
@@ -396,6 +405,9 @@ impl ClusterClock {
                 next_probe: 0,
                 last_rtt: None,
                 last_answer: None,
+                probes_sent: 0,
+                answers_kept: 0,
+                probes_answered: 0,
             }),
         }
     }
@@ -551,6 +563,7 @@ impl ClusterClock {
         // Probes unanswered for a second are lost.
         s.in_flight.retain(|_, (_, _, sent)| mono.saturating_sub(*sent) < Duration::from_secs(1));
         s.in_flight.insert(id, (leader, term, mono));
+        s.probes_sent += 1;
         let frame = ClockFrame {
             from: self.id,
             to: leader,
@@ -563,7 +576,8 @@ impl ClusterClock {
     /// committed horizon, the term whose `R` the reading is.
     pub fn answer(&self) -> (Option<ClockReading>, Option<u64>) {
         let mono = self.timebase.elapsed();
-        let s = self.state();
+        let mut s = self.state();
+        s.probes_answered += 1;
         match self.read(&s, mono) {
             Some(r) if s.reference.is_some() => (Some(r), Some(s.term)),
             r => (r, None),
@@ -597,6 +611,7 @@ impl ClusterClock {
             leader: reading.interval,
         });
         if kept {
+            s.answers_kept += 1;
             s.last_rtt = Some(mono.saturating_sub(sent));
             s.last_answer = Some(mono);
         }
@@ -616,6 +631,9 @@ impl ClusterClock {
             bound: reading.map(|r| r.bound()),
             horizon_ahead: s.reference.map(|r| s.horizon.saturating_duration_since(r.at(mono))),
             horizon_floor: s.seen,
+            probes_sent: s.probes_sent,
+            answers_kept: s.answers_kept,
+            probes_answered: s.probes_answered,
         }
     }
 

@@ -4,7 +4,13 @@
 //! ```text
 //! cargo build --release -p boundkv-cli --bin boundkv
 //! cargo run --release -p boundkv-bench --bin cluster [-- --duration 10s --clients 1,64 --bounds 0,1ms --json out.json]
+//! cargo run --release -p boundkv-bench --bin cluster -- --clocks cluster:200ppm,system:500us,clockbound-v1:SOCKET
 //! ```
+//!
+//! `--clocks` runs the same on whole clock sources instead of system-clock bounds. For each, a
+//! sampler reads every follower's bound (`boundkv_clock_bound_seconds`) every 20 ms through the
+//! whole run, idle and loaded, and reports its p50, p99 and maximum, and the cluster clock's probe
+//! traffic (probes sent and answered per second, over all nodes, from its `/metrics` counters).
 //!
 //! For each clock bound (the system clock with an assumed bound, `--clock system:BOUND`, so the
 //! bound is exactly what is asked for), a fresh three-node cluster of release `boundkv serve`
@@ -43,6 +49,10 @@ struct Args {
     /// Clock bounds to run with (each gets a fresh cluster).
     #[arg(long, value_delimiter = ',', default_value = "0,1ms", value_parser = parse_bound)]
     bounds: Vec<Duration>,
+    /// Clock sources to run with instead of `--bounds` (each gets a fresh cluster), e.g.
+    /// `cluster:200ppm,system:500us`.
+    #[arg(long, value_delimiter = ',')]
+    clocks: Vec<String>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -63,6 +73,8 @@ const KEYS: u64 = 100_000;
 #[derive(Serialize, Clone)]
 struct Summary {
     workload: String,
+    /// The clock source the cluster ran on.
+    clock: String,
     bound_us: u64,
     clients: usize,
     ops: u64,
@@ -152,6 +164,7 @@ impl ServerCounters {
 
 fn summarize(
     workload: &str,
+    clock: &str,
     bound: Duration,
     clients: usize,
     h: &Histogram<u64>,
@@ -159,6 +172,7 @@ fn summarize(
 ) -> Summary {
     Summary {
         workload: workload.into(),
+        clock: clock.into(),
         bound_us: bound.as_micros() as u64,
         clients,
         ops: h.len(),
@@ -241,9 +255,9 @@ async fn follower_reads(
 
 fn print(s: &Summary) {
     println!(
-        "{:<16} bound {:>6} µs  clients {:>3}  {:>9.0} ops/s  p50 {:>7} µs  p90 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  max {:>8} µs",
+        "{:<16} {:<16} clients {:>3}  {:>9.0} ops/s  p50 {:>7} µs  p90 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  max {:>8} µs",
         s.workload,
-        s.bound_us,
+        s.clock,
         s.clients,
         s.ops_per_sec,
         s.p50_us,
@@ -265,18 +279,92 @@ fn print(s: &Summary) {
     }
 }
 
+/// Every follower's bound, sampled through a run (see the module docs), and the cluster clock's
+/// probe counters at the start.
+struct BoundSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Histogram<u64>>,
+    probes_before: f64,
+    started: Instant,
+}
+
+/// Probes sent and answered so far, over every node (0 without the cluster clock).
+fn probe_count(cluster: &TestCluster) -> f64 {
+    cluster
+        .nodes
+        .iter()
+        .filter_map(|n| scrape_metrics(&n.metrics).ok())
+        .map(|page| {
+            metric_value(&page, "boundkv_cluster_clock_probes_sent").unwrap_or(0.0)
+                + metric_value(&page, "boundkv_cluster_clock_probes_answered").unwrap_or(0.0)
+        })
+        .sum()
+}
+
+impl BoundSampler {
+    fn start(cluster: &TestCluster, leader: u64) -> Self {
+        let followers: Vec<String> =
+            cluster.nodes.iter().filter(|n| n.id != leader).map(|n| n.metrics.clone()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut h = histogram();
+            while !done.load(Ordering::Relaxed) {
+                for f in &followers {
+                    if let Some(b) = scrape_metrics(f)
+                        .ok()
+                        .and_then(|p| metric_value(&p, "boundkv_clock_bound_seconds"))
+                    {
+                        let _ = h.record(((b * 1e6).round() as u64).max(1));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            h
+        });
+        BoundSampler { stop, thread, probes_before: probe_count(cluster), started: Instant::now() }
+    }
+
+    fn finish(self, cluster: &TestCluster, clock: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let probes =
+            (probe_count(cluster) - self.probes_before) / self.started.elapsed().as_secs_f64();
+        let h = self.thread.join().expect("the sampler thread");
+        println!(
+            "{:<16} {:<16} followers' bound over the run ({} samples): p50 {} µs  p99 {} µs  max {} µs; cluster clock probes {:.0}/s sent+answered, all nodes",
+            "bound",
+            clock,
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max(),
+            probes
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
-    for &bound in &args.bounds {
-        let clock = if bound.is_zero() {
-            "system:0".to_string()
-        } else {
-            format!("system:{}us", bound.as_micros())
-        };
+    let runs: Vec<(String, Duration)> = if args.clocks.is_empty() {
+        args.bounds
+            .iter()
+            .map(|&bound| {
+                let clock = if bound.is_zero() {
+                    "system:0".to_string()
+                } else {
+                    format!("system:{}us", bound.as_micros())
+                };
+                (clock, bound)
+            })
+            .collect()
+    } else {
+        args.clocks.iter().map(|c| (c.clone(), Duration::ZERO)).collect()
+    };
+    for (clock, bound) in runs {
         let cluster = TestCluster::start(ClusterOptions {
-            clock,
+            clock: clock.clone(),
             serve_args: args.serve_args.clone(),
             env: vec![("BOUNDKV_TEST_LOG".into(), "warn".into())],
             ..ClusterOptions::default()
@@ -287,11 +375,12 @@ fn main() -> anyhow::Result<()> {
             let client = cluster.client().await?;
             // Warm up: connections, the leader's caches.
             writes(&client, 4, Duration::from_secs(1)).await?;
+            let sampler = (!args.clocks.is_empty()).then(|| BoundSampler::start(&cluster, leader));
             for &clients in &args.clients {
                 let before = ServerCounters::read(&cluster, leader);
                 let (h, took) = writes(&client, clients, args.duration).await?;
                 let after = ServerCounters::read(&cluster, leader);
-                let mut s = summarize("write", bound, clients, &h, took);
+                let mut s = summarize("write", &clock, bound, clients, &h, took);
                 s.server = before.zip(after).and_then(|(b, a)| a.since(&b));
                 print(&s);
                 results.push(s);
@@ -305,14 +394,17 @@ fn main() -> anyhow::Result<()> {
                 })
                 .await?;
             let (h, took) = follower_reads(&reader, args.duration).await?;
-            let s = summarize("follower-read", bound, 1, &h, took);
+            let s = summarize("follower-read", &clock, bound, 1, &h, took);
             print(&s);
             results.push(s);
             let leader_reader = cluster.client().await?;
             let (h, took) = follower_reads(&leader_reader, args.duration).await?;
-            let s = summarize("leader-read", bound, 1, &h, took);
+            let s = summarize("leader-read", &clock, bound, 1, &h, took);
             print(&s);
             results.push(s);
+            if let Some(sampler) = sampler {
+                sampler.finish(&cluster, &clock);
+            }
             anyhow::Ok(())
         })?;
         drop(cluster);

@@ -120,7 +120,7 @@ fn main() -> std::process::ExitCode {
     let (clock, data, cluster) = (&cli.clock, &cli.data, &cli.cluster);
     let target = || Target::choose(cluster, data, clock);
     let result = match &cli.command {
-        Command::Clock(c) => c.run(clock),
+        Command::Clock(c) => c.run(clock, cluster, data),
         Command::Demo(c) => c.run(clock, data),
         Command::Up(c) => c.run(clock),
         Command::Serve(c) => c.run(clock, data),

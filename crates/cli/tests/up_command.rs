@@ -84,6 +84,12 @@ fn up_then_the_commands_find_the_cluster_then_it_stops() {
         // The source, the leader each member follows, its round trip and the bound.
         assert!(s.contains("this node leads term"), "{s}");
         assert!(s.contains("follows node") && s.contains("last round trip"), "{s}");
+        // `boundkv clock` on the cluster clock shows what each node reads.
+        let clock = run(dir.path(), &pointer, &["--clock", "cluster", "clock"]);
+        let c = text(&clock.stdout);
+        assert!(clock.status.success(), "{c}{}", text(&clock.stderr));
+        assert_eq!(c.lines().filter(|l| l.contains("cluster clock")).count(), 3, "{c}");
+        assert!(c.contains("follows node") && c.contains("Synchronized"), "{c}");
     }
 
     // SIGTERM: every node stops, `up` exits 0 and removes its pointer.

@@ -18,6 +18,9 @@
 //! | `boundkv_clock_leap_policy{policy}` | gauge | 1 for this node's `--leap` policy (`step`, `smear`) |
 //! | `boundkv_clock_kernel_leap{state}` | gauge | 1 for the kernel's leap state (`none`, `insert_scheduled`, `delete_scheduled`, `in_leap_second`, `just_happened`, `unknown`), read with `adjtimex` |
 //! | `boundkv_clock_leap_correction_seconds` | gauge | the correction the step guard applies while absorbing a leap second (1 s at the step, falling to 0 over 24 h; 0 otherwise) |
+//! | `boundkv_cluster_clock_round_trip_seconds`, `boundkv_cluster_clock_answer_age_seconds` | gauges | under the cluster clock (`--clock cluster:RHO`): the round trip of the last answer of the leader, and how long ago it arrived |
+//! | `boundkv_cluster_clock_probes_sent`, `boundkv_cluster_clock_answers_kept`, `boundkv_cluster_clock_probes_answered` | gauges | under the cluster clock: probes sent to the leader, its answers kept, probes this node answered (since start) |
+//! | `boundkv_cluster_clock_horizon_ahead_seconds` | gauge | under the cluster clock, while leading: how far the committed horizon is ahead of the reference (0 once passed: no readings) |
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
 //! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
@@ -106,6 +109,12 @@ pub struct Metrics {
     clock_leap_policy: Family<[(&'static str, &'static str); 1], Gauge>,
     clock_kernel_leap: Family<[(&'static str, &'static str); 1], Gauge>,
     clock_leap_correction: FloatGauge,
+    cluster_rtt: FloatGauge,
+    cluster_answer_age: FloatGauge,
+    cluster_probes_sent: Gauge,
+    cluster_answers_kept: Gauge,
+    cluster_probes_answered: Gauge,
+    cluster_horizon_ahead: FloatGauge,
     clock_peer_offset: Family<Labels1, FloatGauge>,
     clock_peer_uncertainty: Family<Labels1, FloatGauge>,
     storage_bytes: Gauge,
@@ -271,6 +280,46 @@ impl Metrics {
             "1 for the kernel's leap-second state (adjtimex)",
             clock_kernel_leap.clone(),
         );
+        let float = |registry: &mut Registry, name: &str, help: &str| {
+            let g = FloatGauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let int = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let cluster_rtt = float(
+            &mut registry,
+            "cluster_clock_round_trip_seconds",
+            "Cluster clock: the round trip of the last answer of the leader",
+        );
+        let cluster_answer_age = float(
+            &mut registry,
+            "cluster_clock_answer_age_seconds",
+            "Cluster clock: how long ago the last answer of the leader arrived",
+        );
+        let cluster_probes_sent = int(
+            &mut registry,
+            "cluster_clock_probes_sent",
+            "Cluster clock: probes sent to the leader since start",
+        );
+        let cluster_answers_kept = int(
+            &mut registry,
+            "cluster_clock_answers_kept",
+            "Cluster clock: answers of the leader kept since start",
+        );
+        let cluster_probes_answered = int(
+            &mut registry,
+            "cluster_clock_probes_answered",
+            "Cluster clock: probes this node answered since start",
+        );
+        let cluster_horizon_ahead = float(
+            &mut registry,
+            "cluster_clock_horizon_ahead_seconds",
+            "Cluster clock, leading: how far the committed horizon is ahead of the reference",
+        );
         let clock_leap_correction = FloatGauge::default();
         registry.register(
             "clock_leap_correction_seconds",
@@ -322,6 +371,12 @@ impl Metrics {
             clock_leap_policy,
             clock_kernel_leap,
             clock_leap_correction,
+            cluster_rtt,
+            cluster_answer_age,
+            cluster_probes_sent,
+            cluster_answers_kept,
+            cluster_probes_answered,
+            cluster_horizon_ahead,
             clock_peer_offset,
             clock_peer_uncertainty,
             storage_bytes,
@@ -416,6 +471,15 @@ impl Metrics {
             self.clock_kernel_leap.get_or_create(&[("state", label)]).set(i64::from(current));
         }
         self.clock_leap_correction.set(leap.map_or(0.0, |l| l.correction_nanos as f64 / 1e9));
+        if let Some(cluster) = replica.cluster_clock() {
+            let r = cluster.report();
+            self.cluster_rtt.set(r.last_rtt.map_or(0.0, |d| d.as_secs_f64()));
+            self.cluster_answer_age.set(r.last_answer_age.map_or(0.0, |d| d.as_secs_f64()));
+            self.cluster_probes_sent.set(i64::try_from(r.probes_sent).unwrap_or(i64::MAX));
+            self.cluster_answers_kept.set(i64::try_from(r.answers_kept).unwrap_or(i64::MAX));
+            self.cluster_probes_answered.set(i64::try_from(r.probes_answered).unwrap_or(i64::MAX));
+            self.cluster_horizon_ahead.set(r.horizon_ahead.map_or(0.0, |d| d.as_secs_f64()));
+        }
         let checks = replica.node().clock_checks();
         self.clock_fenced.set(i64::from(state.clock_fence.is_some()));
         for (peer, p) in checks.peers {

@@ -8,8 +8,12 @@ use boundkv_clockbound::{ClockPolicy, ClockStatus, LeapReport, monotonic_coarse_
 use clap::Args;
 use serde::Serialize;
 
+use boundkv_clockbound::ClockSource;
+
 use crate::clock_args::{ClockArgs, OpenedClock};
+use crate::data_args::DataArgs;
 use crate::fmt;
+use crate::target::{ClusterArgs, Target};
 
 /// Options of `boundkv clock`.
 #[derive(Args, Debug)]
@@ -61,7 +65,17 @@ struct SegmentState {
 }
 
 impl ClockCommand {
-    pub(crate) fn run(&self, args: &ClockArgs) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(
+        &self,
+        args: &ClockArgs,
+        cluster: &ClusterArgs,
+        data: &DataArgs,
+    ) -> anyhow::Result<ExitCode> {
+        if let ClockSource::Cluster { .. } = args.clock {
+            // The cluster clock lives in the nodes: show what each of them reads.
+            let c = Target::cluster_only(cluster, data, "clock --clock cluster")?;
+            return crate::cmd::cluster::print_clocks(&c);
+        }
         let opened = args.open()?;
         let policy = ClockPolicy::default();
         let redraw = self.watch && !self.json && std::io::stdout().is_terminal();

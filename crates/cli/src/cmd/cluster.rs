@@ -10,6 +10,41 @@ use clap::{Args, Subcommand};
 use crate::fmt;
 use crate::target::Cluster;
 
+/// Prints each node's clock as it reads it (`boundkv clock --clock cluster`: the cluster clock
+/// lives in the nodes): the source, the leader it follows, the last round trip, the status and
+/// the bound. Exit status 0 when every node answered with a usable clock.
+pub(crate) fn print_clocks(c: &Cluster) -> anyhow::Result<ExitCode> {
+    let seed = c.block_on(c.client.status())?;
+    let mut all_usable = true;
+    for m in &seed.members {
+        let s = c.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), c.client.status_of(m.id)).await
+        });
+        match s {
+            Ok(Ok(s)) => {
+                all_usable &= s.clock.problem.is_none();
+                println!(
+                    "node {:<3} {} ({}, ±{}){}",
+                    s.id,
+                    s.clock.source,
+                    s.clock.status,
+                    fmt::duration(s.clock.bound),
+                    s.clock.problem.as_ref().map(|p| format!(" UNUSABLE: {p}")).unwrap_or_default(),
+                );
+            }
+            Ok(Err(e)) => {
+                all_usable = false;
+                println!("node {:<3} UNREACHABLE   {e}", m.id);
+            }
+            Err(_) => {
+                all_usable = false;
+                println!("node {:<3} UNREACHABLE   no answer within 2 s", m.id);
+            }
+        }
+    }
+    Ok(if all_usable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 /// Prints the cluster's members, leader and term, and each node's indexes and clock. Exit
 /// status 0 when a leader is known.
 pub(crate) fn print_status(c: &Cluster) -> anyhow::Result<ExitCode> {

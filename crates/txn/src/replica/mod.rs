@@ -359,6 +359,12 @@ impl<E: Engine> Replica<E> {
         &self.clock
     }
 
+    /// The cluster clock, when it is this replica's source (`--clock cluster:RHO`): for status
+    /// pages and metrics.
+    pub fn cluster_clock(&self) -> Option<&Arc<boundkv_consensus::cluster_clock::ClusterClock>> {
+        self.options.cluster_clock.as_ref()
+    }
+
     /// The clock this replica was started on, before the peer clock checks widened its
     /// readings to what the peers verify ([`Replica::clock`] is the one every timestamp is
     /// taken from): for status pages and metrics, to show what the widening adds.
