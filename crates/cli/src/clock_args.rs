@@ -118,6 +118,9 @@ impl ClockArgs {
                  Either\n\
                  \x20 - install and start the daemon (it needs chrony; see \
                  docs/architecture/clock.md, \"Installing ClockBound\"), or\n\
+                 \x20 - for a cluster (`serve`, `up`), keep the cluster's own clock, measured over \
+                 the network from the Raft leader's (`boundkv up` does this by itself):\n\
+                 \x20     boundkv --clock cluster serve ...\n\
                  \x20 - run on the system clock with a bound you assert, which boundkv labels as \
                  an assumption:\n\
                  \x20     boundkv --clock system:500us ...    (or export {CLOCK_ENV}=system:500us)",

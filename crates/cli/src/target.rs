@@ -88,7 +88,7 @@ impl Target {
              (created if missing), or\n\
              \x20 - pass --cluster HOST:PORT[,HOST:PORT...] (or set BOUNDKV_CLUSTER) to use a \
              running cluster, or\n\
-             \x20 - start a local cluster with `boundkv --clock system:500us up` in another \
+             \x20 - start a local cluster with `boundkv up` in another \
              terminal; the commands then find it by themselves."
         ))
     }
