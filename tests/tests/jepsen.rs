@@ -268,6 +268,31 @@ fn register_under_drifting_oscillators() {
     assert!(checked > 0, "no drift was measured: {:?}", faults);
 }
 
+/// The cluster clock (`--clock cluster:200ppm`): no daemon, no per-node segments; every node's
+/// time is the Raft leader's monotonic clock, measured over the network. Every node's wall and
+/// monotonic clocks drift within ±100 ppm (inside the 200 ppm assumed) while leaders are killed,
+/// paused and cut off, so the reference moves between drifting oscillators.
+#[test]
+fn append_on_the_cluster_clock_under_drift_kills_pauses_and_partitions() {
+    let s = run_with(RunOptions {
+        workload: "append".into(),
+        nemeses: ["clock-drift", "kill", "pause", "partition"].map(String::from).to_vec(),
+        time_limit: Duration::from_secs(25),
+        rate: 60.0,
+        seed: 31,
+        store: store(),
+        progress: false,
+        cluster_clock: Some("cluster:200ppm".into()),
+        ..RunOptions::default()
+    });
+    assert_valid(&s);
+    assert!(
+        s.results["clock"].as_str().is_some_and(|c| c.starts_with("cluster:200ppm")),
+        "the nodes ran on the cluster clock: {}",
+        s.results["clock"]
+    );
+}
+
 /// The peer clock checks' mutant (`--unsafe-no-peer-clock-checks`: they measure but never
 /// fence) under `clock-drift`, held 25 s so that a drifting clock gets up to 25 ms off: the
 /// step guard, still on, cannot see a drift of both clocks, and the checkers must catch the
