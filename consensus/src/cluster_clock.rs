@@ -370,6 +370,8 @@ struct State {
     probes_sent: u64,
     answers_kept: u64,
     probes_answered: u64,
+    /// The term whose contradicting answers were logged (once a term).
+    contradiction_logged: Option<u64>,
 }
 
 impl ClusterClock {
@@ -408,6 +410,7 @@ impl ClusterClock {
                 probes_sent: 0,
                 answers_kept: 0,
                 probes_answered: 0,
+                contradiction_logged: None,
             }),
         }
     }
@@ -614,6 +617,18 @@ impl ClusterClock {
             s.answers_kept += 1;
             s.last_rtt = Some(mono.saturating_sub(sent));
             s.last_answer = Some(mono);
+            if s.estimate.interval(mono).is_none() && s.contradiction_logged != Some(term) {
+                s.contradiction_logged = Some(term);
+                tracing::error!(
+                    node = self.id,
+                    leader = from,
+                    term,
+                    rho_ppm = self.options.rho_ppm,
+                    "cluster clock: the leader's answers contradict each other, so its oscillator \
+                     or this one drifts faster than RHO (the one assumption): this member serves \
+                     nothing on its clock until a new term"
+                );
+            }
         }
     }
 
