@@ -59,8 +59,8 @@ pub enum ClockSource {
     },
 }
 
-/// The cluster clock's default `RHO`: 200 ppm, four times the 50 ppm most quartz oscillators are
-/// specified for, and ClockBound's own default assumption (`max_drift_rate`) for the same role.
+/// The cluster clock's default `RHO`: 200 ppm, four times the 50 ppm ClockBound 2.x's README
+/// recommends for the same quantity (`--max-drift-rate`, with chrony's `maxclockerror 50`).
 pub const DEFAULT_CLUSTER_RHO_PPM: u32 = 200;
 
 impl Default for ClockSource {
