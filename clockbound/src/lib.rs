@@ -84,7 +84,7 @@ pub use sim::{ExternalTime, SimClock};
 pub use source::{
     CLOCK_ENV, ClockSource, DEFAULT_CLUSTER_RHO_PPM, ParseClockSourceError, VMCLOCK_ENV,
 };
-pub use sys::monotonic_coarse_timespec;
+pub use sys::{boottime, monotonic_coarse_timespec};
 pub use system::SystemClock;
 pub use time::{ClockReading, ClockStatus, TimeInterval, Timestamp};
 pub use v1::{ClockBoundV1Clock, V1Answer, V1TestDaemon};

@@ -32,6 +32,13 @@ pub(crate) fn monotonic_raw_nanos() -> i64 {
     clock_nanos(libc::CLOCK_MONOTONIC_RAW)
 }
 
+/// `CLOCK_BOOTTIME` (the monotonic clock, counting time suspended too) since boot. Public for
+/// the cluster clock, which checks that its oscillator (`CLOCK_MONOTONIC_RAW`, which stops
+/// while the machine is suspended) kept counting.
+pub fn boottime() -> std::time::Duration {
+    std::time::Duration::from_nanos(u64::try_from(clock_nanos(libc::CLOCK_BOOTTIME)).unwrap_or(0))
+}
+
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds since boot.
 pub(crate) fn monotonic_coarse_nanos() -> i64 {
     clock_nanos(libc::CLOCK_MONOTONIC_COARSE)

@@ -341,6 +341,9 @@ pub struct ClusterClock {
     wall: Box<dyn Fn() -> Timestamp + Send + Sync>,
     /// Told every reference this member starts (the simulator checks the invariant with it).
     on_lead: Option<LeadObserver>,
+    /// A clock that keeps counting while the machine is suspended (`CLOCK_BOOTTIME`), against
+    /// which the oscillator is checked (see [`ClusterClock::real`]).
+    suspend_witness: Option<Box<dyn Fn() -> Duration + Send + Sync>>,
     state: Mutex<State>,
 }
 
@@ -372,6 +375,10 @@ struct State {
     probes_answered: u64,
     /// The term whose contradicting answers were logged (once a term).
     contradiction_logged: Option<u64>,
+    /// The oscillator and the suspend witness at the last check.
+    last_witnessed: Option<(Duration, Duration)>,
+    /// The term in which the oscillator was found to have stopped.
+    suspended_in: Option<u64>,
 }
 
 impl ClusterClock {
@@ -394,6 +401,7 @@ impl ClusterClock {
             timebase,
             wall,
             on_lead: None,
+            suspend_witness: None,
             state: Mutex::new(State {
                 term: 0,
                 leader: None,
@@ -404,19 +412,32 @@ impl ClusterClock {
                 proposed_at: None,
                 seen: Timestamp::ZERO,
                 in_flight: BTreeMap::new(),
-                next_probe: 0,
+                // Probe ids from a random start (62 bits), so that a late answer to a probe of an
+                // earlier incarnation of this member (a reply queued on an old connection) is
+                // never taken for one of this incarnation's (its `sent` would be wrong).
+                next_probe: rand::random::<u64>() >> 2,
                 last_rtt: None,
                 last_answer: None,
                 probes_sent: 0,
                 answers_kept: 0,
                 probes_answered: 0,
                 contradiction_logged: None,
+                last_witnessed: None,
+                suspended_in: None,
             }),
         }
     }
 
     /// The cluster clock on real time: the raw monotonic clock, and the system clock for `R`'s
     /// start.
+    ///
+    /// `CLOCK_MONOTONIC_RAW` stops while the machine is suspended, and so would `R` and a
+    /// leader's lease, measured on it: a resumed leader would serve reads after its successor
+    /// acknowledged writes. So every reading compares the oscillator with `CLOCK_BOOTTIME`,
+    /// which counts suspended time: if the latter ran more than 10 % + 50 ms ahead between two
+    /// readings (chrony slews `CLOCK_BOOTTIME`'s rate by at most 8.3 %), the member drops its
+    /// reference and its answers and gives no reading for the rest of its term (a leader steps
+    /// down).
     pub fn real(id: u64, options: ClusterClockOptions) -> Self {
         let wall = || {
             let since = std::time::SystemTime::now()
@@ -425,6 +446,61 @@ impl ClusterClock {
             Timestamp::from_nanos(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
         };
         Self::new(id, options, Arc::new(boundkv_clockbound::RealTimebase), Box::new(wall))
+            .with_suspend_witness(Box::new(boundkv_clockbound::boottime))
+    }
+
+    /// Checks the oscillator against `witness`, a clock that keeps counting while the machine is
+    /// suspended (see [`ClusterClock::real`]).
+    pub fn with_suspend_witness(
+        mut self,
+        witness: Box<dyn Fn() -> Duration + Send + Sync>,
+    ) -> Self {
+        self.suspend_witness = Some(witness);
+        self
+    }
+
+    /// Checks the oscillator against the suspend witness (see [`ClusterClock::real`]): whether
+    /// it stopped counting, now or earlier in this term.
+    fn suspended(&self, s: &mut State, mono: Duration) -> bool {
+        if let Some(witness) = &self.suspend_witness {
+            let boot = witness();
+            if let Some((m0, b0)) = s.last_witnessed {
+                let (dm, db) = (mono.saturating_sub(m0), boot.saturating_sub(b0));
+                if db > dm + dm / 10 + Duration::from_millis(50) && s.suspended_in != Some(s.term) {
+                    tracing::error!(
+                        node = self.id,
+                        term = s.term,
+                        oscillator = ?dm,
+                        boottime = ?db,
+                        "cluster clock: the machine was suspended (the oscillator stopped while \
+                         CLOCK_BOOTTIME ran): no readings for the rest of this term"
+                    );
+                    s.suspended_in = Some(s.term);
+                    s.reference = None;
+                    s.horizon = Timestamp::ZERO;
+                    s.estimate = LeaderEstimate::new(self.options.rho_ppm);
+                    let term = s.term;
+                    s.estimate.follow(term);
+                }
+            }
+            s.last_witnessed = Some((mono, boot));
+        }
+        s.suspended_in == Some(s.term)
+    }
+
+    /// Whether this member's oscillator stopped counting in its current term (see
+    /// [`ClusterClock::real`]): a leader then steps down.
+    pub fn suspended_this_term(&self) -> bool {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        self.suspended(&mut s, mono)
+    }
+
+    /// Numbers this member's probes from `base` (the simulator passes one drawn from its seed, so
+    /// that a run repeats; a server's start is random, see [`ClusterClock::new`]).
+    pub fn with_probe_ids_from(self, base: u64) -> Self {
+        self.state().next_probe = base >> 2;
+        self
     }
 
     /// Calls `observer(id, reference)` whenever this member starts a reference (a test hook:
@@ -538,6 +614,13 @@ impl ClusterClock {
         }
     }
 
+    /// While this member leads `term` with its reference: the committed horizon, which every
+    /// timestamp it issues must lie below (`ZERO` until one commits). `None` otherwise.
+    pub fn issue_limit(&self, term: u64) -> Option<Timestamp> {
+        let s = self.state();
+        s.reference.filter(|r| r.term == term && s.term == term).map(|_| s.horizon)
+    }
+
     /// This member durably holds `horizon` (an appended entry's, a snapshot's, the stored floor).
     pub fn saw_horizon(&self, horizon: Timestamp) {
         let mut s = self.state();
@@ -581,7 +664,7 @@ impl ClusterClock {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
         s.probes_answered += 1;
-        match self.read(&s, mono) {
+        match self.read(&mut s, mono) {
             Some(r) if s.reference.is_some() => (Some(r), Some(s.term)),
             r => (r, None),
         }
@@ -635,8 +718,8 @@ impl ClusterClock {
     /// What status pages show.
     pub fn report(&self) -> ClusterClockReport {
         let mono = self.timebase.elapsed();
-        let s = self.state();
-        let reading = self.read(&s, mono);
+        let mut s = self.state();
+        let reading = self.read(&mut s, mono);
         ClusterClockReport {
             term: s.term,
             leader: s.leader,
@@ -653,7 +736,10 @@ impl ClusterClock {
     }
 
     /// The reading at `mono`, if there is one to give.
-    fn read(&self, s: &State, mono: Duration) -> Option<ClockReading> {
+    fn read(&self, s: &mut State, mono: Duration) -> Option<ClockReading> {
+        if self.suspended(s, mono) {
+            return None;
+        }
         if let Some(reference) = s.reference {
             let r = reference.at(mono);
             // At or past the committed horizon the leader has nothing to give: a timestamp
@@ -686,8 +772,8 @@ impl Clock for ClusterClock {
     /// not committed).
     fn now(&self) -> Result<ClockReading, ClockError> {
         let mono = self.timebase.elapsed();
-        let s = self.state();
-        Ok(self.read(&s, mono).unwrap_or(ClockReading {
+        let mut s = self.state();
+        Ok(self.read(&mut s, mono).unwrap_or(ClockReading {
             interval: TimeInterval::new(Timestamp::ZERO, Timestamp::MAX),
             status: ClockStatus::Unknown,
         }))
@@ -959,6 +1045,35 @@ mod tests {
         let later = c.now().unwrap();
         assert_eq!(later.status, ClockStatus::FreeRunning);
         assert!(later.bound() >= Duration::from_micros(790), "{:?}", later.bound());
+    }
+
+    #[test]
+    fn a_suspend_ends_the_reference_for_the_rest_of_the_term() {
+        let (c, mono) = clock(1);
+        let boot = Arc::new(ManualMono::default());
+        let witness = boot.clone();
+        let c = c.with_suspend_witness(Box::new(move || witness.elapsed()));
+        c.follow(2, Some(1), true);
+        c.lead(2, Duration::from_secs(1));
+        let h = c.horizon_due().unwrap();
+        c.horizon_committed(2, h);
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        // Both run (a slew of 8 % is no suspend).
+        mono.advance(Duration::from_millis(100));
+        boot.advance(Duration::from_millis(108));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        assert!(!c.suspended_this_term());
+        // Suspended for 3 s: the oscillator stood still.
+        boot.advance(Duration::from_secs(3));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        assert!(c.suspended_this_term());
+        assert_eq!(c.issue_limit(2), None);
+        // A new term starts afresh.
+        c.follow(3, Some(2), false);
+        assert!(!c.suspended_this_term());
+        let p = probe_id(&c.probe().0.unwrap());
+        c.on_reply(2, p, point(ts(WALL + 9_000_000_000)), Some(3));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
     }
 
     #[test]

@@ -1640,6 +1640,18 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
             self.next_cluster_probe = now + next;
         }
+        if self.raw.raft.state == StateRole::Leader && cluster.suspended_this_term() {
+            // Its reference stopped while the machine was suspended: it gives no reading for
+            // the rest of this term, so a leader steps down and lets another be elected.
+            tracing::warn!(
+                node = self.config.id,
+                term = self.raw.raft.term,
+                "stepping down: the cluster clock's oscillator stopped (a suspend)"
+            );
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            return;
+        }
         if self.raw.raft.state == StateRole::Leader
             && self.raw.raft.lead_transferee.is_none()
             && let Some(h) = cluster.horizon_due()

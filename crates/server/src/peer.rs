@@ -95,7 +95,7 @@
 //! let hello =
 //!     PeerFrame::Hello { version: 3, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
-//! assert_eq!(payload[..], [0x00, 0x02, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
+//! assert_eq!(payload[..], [0x00, 0x03, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
 //! let mut heartbeat = Message::default();
 //! heartbeat.set_msg_type(MessageType::MsgHeartbeat);

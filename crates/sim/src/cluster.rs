@@ -476,6 +476,7 @@ impl SimulatedCluster {
                 Arc::new(oscillator),
                 Box::new(move || wall.now().map_or(Timestamp::ZERO, |r| r.interval.midpoint())),
             )
+            .with_probe_ids_from(seed.rotate_left(17) ^ incarnation)
             .with_lead_observer(Box::new(move |leader, reference| {
                 references
                     .by_term

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use boundkv_clockbound::{ClockPolicy, ClockReading, Timestamp, Unusable, WaitError, wait};
+use boundkv_consensus::cluster_clock::ClusterClock;
 use boundkv_consensus::node::{NodeState, ProposeError};
 use boundkv_storage::Engine;
 
@@ -40,6 +41,9 @@ pub(super) struct LeaderGate {
     pub(super) node: watch::Receiver<NodeState>,
     pub(super) activated_term: Arc<AtomicU64>,
     pub(super) shared: Arc<ReplicaShared>,
+    /// The cluster clock, when it is the source: every timestamp must lie below the horizon
+    /// this leader committed in its term (see `docs/architecture/time.md`, F1).
+    pub(super) cluster: Option<Arc<ClusterClock>>,
 }
 
 impl LeaderGate {
@@ -99,6 +103,30 @@ impl TimestampGate for LeaderGate {
                     return Err(Error::Unavailable(
                         "the leader's lease has lapsed; it is renewing it".into(),
                     ));
+                }
+                // Under the cluster clock: below the horizon committed in this leader's term, the
+                // one a later leader starts above. A timestamp raised above the reading (a
+                // client's read timestamp, the oracle's floor) is refused past it, and so is a
+                // reading of another term's reference (the clock moved to a newer term before
+                // the node published that it no longer leads).
+                if let Some(cluster) = &self.cluster {
+                    let term = self.node.borrow().leader_state.map(|l| l.term);
+                    match term.and_then(|t| cluster.issue_limit(t)) {
+                        Some(horizon) if ts < horizon => {}
+                        Some(horizon) => {
+                            return Err(Error::Unavailable(format!(
+                                "{ts} is at or past the cluster clock's committed horizon \
+                                 {horizon}; the leader is renewing it"
+                            )));
+                        }
+                        None => {
+                            return Err(Error::Unavailable(
+                                "the cluster clock is not this leader's reference (a term change \
+                                 is under way)"
+                                    .into(),
+                            ));
+                        }
+                    }
                 }
                 if ts <= self.shared.max_log_ts() {
                     return Err(Error::Unavailable(format!(

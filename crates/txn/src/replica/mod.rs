@@ -286,6 +286,7 @@ impl<E: Engine> Replica<E> {
             node: state.clone(),
             activated_term: Arc::new(AtomicU64::new(0)),
             shared: shared.clone(),
+            cluster: options.cluster_clock.clone(),
         });
         let applier = Arc::new(RaftApplier { node: handle.clone() });
         let mut txn_options = options.txn.clone();
