@@ -177,3 +177,40 @@ fn t31_mutant_without_the_lease_serves_a_stale_read() {
     let (got, _) = paused_leader_read(true);
     assert_eq!(got, Some(Bytes::from_static(b"old")), "the lease mutant should read the old value");
 }
+
+/// The cluster clock's horizon (`docs/architecture/time.md`, F1): a leader issues no timestamp at
+/// or past the horizon it committed in its term, the one its successor starts above, even when
+/// something other than its reading raises the timestamp: here a client's read timestamp at the
+/// horizon, still inside the lease (which would otherwise let it through). Acknowledged, such a
+/// commit would lie above where the next leader may start.
+#[test]
+fn t91_no_timestamp_past_the_cluster_clocks_horizon() {
+    runtime().block_on(async {
+        let time = SimTime::new();
+        let mut config = quiet(3);
+        config.cluster_clock_rho_ppm = Some(200);
+        let cluster = SimulatedCluster::start(config, 9, Trace::new(time, false), time);
+        let l = leader(&cluster).await;
+        let replica = cluster.running(l).unwrap();
+        replica.commit(put(1)).await.expect("a healthy commit");
+        // A moment when the committed horizon lies inside the lease.
+        let mut horizon = None;
+        for _ in 0..100 {
+            let state = replica.state();
+            let ls = state.leader_state.expect("leading");
+            let limit = replica.cluster_clock().and_then(|c| c.issue_limit(ls.term));
+            if let (Some(h), Some(until)) = (limit, ls.lease_until)
+                && h.saturating_add(Duration::from_millis(10)) < until
+            {
+                horizon = Some(h);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let horizon = horizon.expect("the horizon lies inside the lease at some moment");
+        let at_horizon = CommitRequest { read_ts: Some(horizon), ..put(2) };
+        let e = replica.commit(at_horizon).await.expect_err("a timestamp past the horizon");
+        assert!(e.to_string().contains("horizon"), "{e}");
+        cluster.shutdown();
+    });
+}
