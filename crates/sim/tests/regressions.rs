@@ -214,3 +214,33 @@ fn t91_no_timestamp_past_the_cluster_clocks_horizon() {
         cluster.shutdown();
     });
 }
+
+/// Under the cluster clock a resend of an applied commit is answered by an active leader only
+/// (`docs/architecture/time.md`, F6): a follower's commit wait runs on its own term's reference,
+/// which proves nothing about the issuing term's, whose leader may still serve reads. A follower
+/// redirects; the leader answers.
+#[test]
+fn t92_only_an_active_leader_answers_a_resend_on_the_cluster_clock() {
+    runtime().block_on(async {
+        let time = SimTime::new();
+        let mut config = quiet(3);
+        config.cluster_clock_rho_ppm = Some(200);
+        let cluster = SimulatedCluster::start(config, 10, Trace::new(time, false), time);
+        let l = leader(&cluster).await;
+        let first = cluster.running(l).unwrap().commit(put(3)).await.expect("committed").ts;
+        let f = (1..=3).find(|&n| n != l).unwrap();
+        let follower = cluster.running(f).unwrap();
+        // Once the follower has applied it, a resend there is redirected, not answered.
+        for _ in 0..100 {
+            if follower.state().applied_index >= cluster.running(l).unwrap().state().applied_index {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let e = follower.commit(put(3)).await.expect_err("a follower redirects a resend");
+        assert!(matches!(e, boundkv_txn::Error::NotLeader { .. }), "{e}");
+        let again = cluster.running(l).unwrap().commit(put(3)).await.expect("the leader answers");
+        assert_eq!(again.ts, first, "answered from its first attempt");
+        cluster.shutdown();
+    });
+}

@@ -52,7 +52,26 @@ impl<E: Engine> Replica<E> {
         let commit = match found {
             Found::Running(commit) => commit,
             Found::Applied(ts) => {
-                return self.answer_applied(Timestamp::from_nanos(ts), start).await;
+                let ts = Timestamp::from_nanos(ts);
+                // Under the cluster clock, commit wait on this node's reading proves `ts` passed
+                // on the reference of this node's term, not on that of the term that issued `ts`,
+                // whose leader may still serve reads inside its lease. So a resend is answered
+                // only by an active leader: the one that issued `ts` (its own reference), or a
+                // later one past `ready_at` (every earlier lease has ended). A follower
+                // redirects. (`docs/architecture/time.md`, "Why external consistency holds".)
+                if self.options.cluster_clock.is_some() && !self.lease_valid() {
+                    match self.ensure_active().await {
+                        Ok(()) => {}
+                        Err(e @ Error::NotLeader { .. }) => return Err(e),
+                        Err(e) => {
+                            return Err(Error::OutcomeUnknown(format!(
+                                "applied at {ts}, but this node cannot answer for it yet ({e}); \
+                                 resend with the same transaction id"
+                            )));
+                        }
+                    }
+                }
+                return self.answer_applied(ts, start).await;
             }
         };
         match tokio::time::timeout(self.options.commit_timeout, commit).await {
