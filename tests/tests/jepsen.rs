@@ -196,7 +196,7 @@ fn the_mutant_without_clock_defences_is_caught() {
         workload: "register".into(),
         nemeses: vec!["clock-lie".into(), "leap-step".into()],
         // 45 s, not 30: at 30 s the same schedule (two lies, two leap steps) left a valid history
-        // in 1 of 13 stored runs (2026-12-06) and only timestamp-order anomalies in 4; two
+        // once in about 15 stored runs (2026-12-06) and only timestamp-order anomalies in 4; two
         // faults more make a miss far less likely (the lies' effect depends on where reads land).
         time_limit: Duration::from_secs(45),
         rate: 60.0,
