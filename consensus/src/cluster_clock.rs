@@ -145,6 +145,11 @@ impl LeaderEstimate {
         }
     }
 
+    /// Forgets every answer (the followed term stays).
+    pub fn clear(&mut self) {
+        self.answers.clear();
+    }
+
     /// Whether any answer is kept.
     pub fn has_answers(&self) -> bool {
         !self.answers.is_empty()
@@ -478,9 +483,7 @@ impl ClusterClock {
                     s.suspended_in = Some(s.term);
                     s.reference = None;
                     s.horizon = Timestamp::ZERO;
-                    s.estimate = LeaderEstimate::new(self.options.rho_ppm);
-                    let term = s.term;
-                    s.estimate.follow(term);
+                    s.estimate.clear();
                 }
             }
             s.last_witnessed = Some((mono, boot));

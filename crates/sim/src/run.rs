@@ -351,27 +351,16 @@ async fn run(options: RunOptions) -> RunReport {
     }
     results.push(check_agreement(&cluster, &history).await);
     results.extend(workload::check(workload, &history));
-    let broken = cluster.broken_promises();
-    results.push(result(
+    results.push(none_counted(
         "closed-timestamps",
-        if broken == 0 {
-            Vec::new()
-        } else {
-            vec![format!("{broken} commits arrived at or below a closed timestamp already applied")]
-        },
+        cluster.broken_promises(),
+        "commits arrived at or below a closed timestamp already applied",
     ));
     if config.cluster_clock_rho_ppm.is_some() {
-        let violations = cluster.cluster_clock_violations();
-        results.push(result(
+        results.push(none_counted(
             "cluster-clock",
-            if violations == 0 {
-                Vec::new()
-            } else {
-                vec![format!(
-                    "{violations} readings did not hold the reference R of their term (the \
-                     cluster clock's invariant)"
-                )]
-            },
+            cluster.cluster_clock_violations(),
+            "readings did not hold the reference R of their term (the cluster clock's invariant)",
         ));
     }
     let panics = PANICS.with(|p| p.borrow().clone());
@@ -416,6 +405,11 @@ fn result(checker: &str, problems: Vec<String>) -> CheckResult {
     }
     r.valid = if r.anomalies.is_empty() { Validity::Valid } else { Validity::Invalid };
     r
+}
+
+/// A check that passes when `count` things of a kind that must never happen happened: none.
+fn none_counted(name: &str, count: u64, what: &str) -> CheckResult {
+    result(name, if count == 0 { Vec::new() } else { vec![format!("{count} {what}")] })
 }
 
 /// A client that reuses transaction ids: it commits `probe/N = first`, then, 0.2–3 s later

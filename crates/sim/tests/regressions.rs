@@ -46,6 +46,14 @@ fn quiet(nodes: u64) -> ClusterConfig {
     }
 }
 
+/// A quiet three-node cluster on the cluster clock (`RHO` 200 ppm), seeded with `seed`.
+fn on_the_cluster_clock(seed: u64) -> Arc<SimulatedCluster> {
+    let time = SimTime::new();
+    let mut config = quiet(3);
+    config.cluster_clock_rho_ppm = Some(200);
+    SimulatedCluster::start(config, seed, Trace::new(time, false), time)
+}
+
 async fn leader(cluster: &Arc<SimulatedCluster>) -> u64 {
     for _ in 0..1000 {
         if let Some(l) = cluster.leader()
@@ -186,10 +194,7 @@ fn t31_mutant_without_the_lease_serves_a_stale_read() {
 #[test]
 fn t91_no_timestamp_past_the_cluster_clocks_horizon() {
     runtime().block_on(async {
-        let time = SimTime::new();
-        let mut config = quiet(3);
-        config.cluster_clock_rho_ppm = Some(200);
-        let cluster = SimulatedCluster::start(config, 9, Trace::new(time, false), time);
+        let cluster = on_the_cluster_clock(9);
         let l = leader(&cluster).await;
         let replica = cluster.running(l).unwrap();
         replica.commit(put(1)).await.expect("a healthy commit");
@@ -222,10 +227,7 @@ fn t91_no_timestamp_past_the_cluster_clocks_horizon() {
 #[test]
 fn t92_only_an_active_leader_answers_a_resend_on_the_cluster_clock() {
     runtime().block_on(async {
-        let time = SimTime::new();
-        let mut config = quiet(3);
-        config.cluster_clock_rho_ppm = Some(200);
-        let cluster = SimulatedCluster::start(config, 10, Trace::new(time, false), time);
+        let cluster = on_the_cluster_clock(10);
         let l = leader(&cluster).await;
         let first = cluster.running(l).unwrap().commit(put(3)).await.expect("committed").ts;
         let f = (1..=3).find(|&n| n != l).unwrap();

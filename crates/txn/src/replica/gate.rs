@@ -23,7 +23,12 @@ use super::{Replica, ReplicaShared};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Leadership {
     /// This node may issue timestamps (subject to the lease per timestamp).
-    Active { lease_until: Option<Timestamp> },
+    Active {
+        /// The term it leads.
+        term: u64,
+        /// Its lease (see [`boundkv_consensus::node::LeaderState::lease_until`]).
+        lease_until: Option<Timestamp>,
+    },
     /// This node leads but may not issue yet; why.
     Starting(String),
     /// Another node leads (or none is known).
@@ -68,7 +73,7 @@ impl LeaderGate {
             return Leadership::Starting("the new leader is starting its term".into());
         }
         if self.ignore_lease {
-            return Leadership::Active { lease_until: Some(Timestamp::MAX) };
+            return Leadership::Active { term: ls.term, lease_until: Some(Timestamp::MAX) };
         }
         if let Some(r) = reading
             && r.earliest() <= ls.ready_at
@@ -78,7 +83,7 @@ impl LeaderGate {
                 ls.ready_at
             ));
         }
-        Leadership::Active { lease_until: ls.lease_until }
+        Leadership::Active { term: ls.term, lease_until: ls.lease_until }
     }
 }
 
@@ -90,7 +95,7 @@ impl TimestampGate for LeaderGate {
             }
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
             Leadership::Fenced(reason) => Err(Error::ClockFenced { node: self.id, reason }),
-            Leadership::Active { lease_until } => {
+            Leadership::Active { term, lease_until } => {
                 // The oracle hands out only readings the policy accepts; the gate says so too,
                 // so that a bound too wide for the lease is never reported as a lapsed lease.
                 if let Err(reason) = self.policy.check(Ok(*reading)) {
@@ -110,8 +115,7 @@ impl TimestampGate for LeaderGate {
                 // reading of another term's reference (the clock moved to a newer term before
                 // the node published that it no longer leads).
                 if let Some(cluster) = &self.cluster {
-                    let term = self.node.borrow().leader_state.map(|l| l.term);
-                    match term.and_then(|t| cluster.issue_limit(t)) {
+                    match cluster.issue_limit(term) {
                         Some(horizon) if ts < horizon => {}
                         Some(horizon) => {
                             return Err(Error::Unavailable(format!(
@@ -155,7 +159,7 @@ impl<E: Engine> Replica<E> {
         let Some(reading) = self.usable_now() else { return false };
         matches!(
             self.gate.leadership(Some(&reading)),
-            Leadership::Active { lease_until } if lease_holds(lease_until, &reading)
+            Leadership::Active { lease_until, .. } if lease_holds(lease_until, &reading)
         )
     }
 
@@ -192,7 +196,7 @@ impl<E: Engine> Replica<E> {
             Leadership::Follower { leader } => Err(self.not_leader(leader)),
             Leadership::Starting(why) => Err(Error::Unavailable(why)),
             Leadership::Fenced(reason) => Err(Error::ClockFenced { node: self.id, reason }),
-            Leadership::Active { lease_until } if lease_holds(lease_until, &reading) => Ok(()),
+            Leadership::Active { lease_until, .. } if lease_holds(lease_until, &reading) => Ok(()),
             Leadership::Active { .. } => self.renew_lease().await,
         }
     }

@@ -35,7 +35,9 @@ impl<E: Engine> Replica<E> {
         let closed = self.shared.closed();
         let reading = self.usable_now();
         match (self.gate.leadership(reading.as_ref()), reading) {
-            (Leadership::Active { lease_until: Some(until) }, Some(r)) if r.latest() < until => {
+            (Leadership::Active { lease_until: Some(until), .. }, Some(r))
+                if r.latest() < until =>
+            {
                 closed.max(self.txn.safe_time().min(Timestamp::from_nanos(until.as_nanos() - 1)))
             }
             _ => closed,
