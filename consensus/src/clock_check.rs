@@ -180,6 +180,10 @@ pub enum ClockMessage {
         probe: u64,
         /// The prober's reading at `t0`.
         sent: Option<ClockReading>,
+        /// Under the cluster clock (`crate::cluster_clock`): the term of the leader probed, if
+        /// that leader's answers contradicted each other (the prober is fenced for it). A
+        /// majority of such reports convicts the leader. `None` under every other source.
+        contradicts: Option<u64>,
     },
     /// The answer, taken the moment the probe was handled: `None` if the answering clock is
     /// unusable (it then claims nothing).
@@ -414,7 +418,7 @@ impl ClockChecker {
             frames.push(ClockFrame {
                 from: self.id,
                 to,
-                message: ClockMessage::Probe { probe, sent: Some(r0) },
+                message: ClockMessage::Probe { probe, sent: Some(r0), contradicts: None },
             });
         }
         frames

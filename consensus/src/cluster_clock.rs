@@ -49,6 +49,40 @@
 //! wins term 5 holding that horizon, with a system clock reading 09:59:40 (stepped back) and no
 //! estimate (it restarted too): it starts `R_5` at 10:00:03.000 000 001 plus the margin, and its
 //! first timestamp, a lease later, lies above everything A issued.
+//!
+//! # Fencing
+//!
+//! `RHO` is assumed, but a broken oscillator shows: the answers of one leader in one term hold
+//! at once only while both oscillators keep it, so an empty intersection proves that the
+//! leader's or the member's broke it. Which one, the member cannot tell; a majority can, if at
+//! most a minority of the voters' oscillators is broken at a time (the one assumption fencing
+//! adds, as the peer clock checks do):
+//!
+//! - **a member whose leader's answers contradict each other is fenced**: it keeps only the
+//!   newest answer, gives no reading (so it serves no read and issues nothing), and says so in
+//!   every probe ([`ClockMessage::Probe`]'s `contradicts`, the term). It rejoins once answers
+//!   have agreed for [`ClusterClockOptions::rejoin_after`] (2 s) since the last contradiction,
+//!   or at once if it becomes leader (a leader's readings rest on its own oscillator alone);
+//! - **a leader that a majority of voters reports is convicted** ([`ClusterClock::convict`]):
+//!   an honest member finds contradictions only if the leader's oscillator is broken, and a
+//!   majority holds an honest one. It drops its reference (no more readings), steps down, and
+//!   does not campaign or take leadership over until, following a later leader, its answers
+//!   have agreed for `rejoin_after`.
+//!
+//! For example, with 3 voters and `RHO` = 200 ppm, leader A's oscillator starts running
+//! 5,000 ppm fast. Followers B and C probe every 50 ms with round trips of 100 µs; their
+//! carried estimates allow `R` about a round trip of slack and 2 · 200 ppm more than their own
+//! clocks count, so once `R` has gained 100 µs beyond that (100 µs / 4,600 ppm ≈ 22 ms), the
+//! next answer lies above the upper edge of each one's estimate: the first probe after the
+//! fault, or the second. Both are fenced and report it; A, with two of three voters against
+//! it, steps down; B or C is elected and starts `R` above the horizons. A, probing the new
+//! leader, finds the same contradictions from the other side and stays fenced until its
+//! oscillator is repaired.
+//!
+//! Fencing limits the damage, it does not undo it: until the contradiction shows, the broken
+//! oscillator's readings were used (the simulator's `cluster-bad-oscillator` scenario breaks a
+//! leader's oscillator on purpose and checks that it is convicted, that the others serve again,
+//! and that it rejoins once repaired).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -148,6 +182,13 @@ impl LeaderEstimate {
     /// Forgets every answer (the followed term stays).
     pub fn clear(&mut self) {
         self.answers.clear();
+    }
+
+    /// Forgets every answer but the newest.
+    pub fn keep_newest(&mut self) {
+        let newest = self.answers.pop_back();
+        self.answers.clear();
+        self.answers.extend(newest);
     }
 
     /// Whether any answer is kept.
@@ -262,11 +303,18 @@ pub struct ClusterClockOptions {
     pub probe_interval_unsynced: Duration,
     /// A reading is `FreeRunning` once its freshest answer is this old. Default 1 s.
     pub free_running_after: Duration,
+    /// A fenced member (see "Fencing" in the module docs) rejoins once its leader's answers
+    /// have agreed for this long since the last contradiction. Default 2 s.
+    pub rejoin_after: Duration,
     /// **Test only; breaks external consistency.** The mutations the simulator runs to show its
     /// checks catch what each rule prevents.
     #[doc(hidden)]
     pub unsafe_mutation: Option<ClusterClockMutation>,
 }
+
+/// How long a follower's report that its leader's answers contradicted each other counts (it
+/// repeats it in every probe while fenced, so a report a second old is one its fence outlived).
+pub const REPORT_TTL: Duration = Duration::from_secs(1);
 
 /// A rule of the cluster clock switched off (see [`ClusterClockOptions::unsafe_mutation`]).
 #[doc(hidden)]
@@ -279,6 +327,9 @@ pub enum ClusterClockMutation {
     StartFromLowerEdge,
     /// Answers are taken as read at the instant they arrived: no round trip in the bound.
     IgnoreRoundTrip,
+    /// A leader whose answers a majority of voters found contradicting is never convicted: it
+    /// keeps leading on an oscillator that drifts faster than `RHO`.
+    NeverConvict,
 }
 
 impl Default for ClusterClockOptions {
@@ -290,6 +341,7 @@ impl Default for ClusterClockOptions {
             probe_interval: Duration::from_millis(50),
             probe_interval_unsynced: Duration::from_millis(5),
             free_running_after: Duration::from_secs(1),
+            rejoin_after: Duration::from_secs(2),
             unsafe_mutation: None,
         }
     }
@@ -320,6 +372,8 @@ pub struct ClusterClockReport {
     pub answers_kept: u64,
     /// Probes it has answered.
     pub probes_answered: u64,
+    /// Why this member is fenced (see "Fencing" in the module docs), if it is.
+    pub fenced: Option<String>,
 }
 
 /// The cluster clock (`--clock cluster:RHO`): every member's bounded time derived from its Raft
@@ -352,6 +406,41 @@ pub struct ClusterClock {
     state: Mutex<State>,
 }
 
+/// Why a member is fenced (see "Fencing" in the module docs), and since when.
+#[derive(Clone, Debug)]
+struct ClusterFence {
+    cause: FenceCause,
+    /// This member's monotonic clock at the last contradiction (or the conviction).
+    since: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FenceCause {
+    /// The answers of `leader`, of `term`, contradicted each other: this oscillator or the
+    /// leader's drifts faster than `RHO`.
+    Contradicted { leader: u64, term: u64 },
+    /// As the leader of `term`, a majority of voters (`by`) reported that its answers
+    /// contradicted each other: its own oscillator is the one out of bounds.
+    Convicted { term: u64, by: Vec<u64> },
+}
+
+impl std::fmt::Display for FenceCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FenceCause::Contradicted { leader, term } => write!(
+                f,
+                "the answers of node {leader} (leader of term {term}) contradicted each other: its \
+                 oscillator or this one drifts faster than RHO"
+            ),
+            FenceCause::Convicted { term, by } => write!(
+                f,
+                "as leader of term {term}, a majority of voters ({by:?}) found its answers \
+                 contradicting: this oscillator drifts faster than RHO"
+            ),
+        }
+    }
+}
+
 /// See [`ClusterClock::with_lead_observer`].
 pub type LeadObserver = Box<dyn Fn(u64, Reference) + Send + Sync>;
 
@@ -378,8 +467,11 @@ struct State {
     probes_sent: u64,
     answers_kept: u64,
     probes_answered: u64,
-    /// The term whose contradicting answers were logged (once a term).
-    contradiction_logged: Option<u64>,
+    /// Set while this member is fenced (see "Fencing" in the module docs).
+    fence: Option<ClusterFence>,
+    /// While leading: the followers whose latest probe reported that this leader's answers
+    /// contradicted each other, and when (monotonic) that probe arrived.
+    reports: BTreeMap<u64, Duration>,
     /// The oscillator and the suspend witness at the last check.
     last_witnessed: Option<(Duration, Duration)>,
     /// The term in which the oscillator was found to have stopped.
@@ -426,7 +518,8 @@ impl ClusterClock {
                 probes_sent: 0,
                 answers_kept: 0,
                 probes_answered: 0,
-                contradiction_logged: None,
+                fence: None,
+                reports: BTreeMap::new(),
                 last_witnessed: None,
                 suspended_in: None,
             }),
@@ -544,6 +637,7 @@ impl ClusterClock {
                 s.estimate.follow(term);
             }
             s.term = term;
+            s.reports.clear();
         }
         s.leader = leader;
         if !leading || s.reference.is_some_and(|r| r.term != term) {
@@ -581,6 +675,14 @@ impl ClusterClock {
         s.reference = Some(start);
         s.horizon = Timestamp::ZERO;
         s.proposed_at = None;
+        s.reports.clear();
+        // A leader's readings rest on its own oscillator, not on answers: a contradiction seen
+        // as a follower no longer fences it (if its oscillator is the one at fault, its
+        // followers will say so). A conviction stands (and the node does not campaign under
+        // one).
+        if s.fence.as_ref().is_some_and(|f| matches!(f.cause, FenceCause::Contradicted { .. })) {
+            s.fence = None;
+        }
         drop(s);
         tracing::info!(node = self.id, term, start = %start.base, "cluster clock: leading, R starts here");
         if let Some(observer) = &self.on_lead {
@@ -640,7 +742,9 @@ impl ClusterClock {
     pub fn probe(&self) -> (Option<ClockFrame>, Duration) {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
-        let synced = s.reference.is_some() || s.estimate.interval(mono).is_some();
+        // A fenced member probes at the slow pace: it has an interval to wait out, not to win.
+        let synced =
+            s.reference.is_some() || s.fence.is_some() || s.estimate.interval(mono).is_some();
         let next =
             if synced { self.options.probe_interval } else { self.options.probe_interval_unsynced };
         let Some(leader) = s.leader.filter(|&l| l != self.id && s.reference.is_none()) else {
@@ -656,17 +760,43 @@ impl ClusterClock {
         let frame = ClockFrame {
             from: self.id,
             to: leader,
-            message: ClockMessage::Probe { probe: id, sent: None },
+            message: ClockMessage::Probe { probe: id, sent: None, contradicts: self.reported(&s) },
         };
         (Some(frame), next)
     }
 
-    /// The answer to a probe: this member's reading (if usable) and, while it leads with a
-    /// committed horizon, the term whose `R` the reading is.
-    pub fn answer(&self) -> (Option<ClockReading>, Option<u64>) {
+    /// What this member's probes report: the term of the leader it follows, if that leader's
+    /// answers contradicted each other.
+    fn reported(&self, s: &State) -> Option<u64> {
+        match s.fence.as_ref().map(|f| &f.cause) {
+            Some(FenceCause::Contradicted { leader, term })
+                if *term == s.term && s.leader == Some(*leader) =>
+            {
+                Some(*term)
+            }
+            _ => None,
+        }
+    }
+
+    /// The answer to a probe from member `from`, which reported `contradicts` (the term of the
+    /// leader whose answers contradicted each other, see [`ClusterClock::probe`]): this
+    /// member's reading (if usable) and, while it leads with a committed horizon, the term whose
+    /// `R` the reading is. A report about this leader's term is kept for [`ClusterClock::convict`].
+    pub fn answer(
+        &self,
+        from: u64,
+        contradicts: Option<u64>,
+    ) -> (Option<ClockReading>, Option<u64>) {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
         s.probes_answered += 1;
+        if s.reference.is_some_and(|r| r.term == s.term) {
+            if contradicts == Some(s.term) {
+                s.reports.insert(from, mono);
+            } else {
+                s.reports.remove(&from);
+            }
+        }
         match self.read(&mut s, mono) {
             Some(r) if s.reference.is_some() => (Some(r), Some(s.term)),
             r => (r, None),
@@ -703,19 +833,101 @@ impl ClusterClock {
             s.answers_kept += 1;
             s.last_rtt = Some(mono.saturating_sub(sent));
             s.last_answer = Some(mono);
-            if s.estimate.interval(mono).is_none() && s.contradiction_logged != Some(term) {
-                s.contradiction_logged = Some(term);
-                tracing::error!(
-                    node = self.id,
-                    leader = from,
-                    term,
-                    rho_ppm = self.options.rho_ppm,
-                    "cluster clock: the leader's answers contradict each other, so its oscillator \
-                     or this one drifts faster than RHO (the one assumption): this member serves \
-                     nothing on its clock until a new term"
-                );
+            if s.estimate.interval(mono).is_none() {
+                // The assumption broke between this member and its leader. Start the estimate
+                // afresh from the newest answer (the older ones are what it contradicts) and
+                // give no reading until answers agree again for `rejoin_after`.
+                s.estimate.keep_newest();
+                let cause = FenceCause::Contradicted { leader: from, term };
+                if s.fence.as_ref().is_none_or(|f| f.cause != cause) {
+                    tracing::warn!(
+                        node = self.id,
+                        leader = from,
+                        term,
+                        rho_ppm = self.options.rho_ppm,
+                        "cluster clock fenced: {cause}; no readings until its answers agree for {:?}",
+                        self.options.rejoin_after
+                    );
+                }
+                s.fence = Some(ClusterFence { cause, since: mono });
             }
         }
+    }
+
+    /// While this member leads: convicts it if a majority of `voters` (other than itself,
+    /// reporting within [`REPORT_TTL`]) found its answers contradicting each other. An honest
+    /// follower finds that only if the leader's oscillator is out of bounds, and at most a
+    /// minority of the voters' oscillators is (the assumption fencing adds to `RHO`), so a
+    /// majority of reports convicts the leader. A convicted member drops its reference at once,
+    /// gives no reading, and the node steps down and does not campaign until it rejoins (see
+    /// "Fencing" in the module docs). Returns why, once, on conviction.
+    pub fn convict(&self, voters: &[u64]) -> Option<String> {
+        if self.options.unsafe_mutation == Some(ClusterClockMutation::NeverConvict) {
+            return None;
+        }
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        let term = s.reference.filter(|r| r.term == s.term)?.term;
+        let by: Vec<u64> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id)
+            .filter(|v| s.reports.get(v).is_some_and(|at| mono.saturating_sub(*at) <= REPORT_TTL))
+            .collect();
+        if by.len() < voters.len() / 2 + 1 {
+            return None;
+        }
+        let cause = FenceCause::Convicted { term, by };
+        let why = cause.to_string();
+        tracing::error!(node = self.id, term, "cluster clock fenced: {why}; stepping down");
+        s.fence = Some(ClusterFence { cause, since: mono });
+        s.reference = None;
+        s.horizon = Timestamp::ZERO;
+        s.proposed_at = None;
+        s.reports.clear();
+        Some(why)
+    }
+
+    /// Whether this member is convicted (see [`ClusterClock::convict`]) and has not rejoined:
+    /// the node then neither campaigns nor takes leadership over.
+    pub fn convicted(&self) -> bool {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        self.fence_holds(&mut s, mono)
+            && s.fence.as_ref().is_some_and(|f| matches!(f.cause, FenceCause::Convicted { .. }))
+    }
+
+    /// Why this member is fenced, if it is.
+    pub fn fence_reason(&self) -> Option<String> {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        self.fence_holds(&mut s, mono).then(|| s.fence.as_ref().map(|f| f.cause.to_string()))?
+    }
+
+    /// Whether the fence still holds at `mono`, lifting it if this member has rejoined: its
+    /// leader's answers (of a later term than a conviction's) agree, and the newest of them
+    /// arrived `rejoin_after` or more after the last contradiction.
+    fn fence_holds(&self, s: &mut State, mono: Duration) -> bool {
+        let Some(fence) = &s.fence else { return false };
+        let later_term = match fence.cause {
+            FenceCause::Convicted { term, .. } => s.term > term,
+            FenceCause::Contradicted { .. } => true,
+        };
+        let agreed = s.reference.is_none()
+            && later_term
+            && s.last_answer.is_some_and(|a| a >= fence.since + self.options.rejoin_after)
+            && s.estimate.interval(mono).is_some();
+        if agreed {
+            tracing::warn!(
+                node = self.id,
+                term = s.term,
+                "cluster clock: fence lifted, the leader's answers have agreed for {:?} (it was: {})",
+                self.options.rejoin_after,
+                fence.cause
+            );
+            s.fence = None;
+        }
+        !agreed
     }
 
     /// What status pages show.
@@ -735,12 +947,16 @@ impl ClusterClock {
             probes_sent: s.probes_sent,
             answers_kept: s.answers_kept,
             probes_answered: s.probes_answered,
+            fenced: self
+                .fence_holds(&mut s, mono)
+                .then(|| s.fence.as_ref().map(|f| f.cause.to_string()))
+                .flatten(),
         }
     }
 
     /// The reading at `mono`, if there is one to give.
     fn read(&self, s: &mut State, mono: Duration) -> Option<ClockReading> {
-        if self.suspended(s, mono) {
+        if self.suspended(s, mono) || self.fence_holds(s, mono) {
             return None;
         }
         if let Some(reference) = s.reference {
@@ -796,6 +1012,10 @@ impl Clock for ClusterClock {
                 r.last_answer_age.map_or_else(|| "never".into(), |a| format!("{a:.0?}")),
             ),
             (false, None) => format!("no leader known in term {}", r.term),
+        };
+        let state = match &r.fenced {
+            Some(why) => format!("{state}; FENCED: {why}"),
+            None => state,
         };
         format!(
             "cluster clock (RHO {} ppm: the Raft leader's monotonic clock, measured by probes); {state}",
@@ -953,7 +1173,7 @@ mod tests {
             "a brand-new cluster starts R at the system clock (and the margin)"
         );
         assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no horizon committed yet");
-        assert_eq!(c.answer().1, None, "nor an answer that claims the reference");
+        assert_eq!(c.answer(9, None).1, None, "nor an answer that claims the reference");
         let h = c.horizon_due().expect("a horizon is due at once");
         assert_eq!(h, start.saturating_add(Duration::from_secs(1)));
         assert_eq!(c.horizon_due(), None, "not proposed again straight away");
@@ -963,7 +1183,7 @@ mod tests {
         let now = c.now().unwrap();
         assert_eq!((now.status, now.bound()), (ClockStatus::Synchronized, Duration::ZERO));
         assert_eq!(now.earliest(), start);
-        assert_eq!(c.answer(), (point(start), Some(5)));
+        assert_eq!(c.answer(9, None), (point(start), Some(5)));
         assert_eq!(c.epoch(), 5);
         mono.advance(Duration::from_millis(600));
         assert!(c.horizon_due().is_some(), "renewed once less than 500 ms ahead");
@@ -1077,6 +1297,123 @@ mod tests {
         let p = probe_id(&c.probe().0.unwrap());
         c.on_reply(2, p, point(ts(WALL + 9_000_000_000)), Some(3));
         assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+    }
+
+    /// Probes `c`'s leader `leader` of `term` and answers with `r` after a 100 µs round trip;
+    /// returns what the probe reported.
+    fn probe_and_answer(
+        c: &ClusterClock,
+        mono: &ManualMono,
+        leader: u64,
+        term: u64,
+        r: Timestamp,
+    ) -> Option<u64> {
+        let frame = c.probe().0.expect("a probe of the leader");
+        let ClockMessage::Probe { probe, contradicts, .. } = frame.message else { panic!() };
+        mono.advance(Duration::from_micros(100));
+        c.on_reply(leader, probe, point(r), Some(term));
+        contradicts
+    }
+
+    #[test]
+    fn contradicting_answers_fence_a_follower_until_they_agree_for_a_while() {
+        let (c, mono) = clock(2);
+        c.follow(3, Some(1), false);
+        let r0 = WALL + 5_000_000_000;
+        assert_eq!(probe_and_answer(&c, &mono, 1, 3, ts(r0)), None);
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        // 50 ms later the leader's R has moved 10 ms more than 50 ms: no oscillator within
+        // RHO does that.
+        mono.advance(Duration::from_millis(50));
+        let mut r = r0 + 60_000_000;
+        assert_eq!(probe_and_answer(&c, &mono, 1, 3, ts(r)), None, "not fenced when it left");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no reading while fenced");
+        let why = c.fence_reason().expect("fenced");
+        assert!(why.contains("node 1 (leader of term 3)"), "{why}");
+        assert!(!c.convicted(), "a follower's fence is no conviction");
+        assert!(c.describe().contains("FENCED"), "{}", c.describe());
+        // It says so in every probe, and probes at the slow pace.
+        let (p, next) = c.probe();
+        let Some(ClockFrame { message: ClockMessage::Probe { contradicts, .. }, .. }) = p else {
+            panic!()
+        };
+        assert_eq!((contradicts, next), (Some(3), Duration::from_millis(50)));
+        // Answers that agree with the newest one: still fenced until they have for 2 s.
+        for _ in 0..39 {
+            mono.advance(Duration::from_millis(50));
+            r += 50_100_000;
+            probe_and_answer(&c, &mono, 1, 3, ts(r));
+            assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        }
+        mono.advance(Duration::from_millis(50));
+        r += 50_100_000;
+        probe_and_answer(&c, &mono, 1, 3, ts(r));
+        let now = c.now().unwrap();
+        assert_eq!(now.status, ClockStatus::Synchronized, "rejoined after 2 s of agreement");
+        assert!(now.interval.contains(ts(r)));
+        assert_eq!(c.fence_reason(), None);
+        // Becoming leader ends a follower's fence at once (its readings rest on its own
+        // oscillator).
+        mono.advance(Duration::from_millis(50));
+        probe_and_answer(&c, &mono, 1, 3, ts(r + 80_000_000));
+        assert!(c.fence_reason().is_some());
+        c.follow(4, Some(2), true);
+        c.lead(4, Duration::from_secs(1));
+        assert_eq!(c.fence_reason(), None);
+    }
+
+    #[test]
+    fn a_majority_of_reports_convicts_the_leader_until_it_agrees_with_a_later_one() {
+        let (c, mono) = clock(1);
+        let voters = [1, 2, 3];
+        c.follow(5, Some(1), true);
+        c.lead(5, Duration::from_secs(1));
+        let h = c.horizon_due().unwrap();
+        c.horizon_committed(5, h);
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        // One follower reports: a minority, which may be its own oscillator.
+        c.answer(2, Some(5));
+        c.answer(3, Some(4)); // about another term
+        assert_eq!(c.convict(&voters), None);
+        // A report older than REPORT_TTL no longer counts; one withdrawn neither.
+        mono.advance(REPORT_TTL + Duration::from_millis(1));
+        c.answer(3, Some(5));
+        assert_eq!(c.convict(&voters), None, "node 2's report is stale");
+        c.answer(2, Some(5));
+        c.answer(3, None);
+        assert_eq!(c.convict(&voters), None, "node 3 withdrew its report");
+        c.answer(3, Some(5));
+        let why = c.convict(&voters).expect("two of three voters");
+        assert!(why.contains("[2, 3]"), "{why}");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no reference any more");
+        assert_eq!(c.issue_limit(5), None);
+        assert!(c.convicted());
+        assert_eq!(c.convict(&voters), None, "convicted once");
+        // Following a later leader: convicted until its answers have agreed for 2 s.
+        c.follow(5, None, false);
+        c.follow(6, Some(2), false);
+        let mut r = WALL + 90_000_000_000;
+        for _ in 0..40 {
+            probe_and_answer(&c, &mono, 2, 6, ts(r));
+            assert!(c.convicted());
+            mono.advance(Duration::from_millis(50));
+            r += 50_100_000;
+        }
+        probe_and_answer(&c, &mono, 2, 6, ts(r));
+        assert!(!c.convicted(), "rejoined");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        // With the mutation, nothing convicts.
+        let mono = Arc::new(ManualMono::default());
+        let options = ClusterClockOptions {
+            unsafe_mutation: Some(ClusterClockMutation::NeverConvict),
+            ..Default::default()
+        };
+        let c = ClusterClock::new(1, options, mono, Box::new(|| Timestamp::from_nanos(WALL)));
+        c.follow(5, Some(1), true);
+        c.lead(5, Duration::from_secs(1));
+        c.answer(2, Some(5));
+        c.answer(3, Some(5));
+        assert_eq!(c.convict(&voters), None);
     }
 
     #[test]

@@ -330,8 +330,10 @@ pub struct NodeState {
     pub progress: BTreeMap<u64, u64>,
     /// The node stopped after a fatal error.
     pub failed: Option<String>,
-    /// Why this member's clock is fenced by the peer clock checks, if it is: it then issues no
-    /// timestamps, holds no lease, serves no reads, and hands leadership away.
+    /// Why this member's clock is fenced ("by the peer clock checks: …", or under the cluster
+    /// clock "by the cluster clock: …"), if it is: it then issues no timestamps, holds no lease,
+    /// serves no reads, and hands leadership away (or, convicted by the cluster clock, steps
+    /// down).
     pub clock_fence: Option<String>,
     /// Whether that fence is only the one every member starts with, before its first check has
     /// reached a majority (a transient "starting", not a disagreement).
@@ -1102,9 +1104,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.raw.raft.set_randomized_election_timeout(self.election_timeout);
     }
 
-    /// Whether this member's clock is fenced by the peer clock checks (see the module docs).
+    /// Whether this member's clock is fenced by the peer clock checks (see the module docs), or
+    /// convicted by its followers under the cluster clock ([`ClusterClock::convict`]).
     fn is_fenced(&self) -> bool {
         self.clock_check.as_ref().is_some_and(ClockChecker::is_fenced)
+            || self.cluster.as_ref().is_some_and(|c| c.convicted())
     }
 
     /// Whether the latest clock check of `peer` (within its ttl) found its clock inconsistent
@@ -1640,17 +1644,27 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             }
             self.next_cluster_probe = now + next;
         }
-        if self.raw.raft.state == StateRole::Leader && cluster.suspended_this_term() {
-            // Its reference stopped while the machine was suspended: it gives no reading for
-            // the rest of this term, so a leader steps down and lets another be elected.
-            tracing::warn!(
-                node = self.config.id,
-                term = self.raw.raft.term,
-                "stepping down: the cluster clock's oscillator stopped (a suspend)"
-            );
-            let term = self.raw.raft.term;
-            self.raw.raft.become_follower(term, raft::INVALID_ID);
-            return;
+        if self.raw.raft.state == StateRole::Leader {
+            let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+            // Its reference stopped while the machine was suspended (it gives no reading for
+            // the rest of this term), or a majority of voters convicted its oscillator (it
+            // gives none until it rejoins, and does not campaign): a leader steps down and lets
+            // another be elected.
+            let why = if cluster.suspended_this_term() {
+                Some("the cluster clock's oscillator stopped (a suspend)".to_string())
+            } else {
+                cluster.convict(&voters)
+            };
+            if let Some(why) = why {
+                tracing::warn!(
+                    node = self.config.id,
+                    term = self.raw.raft.term,
+                    "stepping down: {why}"
+                );
+                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+                return;
+            }
         }
         if self.raw.raft.state == StateRole::Leader
             && self.raw.raft.lead_transferee.is_none()
@@ -1934,7 +1948,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 .clock_check
                 .as_ref()
                 .filter(|c| c.is_fenced())
-                .and_then(ClockChecker::fence_reason),
+                .and_then(ClockChecker::fence_reason)
+                .map(|why| format!("by the peer clock checks: {why}"))
+                .or_else(|| {
+                    let why = self.cluster.as_ref()?.fence_reason()?;
+                    Some(format!("by the cluster clock: {why}"))
+                }),
             clock_unchecked: self
                 .clock_check
                 .as_ref()

@@ -109,8 +109,10 @@ impl Deliverer {
             return (self.send)(PeerInput::Clock(Box::new(frame), None));
         };
         match (&frame.message, &clock.cluster) {
-            (&ClockMessage::Probe { probe, .. }, Some(cluster)) if frame.to == clock.id => {
-                let (reading, leads) = cluster.answer();
+            (&ClockMessage::Probe { probe, contradicts, .. }, Some(cluster))
+                if frame.to == clock.id =>
+            {
+                let (reading, leads) = cluster.answer(frame.from, contradicts);
                 let message = ClockMessage::Reply { probe, reading, leads };
                 clock.transport.send_clock(ClockFrame { from: clock.id, to: frame.from, message });
                 true

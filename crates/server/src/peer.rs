@@ -32,17 +32,17 @@
 //! | [`PeerFrame::Hello`] | `00` | `version` (u16), `cluster` (string), `from` (u64), `to` (u64), `reply_to` (string) |
 //! | [`PeerFrame::Raft`] | `01` | one Raft message, protobuf-encoded by [`encode_message`] (bytes) |
 //! | [`PeerFrame::SnapshotChunk`] | `02` | `snapshot` (u64), `seq` (u32), `last` (bool), `data` (bytes) |
-//! | [`PeerFrame::Clock`] | `03` | a peer clock check's probe or answer: `from` (u64), `to` (u64), then the message: `00` probe (`probe` u64, `sent` optional reading) or `01` answer (`probe` u64, `reading` optional reading, `leads` optional u64: the term whose cluster-clock reference the reading is); a reading is `earliest`, `latest` (u64 ns) and `status` (variant index) |
+//! | [`PeerFrame::Clock`] | `03` | a peer clock check's probe or answer: `from` (u64), `to` (u64), then the message: `00` probe (`probe` u64, `sent` optional reading, `contradicts` optional u64: the term of the cluster-clock leader whose answers contradicted each other) or `01` answer (`probe` u64, `reading` optional reading, `leads` optional u64: the term whose cluster-clock reference the reading is); a reading is `earliest`, `latest` (u64 ns) and `status` (variant index) |
 //!
 //! The first frame on a connection is a `Hello`, and only the first. For example, node 1 of
 //! cluster `kv` connecting to node 2, not saying where it listens, sends
-//! `PeerFrame::Hello { version: 3, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
+//! `PeerFrame::Hello { version: 4, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
 //! these 12 bytes:
 //!
 //! ```text
 //! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
 //! 00            PeerFrame::Hello, variant index 0
-//! 03            version 3                      (varint)
+//! 04            version 4                      (varint)
 //! 02 6B 76      cluster: length 2, then "kv"
 //! 01            from node 1                    (varint)
 //! 02            to node 2                      (varint)
@@ -93,9 +93,9 @@
 //!
 //! let max_frame = 1 << 20;
 //! let hello =
-//!     PeerFrame::Hello { version: 3, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
+//!     PeerFrame::Hello { version: 4, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
-//! assert_eq!(payload[..], [0x00, 0x03, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
+//! assert_eq!(payload[..], [0x00, 0x04, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
 //! let mut heartbeat = Message::default();
 //! heartbeat.set_msg_type(MessageType::MsgHeartbeat);
@@ -255,7 +255,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 /// The peer protocol version this module speaks, carried in every [`PeerFrame::Hello`].
-pub const PEER_PROTOCOL_VERSION: u16 = 3;
+pub const PEER_PROTOCOL_VERSION: u16 = 4;
 
 /// The length of the length prefix in front of every frame, in bytes.
 pub const LENGTH_PREFIX_LEN: usize = 4;

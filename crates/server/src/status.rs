@@ -49,9 +49,12 @@ fn clock_info(replica: &Replica<SledEngine>, watch: &ClockWatch) -> wire::ClockI
     let clock = replica.clock();
     let now = clock.now();
     // A clock the peer clock checks fenced is unusable too, and `status` says why.
-    let problem = replica.policy().check(now.clone()).err().map(|e| e.to_string()).or_else(|| {
-        replica.state().clock_fence.map(|why| format!("fenced by the peer clock checks: {why}"))
-    });
+    let problem = replica
+        .policy()
+        .check(now.clone())
+        .err()
+        .map(|e| e.to_string())
+        .or_else(|| replica.state().clock_fence.map(|why| format!("fenced {why}")));
     // The watcher's state says since when (and carries a step guard's or peer checks' verdict).
     let problem = match watch.report() {
         Some(report) if !report.health.is_usable() => Some(report.to_string()),

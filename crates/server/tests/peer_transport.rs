@@ -237,7 +237,7 @@ fn two_transports_exchange_messages_in_order_and_intact() {
 }
 
 /// A clock probe and its answer travel the same links as Raft messages, intact (the readings
-/// are what the peer clock checks rest on).
+/// are what the peer clock checks rest on; the contradiction is what the cluster clock fences on).
 #[test]
 fn clock_frames_travel_intact() {
     use boundkv_clockbound::{ClockReading, ClockStatus, TimeInterval, Timestamp};
@@ -252,7 +252,7 @@ fn clock_frames_travel_intact() {
     let probe = ClockFrame {
         from: 1,
         to: 2,
-        message: ClockMessage::Probe { probe: 7, sent: Some(reading) },
+        message: ClockMessage::Probe { probe: 7, sent: Some(reading), contradicts: Some(5) },
     };
     a.transport.send_clock(probe.clone());
     let reports = reports_until(b.endpoint(), |r| matches!(r, Report::Clock(_)));
@@ -473,7 +473,7 @@ fn hostile_input_is_refused_and_the_listener_keeps_serving() {
                 frame(&PeerFrame::Clock(ClockFrame {
                     from: 5,
                     to: 2,
-                    message: ClockMessage::Probe { probe: 1, sent: None },
+                    message: ClockMessage::Probe { probe: 1, sent: None, contradicts: None },
                 })),
             ]
             .concat(),

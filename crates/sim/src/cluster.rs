@@ -255,29 +255,84 @@ struct References {
 }
 
 impl References {
-    /// `R_term` now, if its leader started one.
+    /// `R_term` now, if its leader started one and kept its oscillator within `RHO` (the
+    /// invariant assumes it: a term whose leader's oscillator broke it is not checked, and
+    /// fencing is what ends it, see the `cluster-bad-oscillator` scenario).
     fn at(&self, term: u64) -> Option<Timestamp> {
         let (leader, reference) =
             *self.by_term.lock().unwrap_or_else(|e| e.into_inner()).get(&term)?;
-        let mono = self.oscillators.lock().unwrap_or_else(|e| e.into_inner())[&leader].elapsed();
-        Some(reference.at(mono))
+        let oscillators = self.oscillators.lock().unwrap_or_else(|e| e.into_inner());
+        let oscillator = &oscillators[&leader];
+        if oscillator.out_of_bounds_since(reference.at) {
+            return None;
+        }
+        Some(reference.at(oscillator.elapsed()))
     }
 }
 
 /// A monotonic clock that runs `ppm` parts per million fast (or slow, if negative) against the
-/// simulation's true time, from an offset of its own.
-#[derive(Clone, Copy, Debug)]
+/// simulation's true time, from an offset of its own. Its rate can be changed while it runs
+/// ([`Oscillator::set_ppm`], continuously: no step); clones share it.
+#[derive(Clone, Debug)]
 pub struct Oscillator {
     time: SimTime,
+    rate: Arc<Mutex<Rate>>,
+}
+
+/// An oscillator's rate from an anchor on: `mono = at_mono + (t − at_true)·(1 + ppm/10⁶)`.
+#[derive(Clone, Copy, Debug)]
+struct Rate {
     ppm: i64,
-    offset: Duration,
+    at_true: Duration,
+    at_mono: Duration,
+    /// Its own readings when its rate last left the assumption's bound and when it came back
+    /// (`None` while it has not): `None` while it never left.
+    out_of_bounds: Option<(Duration, Option<Duration>)>,
 }
 
 impl Oscillator {
+    fn new(time: SimTime, ppm: i64, offset: Duration) -> Self {
+        let rate = Rate { ppm, at_true: Duration::ZERO, at_mono: offset, out_of_bounds: None };
+        Oscillator { time, rate: Arc::new(Mutex::new(rate)) }
+    }
+
+    fn rate(&self) -> std::sync::MutexGuard<'_, Rate> {
+        self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn elapsed(&self) -> Duration {
-        let t = i128::try_from(self.time.elapsed().as_nanos()).unwrap_or(i128::MAX);
-        let drifted = t + t * i128::from(self.ppm) / 1_000_000;
-        self.offset + Duration::from_nanos(u64::try_from(drifted.max(0)).unwrap_or(u64::MAX))
+        let rate = *self.rate();
+        let t = i128::try_from(self.time.elapsed().saturating_sub(rate.at_true).as_nanos())
+            .unwrap_or(i128::MAX);
+        let drifted = t + t * i128::from(rate.ppm) / 1_000_000;
+        rate.at_mono + Duration::from_nanos(u64::try_from(drifted.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// Its rate, in ppm against true time.
+    pub fn ppm(&self) -> i64 {
+        self.rate().ppm
+    }
+
+    /// Runs at `ppm` from now on; `within_bounds` says whether that keeps the cluster clock's
+    /// assumption (`|ppm| ≤ RHO`).
+    pub fn set_ppm(&self, ppm: i64, within_bounds: bool) {
+        let now = self.elapsed();
+        let mut rate = self.rate();
+        rate.at_true = self.time.elapsed();
+        rate.at_mono = now;
+        rate.ppm = ppm;
+        rate.out_of_bounds = match (within_bounds, rate.out_of_bounds) {
+            (false, Some((left, None))) => Some((left, None)),
+            (false, _) => Some((now, None)),
+            (true, Some((left, None))) => Some((left, Some(now))),
+            (true, kept) => kept,
+        };
+    }
+
+    /// Whether its rate was out of the assumption's bound at any time since its reading
+    /// `since`.
+    fn out_of_bounds_since(&self, since: Duration) -> bool {
+        self.rate().out_of_bounds.is_some_and(|(_, back)| back.is_none_or(|b| b >= since))
     }
 }
 
@@ -350,12 +405,16 @@ impl SimulatedCluster {
             let clock = truth.sibling();
             clock.set_bound(config.bound);
             let rho = i64::from(config.cluster_clock_rho_ppm.unwrap_or(0));
-            let oscillator = Oscillator {
+            let oscillator = Oscillator::new(
                 time,
-                ppm: drift.random_range(-rho..=rho),
-                offset: Duration::from_secs(drift.random_range(1..100_000)),
-            };
-            references.oscillators.lock().unwrap_or_else(|e| e.into_inner()).insert(id, oscillator);
+                drift.random_range(-rho..=rho),
+                Duration::from_secs(drift.random_range(1..100_000)),
+            );
+            references
+                .oscillators
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, oscillator.clone());
             slots.insert(
                 id,
                 Slot {
@@ -412,6 +471,11 @@ impl SimulatedCluster {
         self.slots()[&id].clock.clone()
     }
 
+    /// Node `id`'s monotonic clock, which the cluster clock runs on.
+    pub fn oscillator(&self, id: u64) -> Oscillator {
+        self.slots()[&id].oscillator.clone()
+    }
+
     /// Every node's simulated kernel leap state.
     pub fn kernel(&self) -> &SimLeapSource {
         &self.kernel
@@ -454,7 +518,7 @@ impl SimulatedCluster {
                 slot.leap_record.clone(),
                 slot.incarnation,
                 slot.paused.subscribe(),
-                slot.oscillator,
+                slot.oscillator.clone(),
             )
         };
         let wake = Arc::new(Notify::new());

@@ -73,11 +73,14 @@ pub enum Mutation {
     ClusterLowerEdge,
     /// Cluster clock: answers taken as read on arrival, the round trip left out of the bound.
     ClusterNoRoundTrip,
+    /// Cluster clock: a leader is never convicted, however many followers find its answers
+    /// contradicting (no fencing under this source).
+    ClusterNeverConvict,
 }
 
 impl Mutation {
     /// Every mutation.
-    pub const ALL: [Mutation; 11] = [
+    pub const ALL: [Mutation; 12] = [
         Mutation::NoCommitWait,
         Mutation::NoLeaseCheck,
         Mutation::NoStepGuard,
@@ -89,6 +92,7 @@ impl Mutation {
         Mutation::ClusterNoTermRule,
         Mutation::ClusterLowerEdge,
         Mutation::ClusterNoRoundTrip,
+        Mutation::ClusterNeverConvict,
     ];
 
     /// Its name on the command line (`--mutation`).
@@ -105,6 +109,7 @@ impl Mutation {
             Mutation::ClusterNoTermRule => "cluster-no-term-rule",
             Mutation::ClusterLowerEdge => "cluster-lower-edge",
             Mutation::ClusterNoRoundTrip => "cluster-no-round-trip",
+            Mutation::ClusterNeverConvict => "cluster-never-convict",
         }
     }
 
@@ -294,6 +299,9 @@ async fn run(options: RunOptions) -> RunReport {
         Some(Mutation::ClusterNoRoundTrip) => {
             config.unsafe_cluster_clock = Some(ClusterClockMutation::IgnoreRoundTrip)
         }
+        Some(Mutation::ClusterNeverConvict) => {
+            config.unsafe_cluster_clock = Some(ClusterClockMutation::NeverConvict)
+        }
         None => {}
     }
     config.cluster_clock_rho_ppm = options.cluster_clock;
@@ -303,7 +311,7 @@ async fn run(options: RunOptions) -> RunReport {
         // The targeted scenarios build corners of the lease and the per-node clock defences;
         // under the cluster clock (no per-node clocks to break) the random phase runs alone.
         ScenarioChoice::Drawn if options.cluster_clock.is_some() => {
-            Scenario::draw_for_cluster_clock(&mut rng)
+            Scenario::draw_for_cluster_clock(&mut rng, seed)
         }
         ScenarioChoice::Drawn => Scenario::draw(&mut rng, config.peer_clock_checks),
         ScenarioChoice::None => None,

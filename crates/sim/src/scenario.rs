@@ -24,6 +24,7 @@
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
 //! | [`Scenario::ClusterRestart`] (drawn only under the cluster clock, and then alone) | a write is acknowledged; every node's system clock steps back 5–60 s (a fleet restarted before NTP corrected its clocks, or a fleet-wide NTP step); every node loses power and restarts, so no member has an estimate of the old reference; a new leader acknowledges a second write | the second write's timestamp lies above the first's (the new leader starts `R` above the horizon its log holds, not from its system clock) |
+//! | [`Scenario::ClusterBadOscillator`] (drawn only under the cluster clock) | leader X's oscillator starts running 25–100 × `RHO` fast or slow (beyond the one assumption); nobody reads or writes while X leads on it | within 10 s X is fenced and no longer leads, another leader acknowledges a write and every other node serves it; X does not lead again for 3 s; once X's oscillator is back within `RHO`, X rejoins (its fence lifts) within 10 s |
 //! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
@@ -78,6 +79,9 @@ pub enum Scenario {
     /// leader acknowledges a write after one acknowledged before. Not in [`Scenario::ALL`]:
     /// drawn by [`Scenario::draw_for_cluster_clock`].
     ClusterRestart,
+    /// Under the cluster clock: the leader's oscillator drifts far beyond `RHO`; its followers
+    /// convict it. Not in [`Scenario::ALL`]: drawn by [`Scenario::draw_for_cluster_clock`].
+    ClusterBadOscillator,
 }
 
 impl Scenario {
@@ -93,6 +97,22 @@ impl Scenario {
         Scenario::LeaseClockStep,
     ];
 
+    /// Every scenario, those drawn only in special runs included (by name, or under the
+    /// cluster clock).
+    pub const EVERY: [Scenario; 11] = [
+        Scenario::LeaseHandover,
+        Scenario::SnapshotOverProposals,
+        Scenario::DedupAcrossGc,
+        Scenario::ClockStep,
+        Scenario::ClockLieAtRestart,
+        Scenario::SmallClockLie,
+        Scenario::ReadFloor,
+        Scenario::LeaseClockStep,
+        Scenario::LeapSecond,
+        Scenario::ClusterRestart,
+        Scenario::ClusterBadOscillator,
+    ];
+
     /// A quarter of the seeds draw one scenario (equally likely), the rest none. Without peer
     /// clock checks, only the scenarios that do not need them ([`Scenario::needs_peer_checks`]).
     pub fn draw(rng: &mut StdRng, peer_checks: bool) -> Option<Scenario> {
@@ -105,10 +125,18 @@ impl Scenario {
         }
     }
 
-    /// Under the cluster clock: a quarter of the seeds open with [`Scenario::ClusterRestart`]
-    /// (the others build corners of per-node clocks, which that source does not read).
-    pub fn draw_for_cluster_clock(rng: &mut StdRng) -> Option<Scenario> {
-        rng.random_ratio(1, 4).then_some(Scenario::ClusterRestart)
+    /// Under the cluster clock: a quarter of the seeds open with [`Scenario::ClusterRestart`],
+    /// and a quarter of the others with [`Scenario::ClusterBadOscillator`] (the other scenarios
+    /// build corners of per-node clocks, which that source does not read). The second is drawn
+    /// from a stream of its own (from `seed`), so that the run's stream, and which seeds draw
+    /// the first, are what they were before it existed.
+    pub fn draw_for_cluster_clock(rng: &mut StdRng, seed: u64) -> Option<Scenario> {
+        use rand::SeedableRng;
+        if rng.random_ratio(1, 4) {
+            return Some(Scenario::ClusterRestart);
+        }
+        let mut own = StdRng::seed_from_u64(seed ^ 0x0062_6164_5f6f_7363);
+        own.random_ratio(1, 4).then_some(Scenario::ClusterBadOscillator)
     }
 
     /// Whether it builds a lie no local check can see (a clock wrong from a restart on), which
@@ -127,7 +155,8 @@ impl Scenario {
             | Scenario::ClockLieAtRestart
             | Scenario::SmallClockLie
             | Scenario::LeaseClockStep
-            | Scenario::ClusterRestart => {}
+            | Scenario::ClusterRestart
+            | Scenario::ClusterBadOscillator => {}
             Scenario::ReadFloor => {
                 // A bound of 200–300 ms fits (`lease_bound_ceiling` ≥ 400 ms), and a follower
                 // read waits at most a close interval or two for its closed timestamp.
@@ -157,6 +186,7 @@ impl Scenario {
             Scenario::LeaseClockStep => "lease-clock-step",
             Scenario::LeapSecond => "leap-second",
             Scenario::ClusterRestart => "cluster-restart",
+            Scenario::ClusterBadOscillator => "cluster-bad-oscillator",
         }
     }
 
@@ -182,6 +212,7 @@ impl Scenario {
             Scenario::LeaseClockStep => lease_clock_step(cluster, rng).await,
             Scenario::LeapSecond => leap_second(cluster, rng).await,
             Scenario::ClusterRestart => cluster_restart(cluster, rng).await,
+            Scenario::ClusterBadOscillator => cluster_bad_oscillator(cluster, rng).await,
         };
         cluster.net().heal();
         match &problems {
@@ -871,12 +902,6 @@ async fn latest_at(cluster: &Arc<SimulatedCluster>, id: u64, key: &Bytes) -> Opt
     tokio::time::timeout(STEP, read).await.ok().flatten()
 }
 
-/// Every kernel announces a leap second for [`LEAP`]; a write is acknowledged just before it; at
-/// `LEAP` every clock steps back one second (the kernel's `TIME_OOP`, then `TIME_WAIT`, then the
-/// daemon clears its flag). A write is acknowledged at once, above the one before, and every
-/// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
-/// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
-/// fenced: the stepping members absorb the step alike.
 /// A write is acknowledged; every system clock steps back 5–60 s (more than a lease and the downtime, which the new leader's wait would otherwise absorb); every node loses power and
 /// restarts (no member keeps an estimate of the old reference); a new leader acknowledges a
 /// second write. The second must get the higher timestamp: a new leader that started `R` from
@@ -909,6 +934,94 @@ async fn cluster_restart(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     }
     for id in cluster.node_ids() {
         cluster.clock(id).step_nanos(back);
+    }
+    Some(problems)
+}
+
+/// Every kernel announces a leap second for [`LEAP`]; a write is acknowledged just before it; at
+/// `LEAP` every clock steps back one second (the kernel's `TIME_OOP`, then `TIME_WAIT`, then the
+/// daemon clears its flag). A write is acknowledged at once, above the one before, and every
+/// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
+/// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
+/// fenced: the stepping members absorb the step alike.
+/// Leader X's oscillator starts running 25–100 × `RHO` fast or slow: the cluster clock's one
+/// assumption broken on purpose. Its followers' estimates of `R` then contradict its answers,
+/// they report it in their probes, and a majority of reports convicts X: it steps down, gives no
+/// reading and does not campaign (see "Fencing" in `consensus::cluster_clock`). Nobody reads or
+/// writes while X leads on the bad oscillator (no defence can make those safe, only short: the
+/// simulator does not check the invariant for a term whose leader broke the assumption). Then:
+/// within 10 s X is fenced and another node leads and acknowledges a write that every node but
+/// X serves at `ReadAt::Latest`; X does not lead again for 3 s; once its oscillator is back
+/// within `RHO`, X's fence lifts within 10 s.
+async fn cluster_bad_oscillator(
+    cluster: &Arc<SimulatedCluster>,
+    rng: &mut StdRng,
+) -> Option<Vec<String>> {
+    let rho = i64::from(cluster.config().cluster_clock_rho_ppm?);
+    let ids = cluster.node_ids();
+    if ids.len() < 3 {
+        return None; // Nobody to convict a leader.
+    }
+    let key = Bytes::from_static(b"scenario/bad-oscillator");
+    let x = active_leader(cluster, None).await?;
+    let oscillator = cluster.oscillator(x);
+    let honest = oscillator.ppm();
+    let bad = rng.random_range(25 * rho..=100 * rho) * if rng.random_bool(0.5) { 1 } else { -1 };
+    oscillator.set_ppm(bad, false);
+    cluster.trace().record(format!(
+        "scenario: n{x}'s oscillator runs {bad:+} ppm (RHO {rho} ppm) while it leads"
+    ));
+    let mut problems = Vec::new();
+    let fenced = |id: u64| {
+        cluster
+            .running(id)
+            .and_then(|r| r.state().clock_fence)
+            .is_some_and(|why| why.contains("cluster clock"))
+    };
+    let deposed = eventually(STEP, || fenced(x) && cluster.leader().is_some_and(|l| l != x)).await;
+    if !deposed {
+        problems.push(format!(
+            "n{x} still leads (or is not fenced) {STEP:?} after its oscillator went {bad:+} ppm \
+             with RHO {rho} ppm"
+        ));
+        oscillator.set_ppm(honest, true);
+        return Some(problems);
+    }
+    let y = active_leader(cluster, Some(x)).await?;
+    commit_at(&cluster.running(y)?, &write(TxnId(rng.random()), &key, "after")).await?;
+    for id in ids.iter().copied().filter(|&id| id != x) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        let mut seen = None;
+        while seen.is_none() && tokio::time::Instant::now() < deadline {
+            seen = match latest_at(cluster, id, &key).await {
+                Some(Some(v)) => Some(v),
+                Some(None) => {
+                    problems.push(format!("n{id} read nothing after `after` was acknowledged"));
+                    Some(Bytes::new())
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    None
+                }
+            };
+        }
+        if seen.is_none() {
+            problems.push(format!("n{id} served no read within {STEP:?} after n{x} was fenced"));
+        }
+    }
+    for _ in 0..60 {
+        if cluster.leader() == Some(x) {
+            problems.push(format!("n{x} leads again while its oscillator runs {bad:+} ppm"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    oscillator.set_ppm(honest, true);
+    cluster.trace().record(format!("scenario: n{x}'s oscillator back at {honest:+} ppm"));
+    if !eventually(STEP, || !fenced(x)).await {
+        problems.push(format!(
+            "n{x} is still fenced {STEP:?} after its oscillator came back within RHO"
+        ));
     }
     Some(problems)
 }

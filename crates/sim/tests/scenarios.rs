@@ -2,7 +2,8 @@
 //! catches the mutation it targets on every seed, not on some: the lease scenario the lease check
 //! switched off, the clock-step scenario the step guard switched off, the clock-lie scenario the
 //! peer checks that never fence, the read-floor scenario follower reads without their floor, and
-//! the lease-clock-step scenario leases measured on the raw clock.
+//! the lease-clock-step scenario leases measured on the raw clock, the cluster clock's
+//! bad-oscillator scenario a leader never convicted.
 //!
 //! The patch mutants (bugs 1 and 2 reintroduced) cannot be applied from a test; `scripts/sim.sh`
 //! runs them against the CI seed set, where the scenarios that target them catch them.
@@ -128,4 +129,32 @@ fn t13_the_leap_second_scenario_passes_and_catches_guards_that_do_not_absorb() {
         assert_eq!(report.scenario_built, Some(true), "no corner built: {}", report.summary());
     }
     assert_caught_on_every_seed(Scenario::LeapSecond, Mutation::NoLeapAbsorb, 1..=4, false);
+}
+
+/// Under the cluster clock, a leader's oscillator runs 25–100 × `RHO` fast or slow
+/// (`Scenario::ClusterBadOscillator`): its followers find its answers contradicting, a majority
+/// convicts it, it steps down and stays out while broken, the others serve again, and it rejoins
+/// once repaired; the random phase that follows stays valid. With conviction switched off, the
+/// broken leader keeps leading and the scenario fails on every seed.
+#[test]
+fn t14_the_bad_oscillator_scenario_passes_and_catches_a_leader_never_convicted() {
+    let on_the_cluster_clock = |seed| RunOptions {
+        cluster_clock: Some(200),
+        // Some time left after the scenario's 15-odd seconds, so that the random phase runs.
+        duration: Duration::from_secs(20),
+        ..with(Scenario::ClusterBadOscillator, seed)
+    };
+    for seed in [1, 2, 3] {
+        let report = run_seed(&on_the_cluster_clock(seed));
+        assert_eq!(report.valid, Validity::Valid, "{}", report.summary());
+        assert_eq!(report.scenario_built, Some(true), "no corner built: {}", report.summary());
+    }
+    for seed in 1..=4 {
+        let options = RunOptions {
+            mutation: Some(Mutation::ClusterNeverConvict),
+            ..on_the_cluster_clock(seed)
+        };
+        let (verdict, summary) = scenario_verdict(&options);
+        assert_eq!(verdict, Validity::Invalid, "seed {seed} missed the mutant: {summary}");
+    }
 }

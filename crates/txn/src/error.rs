@@ -119,15 +119,18 @@ pub enum Error {
         /// The leader, if known.
         leader: Option<u64>,
     },
-    /// This node's clock is fenced by the peer clock checks: it disagrees with a majority of
-    /// the voters' clocks (or has not been checked against them since the node started), so
-    /// the node issues no timestamps, holds no lease and serves no reads. Nothing happened.
+    /// This node's clock is fenced by the peer clock checks (it disagrees with a majority of
+    /// the voters' clocks, or has not been checked against them since the node started) or by
+    /// the cluster clock (its leader's answers contradicted each other, or, as leader, a
+    /// majority of voters found its answers contradicting), so the node issues no timestamps,
+    /// holds no lease and serves no reads. Nothing happened.
     /// Deterministic at this node until the fence lifts (it logs when): ask another node.
-    #[error("the clock of node {node} is fenced: {reason}")]
+    #[error("the clock of node {node} is fenced {reason}")]
     ClockFenced {
         /// The fenced node.
         node: u64,
-        /// Why (the measured offsets, or that no check has reached a majority yet).
+        /// By what and why ("by the peer clock checks: " and the measured offsets, or that no
+        /// check has reached a majority yet; "by the cluster clock: " and the contradiction).
         reason: String,
     },
     /// A member's leap-second policy (`--leap`) differs from the one the membership records for
