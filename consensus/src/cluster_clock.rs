@@ -59,15 +59,27 @@
 //! adds, as the peer clock checks do):
 //!
 //! - **a member whose leader's answers contradict each other is fenced**: it keeps only the
-//!   newest answer, gives no reading (so it serves no read and issues nothing), and says so in
-//!   every probe ([`ClockMessage::Probe`]'s `contradicts`, the term). It rejoins once answers
-//!   have agreed for [`ClusterClockOptions::rejoin_after`] (2 s) since the last contradiction,
-//!   or at once if it becomes leader (a leader's readings rest on its own oscillator alone);
+//!   newest answer, gives no reading (so it serves no read and issues nothing), says so in every
+//!   probe ([`ClockMessage::Probe`]'s `contradicts`, the term), and does not campaign within
+//!   [`ClusterClockOptions::rejoin_after`] (2 s) of the last contradiction. It rejoins once the
+//!   answers its estimate holds have agreed for `rejoin_after` (the window starts again at every
+//!   contradiction and change of term: one answer of a new leader is no agreement), or at once if
+//!   it is elected (a leader's readings rest on its own oscillator alone);
 //! - **a leader that a majority of voters reports is convicted** ([`ClusterClock::convict`]):
 //!   an honest member finds contradictions only if the leader's oscillator is broken, and a
-//!   majority holds an honest one. It drops its reference (no more readings), steps down, and
-//!   does not campaign or take leadership over until, following a later leader, its answers
-//!   have agreed for `rejoin_after`.
+//!   majority holds an honest one. It drops its reference (no more readings), hands leadership
+//!   to its most caught-up accuser (stepping down if that fails), and neither campaigns nor takes
+//!   leadership over until a later leader's answers have agreed with its oscillator for
+//!   `rejoin_after`. Contradictions it finds meanwhile do not lift or replace the conviction.
+//!
+//! A member whose oscillator stopped while the machine was suspended drops the answers that
+//! arrive after it (see [`ClusterClock::real`]) and accuses nobody.
+//!
+//! The majority counts the other voters only: with 3 or 4 voters every follower must report (one
+//! of them down, a broken leader is not convicted, and its followers stay fenced), and 1 or 2
+//! voters never convict. A conviction is not kept across a restart: a restarted member whose
+//! oscillator is still broken is fenced again by its leader's first contradicting answers, and
+//! after a full restart it may lead until its followers convict it again.
 //!
 //! For example, with 3 voters and `RHO` = 200 ppm, leader A's oscillator starts running
 //! 5,000 ppm fast. Followers B and C probe every 50 ms with round trips of 100 µs; their
@@ -75,9 +87,8 @@
 //! clocks count, so once `R` has gained 100 µs beyond that (100 µs / 4,600 ppm ≈ 22 ms), the
 //! next answer lies above the upper edge of each one's estimate: the first probe after the
 //! fault, or the second. Both are fenced and report it; A, with two of three voters against
-//! it, steps down; B or C is elected and starts `R` above the horizons. A, probing the new
-//! leader, finds the same contradictions from the other side and stays fenced until its
-//! oscillator is repaired.
+//! it, hands leadership to B, which starts `R` above the horizons. A, probing B, finds the same
+//! contradictions from the other side and stays convicted until its oscillator is repaired.
 //!
 //! Fencing limits the damage, it does not undo it: until the contradiction shows, the broken
 //! oscillator's readings were used (the simulator's `cluster-bad-oscillator` scenario breaks a
@@ -406,38 +417,44 @@ pub struct ClusterClock {
     state: Mutex<State>,
 }
 
-/// Why a member is fenced (see "Fencing" in the module docs), and since when.
-#[derive(Clone, Debug)]
-struct ClusterFence {
-    cause: FenceCause,
-    /// This member's monotonic clock at the last contradiction (or the conviction).
-    since: Duration,
+/// A member's leader's answers contradicted each other (see "Fencing" in the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Contradiction {
+    leader: u64,
+    term: u64,
+    /// This member's monotonic clock at the last contradiction.
+    at: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum FenceCause {
-    /// The answers of `leader`, of `term`, contradicted each other: this oscillator or the
-    /// leader's drifts faster than `RHO`.
-    Contradicted { leader: u64, term: u64 },
-    /// As the leader of `term`, a majority of voters (`by`) reported that its answers
-    /// contradicted each other: its own oscillator is the one out of bounds.
-    Convicted { term: u64, by: Vec<u64> },
-}
-
-impl std::fmt::Display for FenceCause {
+impl std::fmt::Display for Contradiction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FenceCause::Contradicted { leader, term } => write!(
-                f,
-                "the answers of node {leader} (leader of term {term}) contradicted each other: its \
-                 oscillator or this one drifts faster than RHO"
-            ),
-            FenceCause::Convicted { term, by } => write!(
-                f,
-                "as leader of term {term}, a majority of voters ({by:?}) found its answers \
-                 contradicting: this oscillator drifts faster than RHO"
-            ),
-        }
+        write!(
+            f,
+            "the answers of node {} (leader of term {}) contradicted each other: its oscillator or \
+             this one drifts faster than RHO",
+            self.leader, self.term
+        )
+    }
+}
+
+/// As the leader of `term`, a majority of voters (`by`) reported that its answers contradicted
+/// each other (see [`ClusterClock::convict`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Conviction {
+    term: u64,
+    by: Vec<u64>,
+    /// This member's monotonic clock at the conviction.
+    at: Duration,
+}
+
+impl std::fmt::Display for Conviction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "as leader of term {}, a majority of voters ({:?}) found its answers contradicting: \
+             this oscillator drifts faster than RHO",
+            self.term, self.by
+        )
     }
 }
 
@@ -467,8 +484,14 @@ struct State {
     probes_sent: u64,
     answers_kept: u64,
     probes_answered: u64,
-    /// Set while this member is fenced (see "Fencing" in the module docs).
-    fence: Option<ClusterFence>,
+    /// Set while its leader's answers contradict each other (see "Fencing" in the module docs).
+    contradicted: Option<Contradiction>,
+    /// Set while this member is convicted (see [`ClusterClock::convict`]).
+    conviction: Option<Conviction>,
+    /// When (this member's monotonic clock) the answers its estimate holds began to agree: the
+    /// receipt of the first answer kept since the last contradiction or change of term. `None`
+    /// with no answer kept since.
+    agree_since: Option<Duration>,
     /// While leading: the followers whose latest probe reported that this leader's answers
     /// contradicted each other, and when (monotonic) that probe arrived.
     reports: BTreeMap<u64, Duration>,
@@ -518,7 +541,9 @@ impl ClusterClock {
                 probes_sent: 0,
                 answers_kept: 0,
                 probes_answered: 0,
-                fence: None,
+                contradicted: None,
+                conviction: None,
+                agree_since: None,
                 reports: BTreeMap::new(),
                 last_witnessed: None,
                 suspended_in: None,
@@ -638,6 +663,7 @@ impl ClusterClock {
             }
             s.term = term;
             s.reports.clear();
+            s.agree_since = None;
         }
         s.leader = leader;
         if !leading || s.reference.is_some_and(|r| r.term != term) {
@@ -678,11 +704,9 @@ impl ClusterClock {
         s.reports.clear();
         // A leader's readings rest on its own oscillator, not on answers: a contradiction seen
         // as a follower no longer fences it (if its oscillator is the one at fault, its
-        // followers will say so). A conviction stands (and the node does not campaign under
-        // one).
-        if s.fence.as_ref().is_some_and(|f| matches!(f.cause, FenceCause::Contradicted { .. })) {
-            s.fence = None;
-        }
+        // followers will say so). A conviction stands: it gives no reading (see `read`), and
+        // the node steps down again.
+        s.contradicted = None;
         drop(s);
         tracing::info!(node = self.id, term, start = %start.base, "cluster clock: leading, R starts here");
         if let Some(observer) = &self.on_lead {
@@ -743,8 +767,10 @@ impl ClusterClock {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
         // A fenced member probes at the slow pace: it has an interval to wait out, not to win.
-        let synced =
-            s.reference.is_some() || s.fence.is_some() || s.estimate.interval(mono).is_some();
+        let synced = s.reference.is_some()
+            || s.contradicted.is_some()
+            || s.conviction.is_some()
+            || s.estimate.interval(mono).is_some();
         let next =
             if synced { self.options.probe_interval } else { self.options.probe_interval_unsynced };
         let Some(leader) = s.leader.filter(|&l| l != self.id && s.reference.is_none()) else {
@@ -768,14 +794,11 @@ impl ClusterClock {
     /// What this member's probes report: the term of the leader it follows, if that leader's
     /// answers contradicted each other.
     fn reported(&self, s: &State) -> Option<u64> {
-        match s.fence.as_ref().map(|f| &f.cause) {
-            Some(FenceCause::Contradicted { leader, term })
-                if *term == s.term && s.leader == Some(*leader) =>
-            {
-                Some(*term)
-            }
-            _ => None,
-        }
+        s.contradicted
+            .filter(|c| {
+                c.term == s.term && s.leader == Some(c.leader) && s.suspended_in != Some(s.term)
+            })
+            .map(|c| c.term)
     }
 
     /// The answer to a probe from member `from`, which reported `contradicts` (the term of the
@@ -815,6 +838,11 @@ impl ClusterClock {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
         let Some((to, term, sent)) = s.in_flight.remove(&probe) else { return };
+        // An oscillator that stopped while the machine was suspended measures nothing, and a
+        // contradiction it saw would accuse an honest leader.
+        if self.suspended(&mut s, mono) {
+            return;
+        }
         let Some(reading) = reading.filter(|r| r.status.is_trustworthy()) else { return };
         if to != from || leads != Some(term) || term != s.term || s.leader != Some(from) {
             return;
@@ -838,18 +866,21 @@ impl ClusterClock {
                 // afresh from the newest answer (the older ones are what it contradicts) and
                 // give no reading until answers agree again for `rejoin_after`.
                 s.estimate.keep_newest();
-                let cause = FenceCause::Contradicted { leader: from, term };
-                if s.fence.as_ref().is_none_or(|f| f.cause != cause) {
+                s.agree_since = Some(mono);
+                let contradiction = Contradiction { leader: from, term, at: mono };
+                if s.contradicted.is_none_or(|c| (c.leader, c.term) != (from, term)) {
                     tracing::warn!(
                         node = self.id,
                         leader = from,
                         term,
                         rho_ppm = self.options.rho_ppm,
-                        "cluster clock fenced: {cause}; no readings until its answers agree for {:?}",
+                        "cluster clock fenced: {contradiction}; no readings until its answers agree for {:?}",
                         self.options.rejoin_after
                     );
                 }
-                s.fence = Some(ClusterFence { cause, since: mono });
+                s.contradicted = Some(contradiction);
+            } else if s.agree_since.is_none() {
+                s.agree_since = Some(mono);
             }
         }
     }
@@ -861,7 +892,7 @@ impl ClusterClock {
     /// majority of reports convicts the leader. A convicted member drops its reference at once,
     /// gives no reading, and the node steps down and does not campaign until it rejoins (see
     /// "Fencing" in the module docs). Returns why, once, on conviction.
-    pub fn convict(&self, voters: &[u64]) -> Option<String> {
+    pub fn convict(&self, voters: &[u64]) -> Option<(String, Vec<u64>)> {
         if self.options.unsafe_mutation == Some(ClusterClockMutation::NeverConvict) {
             return None;
         }
@@ -877,57 +908,90 @@ impl ClusterClock {
         if by.len() < voters.len() / 2 + 1 {
             return None;
         }
-        let cause = FenceCause::Convicted { term, by };
-        let why = cause.to_string();
-        tracing::error!(node = self.id, term, "cluster clock fenced: {why}; stepping down");
-        s.fence = Some(ClusterFence { cause, since: mono });
+        let conviction = Conviction { term, by: by.clone(), at: mono };
+        let why = conviction.to_string();
+        // The node logs it (at WARN, with `why`) as it hands leadership away.
+        s.conviction = Some(conviction);
         s.reference = None;
         s.horizon = Timestamp::ZERO;
         s.proposed_at = None;
         s.reports.clear();
-        Some(why)
+        Some((why, by))
     }
 
     /// Whether this member is convicted (see [`ClusterClock::convict`]) and has not rejoined:
-    /// the node then neither campaigns nor takes leadership over.
+    /// the node then neither campaigns nor takes leadership over, and a leader hands it away.
     pub fn convicted(&self) -> bool {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
-        self.fence_holds(&mut s, mono)
-            && s.fence.as_ref().is_some_and(|f| matches!(f.cause, FenceCause::Convicted { .. }))
+        self.lift_rejoined(&mut s, mono);
+        s.conviction.is_some()
+    }
+
+    /// Whether this member may campaign: not while convicted, nor within `rejoin_after` of its
+    /// leader's last contradicting answer (the oscillator at fault may be its own; if it is the
+    /// leader's, that leader is convicted and hands leadership to one of its accusers, or, if
+    /// that fails, the accusers campaign once the contradictions have stopped that long).
+    pub fn may_campaign(&self) -> bool {
+        let mono = self.timebase.elapsed();
+        let mut s = self.state();
+        self.lift_rejoined(&mut s, mono);
+        s.conviction.is_none()
+            && s.contradicted.is_none_or(|c| mono.saturating_sub(c.at) >= self.options.rejoin_after)
     }
 
     /// Why this member is fenced, if it is.
     pub fn fence_reason(&self) -> Option<String> {
         let mono = self.timebase.elapsed();
         let mut s = self.state();
-        self.fence_holds(&mut s, mono).then(|| s.fence.as_ref().map(|f| f.cause.to_string()))?
+        self.lift_rejoined(&mut s, mono);
+        Self::reason(&s)
     }
 
-    /// Whether the fence still holds at `mono`, lifting it if this member has rejoined: its
-    /// leader's answers (of a later term than a conviction's) agree, and the newest of them
-    /// arrived `rejoin_after` or more after the last contradiction.
-    fn fence_holds(&self, s: &mut State, mono: Duration) -> bool {
-        let Some(fence) = &s.fence else { return false };
-        let later_term = match fence.cause {
-            FenceCause::Convicted { term, .. } => s.term > term,
-            FenceCause::Contradicted { .. } => true,
+    fn reason(s: &State) -> Option<String> {
+        match (&s.conviction, &s.contradicted) {
+            (Some(c), _) => Some(c.to_string()),
+            (None, Some(c)) => Some(c.to_string()),
+            (None, None) => None,
+        }
+    }
+
+    /// Lifts the contradiction and the conviction this member has rejoined from: while it
+    /// follows, the answers its estimate holds have agreed since at or after it (for a
+    /// conviction, of a later term: the convicted leader had none of its own term), the newest
+    /// of them `rejoin_after` or more after the first.
+    fn lift_rejoined(&self, s: &mut State, mono: Duration) {
+        let agreed_since = |s: &State, since: Duration| {
+            s.reference.is_none()
+                && s.agree_since.is_some_and(|a| {
+                    a >= since && s.last_answer.is_some_and(|l| l >= a + self.options.rejoin_after)
+                })
+                && s.estimate.interval(mono).is_some()
         };
-        let agreed = s.reference.is_none()
-            && later_term
-            && s.last_answer.is_some_and(|a| a >= fence.since + self.options.rejoin_after)
-            && s.estimate.interval(mono).is_some();
-        if agreed {
+        if let Some(c) = s.contradicted
+            && agreed_since(s, c.at)
+        {
             tracing::warn!(
                 node = self.id,
                 term = s.term,
-                "cluster clock: fence lifted, the leader's answers have agreed for {:?} (it was: {})",
-                self.options.rejoin_after,
-                fence.cause
+                "cluster clock: fence lifted, the leader's answers have agreed for {:?} (it was: {c})",
+                self.options.rejoin_after
             );
-            s.fence = None;
+            s.contradicted = None;
         }
-        !agreed
+        if let Some(c) = s.conviction.clone()
+            && s.term > c.term
+            && agreed_since(s, c.at)
+        {
+            tracing::warn!(
+                node = self.id,
+                term = s.term,
+                "cluster clock: conviction lifted, a later leader's answers have agreed with this \
+                 oscillator for {:?} (it was: {c})",
+                self.options.rejoin_after
+            );
+            s.conviction = None;
+        }
     }
 
     /// What status pages show.
@@ -947,16 +1011,17 @@ impl ClusterClock {
             probes_sent: s.probes_sent,
             answers_kept: s.answers_kept,
             probes_answered: s.probes_answered,
-            fenced: self
-                .fence_holds(&mut s, mono)
-                .then(|| s.fence.as_ref().map(|f| f.cause.to_string()))
-                .flatten(),
+            fenced: {
+                self.lift_rejoined(&mut s, mono);
+                Self::reason(&s)
+            },
         }
     }
 
     /// The reading at `mono`, if there is one to give.
     fn read(&self, s: &mut State, mono: Duration) -> Option<ClockReading> {
-        if self.suspended(s, mono) || self.fence_holds(s, mono) {
+        self.lift_rejoined(s, mono);
+        if self.suspended(s, mono) || s.contradicted.is_some() || s.conviction.is_some() {
             return None;
         }
         if let Some(reference) = s.reference {
@@ -1352,13 +1417,22 @@ mod tests {
         assert_eq!(now.status, ClockStatus::Synchronized, "rejoined after 2 s of agreement");
         assert!(now.interval.contains(ts(r)));
         assert_eq!(c.fence_reason(), None);
-        // Becoming leader ends a follower's fence at once (its readings rest on its own
-        // oscillator).
+        // A new term's leader: one answer, even 3 s later, is no agreement (the window starts
+        // again at a change of term), and the fence keeps it from campaigning for 2 s after the
+        // contradiction.
         mono.advance(Duration::from_millis(50));
         probe_and_answer(&c, &mono, 1, 3, ts(r + 80_000_000));
-        assert!(c.fence_reason().is_some());
-        c.follow(4, Some(2), true);
-        c.lead(4, Duration::from_secs(1));
+        assert!(c.fence_reason().is_some() && !c.may_campaign());
+        mono.advance(Duration::from_secs(3));
+        assert!(c.may_campaign(), "contradictions stopped 3 s ago");
+        c.follow(4, Some(3), false);
+        probe_and_answer(&c, &mono, 3, 4, ts(r + 90_000_000_000));
+        assert!(c.fence_reason().is_some(), "one answer of the new term");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown);
+        // Becoming leader ends a follower's fence at once (its readings rest on its own
+        // oscillator).
+        c.follow(5, Some(2), true);
+        c.lead(5, Duration::from_secs(1));
         assert_eq!(c.fence_reason(), None);
     }
 
@@ -1383,25 +1457,40 @@ mod tests {
         c.answer(3, None);
         assert_eq!(c.convict(&voters), None, "node 3 withdrew its report");
         c.answer(3, Some(5));
-        let why = c.convict(&voters).expect("two of three voters");
+        let (why, accusers) = c.convict(&voters).expect("two of three voters");
         assert!(why.contains("[2, 3]"), "{why}");
+        assert_eq!(accusers, vec![2, 3]);
         assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no reference any more");
         assert_eq!(c.issue_limit(5), None);
-        assert!(c.convicted());
+        assert!(c.convicted() && !c.may_campaign());
         assert_eq!(c.convict(&voters), None, "convicted once");
-        // Following a later leader: convicted until its answers have agreed for 2 s.
+        // Following a later leader whose first answer comes 3 s later: one answer is no
+        // agreement; its answers contradicting each other (this oscillator is the broken one)
+        // do not turn the conviction into a follower's fence; it stays convicted until a
+        // later leader's answers have agreed for 2 s.
         c.follow(5, None, false);
         c.follow(6, Some(2), false);
+        mono.advance(Duration::from_secs(3));
         let mut r = WALL + 90_000_000_000;
-        for _ in 0..40 {
-            probe_and_answer(&c, &mono, 2, 6, ts(r));
-            assert!(c.convicted());
+        probe_and_answer(&c, &mono, 2, 6, ts(r));
+        assert!(c.convicted(), "one answer is no agreement");
+        mono.advance(Duration::from_millis(50));
+        probe_and_answer(&c, &mono, 2, 6, ts(r + 60_000_000)); // R moved 10 ms too far
+        assert!(c.convicted() && !c.may_campaign(), "still convicted, not merely contradicted");
+        assert!(c.fence_reason().unwrap().contains("as leader of term 5"));
+        r += 60_000_000;
+        for _ in 0..39 {
             mono.advance(Duration::from_millis(50));
             r += 50_100_000;
+            probe_and_answer(&c, &mono, 2, 6, ts(r));
+            assert!(c.convicted());
         }
+        mono.advance(Duration::from_millis(50));
+        r += 50_100_000;
         probe_and_answer(&c, &mono, 2, 6, ts(r));
         assert!(!c.convicted(), "rejoined");
         assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        assert!(c.may_campaign());
         // With the mutation, nothing convicts.
         let mono = Arc::new(ManualMono::default());
         let options = ClusterClockOptions {
@@ -1414,6 +1503,33 @@ mod tests {
         c.answer(2, Some(5));
         c.answer(3, Some(5));
         assert_eq!(c.convict(&voters), None);
+    }
+
+    #[test]
+    fn a_suspended_follower_accuses_nobody() {
+        let (c, mono) = clock(2);
+        let boot = Arc::new(ManualMono::default());
+        let witness = boot.clone();
+        let c = c.with_suspend_witness(Box::new(move || witness.elapsed()));
+        c.follow(3, Some(1), false);
+        let r = WALL + 5_000_000_000;
+        probe_and_answer(&c, &mono, 1, 3, ts(r));
+        assert_eq!(c.now().unwrap().status, ClockStatus::Synchronized);
+        // The machine sleeps 3 s with a probe in flight: the oscillator stands still, the
+        // leader's R does not, and its answer arrives after the resume.
+        let frame = c.probe().0.unwrap();
+        let ClockMessage::Probe { probe, .. } = frame.message else { panic!() };
+        boot.advance(Duration::from_secs(3));
+        mono.advance(Duration::from_micros(100));
+        c.on_reply(1, probe, point(ts(r + 3_000_000_000)), Some(3));
+        assert_eq!(c.fence_reason(), None, "a suspend is not a contradiction");
+        let (frame, _) = c.probe();
+        let Some(ClockFrame { message: ClockMessage::Probe { contradicts, .. }, .. }) = frame
+        else {
+            panic!()
+        };
+        assert_eq!(contradicts, None, "nothing reported");
+        assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no reading this term");
     }
 
     #[test]

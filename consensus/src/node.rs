@@ -1055,8 +1055,12 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         // 2.
         if now >= self.next_tick {
             self.raw.tick();
-            if self.is_fenced() && self.raw.raft.state != StateRole::Leader {
-                // A fenced member never campaigns: its election clock stays at zero.
+            if (self.is_fenced() || self.cluster.as_ref().is_some_and(|c| !c.may_campaign()))
+                && self.raw.raft.state != StateRole::Leader
+            {
+                // A fenced member never campaigns (nor, under the cluster clock, one whose
+                // leader's answers just contradicted each other): its election clock stays at
+                // zero.
                 self.raw.raft.election_elapsed = 0;
             }
             self.pin_election_timeout();
@@ -1645,23 +1649,46 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             self.next_cluster_probe = now + next;
         }
         if self.raw.raft.state == StateRole::Leader {
-            let voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-            // Its reference stopped while the machine was suspended (it gives no reading for
-            // the rest of this term), or a majority of voters convicted its oscillator (it
-            // gives none until it rejoins, and does not campaign): a leader steps down and lets
-            // another be elected.
-            let why = if cluster.suspended_this_term() {
-                Some("the cluster clock's oscillator stopped (a suspend)".to_string())
-            } else {
-                cluster.convict(&voters)
-            };
-            if let Some(why) = why {
+            let term = self.raw.raft.term;
+            // The majority asked for is of the incoming voters (as for the peer clock checks).
+            let voters: Vec<u64> = self.raw.raft.prs().conf().to_conf_state().voters;
+            if cluster.suspended_this_term() {
+                // Its reference stopped while the machine was suspended: it gives no reading
+                // for the rest of this term, so it steps down and lets another be elected.
                 tracing::warn!(
                     node = self.config.id,
-                    term = self.raw.raft.term,
-                    "stepping down: {why}"
+                    term,
+                    "stepping down: the cluster clock's oscillator stopped (a suspend)"
                 );
-                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+                return;
+            }
+            if let Some((why, accusers)) = cluster.convict(&voters) {
+                // Convicted: no reading until it rejoins, so it hands leadership to the most
+                // caught-up accuser (whose oscillator is the honest one) at once, rather than
+                // letting an election timeout pass.
+                let to = self
+                    .raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| accusers.contains(id))
+                    .max_by_key(|(id, pr)| (pr.matched, **id))
+                    .map(|(id, _)| *id);
+                tracing::warn!(node = self.config.id, term, ?to, "handing leadership away: {why}");
+                if let Some(to) = to {
+                    self.raw.transfer_leader(to);
+                }
+                return;
+            }
+            if cluster.convicted() && self.raw.raft.lead_transferee.is_none() {
+                // The handover did not happen (or raft-rs gave it up after an election
+                // timeout): step down, and let an election choose.
+                tracing::warn!(
+                    node = self.config.id,
+                    term,
+                    "stepping down: convicted by the cluster clock and no handover under way"
+                );
                 self.raw.raft.become_follower(term, raft::INVALID_ID);
                 return;
             }

@@ -255,9 +255,12 @@ struct References {
 }
 
 impl References {
-    /// `R_term` now, if its leader started one and kept its oscillator within `RHO` (the
-    /// invariant assumes it: a term whose leader's oscillator broke it is not checked, and
-    /// fencing is what ends it, see the `cluster-bad-oscillator` scenario).
+    /// `R_term` now, if its leader started one and its oscillator has kept within `RHO` since
+    /// (the invariant assumes it: fencing is what ends a term led on a broken oscillator, see
+    /// the `cluster-bad-oscillator` scenario). `R_term` is computed on the leader's oscillator as
+    /// it runs now, also after the term ended (a member still in it may read), so a term whose
+    /// leader's oscillator left its bound at any time since the term began has no `R` this
+    /// could compute: it is not checked. Terms begun after the repair are.
     fn at(&self, term: u64) -> Option<Timestamp> {
         let (leader, reference) =
             *self.by_term.lock().unwrap_or_else(|e| e.into_inner()).get(&term)?;

@@ -24,7 +24,7 @@
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
 //! | [`Scenario::ClusterRestart`] (drawn only under the cluster clock, and then alone) | a write is acknowledged; every node's system clock steps back 5–60 s (a fleet restarted before NTP corrected its clocks, or a fleet-wide NTP step); every node loses power and restarts, so no member has an estimate of the old reference; a new leader acknowledges a second write | the second write's timestamp lies above the first's (the new leader starts `R` above the horizon its log holds, not from its system clock) |
-//! | [`Scenario::ClusterBadOscillator`] (drawn only under the cluster clock) | leader X's oscillator starts running 25–100 × `RHO` fast or slow (beyond the one assumption); nobody reads or writes while X leads on it | within 10 s X is fenced and no longer leads, another leader acknowledges a write and every other node serves it; X does not lead again for 3 s; once X's oscillator is back within `RHO`, X rejoins (its fence lifts) within 10 s |
+//! | [`Scenario::ClusterBadOscillator`] (drawn only under the cluster clock) | leader X's oscillator starts running 25–100 × `RHO` fast or slow (beyond the one assumption); nobody reads or writes while X leads on it | within 10 s X is convicted and no longer leads; another leader acknowledges a write and every other node serves it; X refuses leadership offered for 3 s and does not win the election after the new leader crashes; once X's oscillator is back within `RHO`, its conviction lifts within 10 s |
 //! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
 //!
 //! Each is the generalisation of a regression test (`t31`, and issue 11's bugs 1 and 2) or of one
@@ -938,21 +938,17 @@ async fn cluster_restart(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     Some(problems)
 }
 
-/// Every kernel announces a leap second for [`LEAP`]; a write is acknowledged just before it; at
-/// `LEAP` every clock steps back one second (the kernel's `TIME_OOP`, then `TIME_WAIT`, then the
-/// daemon clears its flag). A write is acknowledged at once, above the one before, and every
-/// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
-/// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
-/// fenced: the stepping members absorb the step alike.
 /// Leader X's oscillator starts running 25–100 × `RHO` fast or slow: the cluster clock's one
 /// assumption broken on purpose. Its followers' estimates of `R` then contradict its answers,
-/// they report it in their probes, and a majority of reports convicts X: it steps down, gives no
-/// reading and does not campaign (see "Fencing" in `consensus::cluster_clock`). Nobody reads or
-/// writes while X leads on the bad oscillator (no defence can make those safe, only short: the
-/// simulator does not check the invariant for a term whose leader broke the assumption). Then:
-/// within 10 s X is fenced and another node leads and acknowledges a write that every node but
-/// X serves at `ReadAt::Latest`; X does not lead again for 3 s; once its oscillator is back
-/// within `RHO`, X's fence lifts within 10 s.
+/// they report it in their probes, and a majority of reports convicts X: it hands leadership to
+/// an accuser (or steps down), gives no reading and does not campaign (see "Fencing" in
+/// `consensus::cluster_clock`). Nobody reads or writes while X leads on the bad oscillator (no
+/// defence can make those safe, only short: the simulator does not check the invariant for a
+/// term whose leader broke the assumption). Then, with X still broken: within 10 s X is
+/// convicted and another node leads and acknowledges a write that every node but X serves at
+/// `ReadAt::Latest`; for 3 s X is offered leadership (transfers) and must not take it; the new
+/// leader crashes, and X must not win the election that follows. Finally its oscillator is
+/// repaired and its conviction must lift within 10 s.
 async fn cluster_bad_oscillator(
     cluster: &Arc<SimulatedCluster>,
     rng: &mut StdRng,
@@ -962,7 +958,6 @@ async fn cluster_bad_oscillator(
     if ids.len() < 3 {
         return None; // Nobody to convict a leader.
     }
-    let key = Bytes::from_static(b"scenario/bad-oscillator");
     let x = active_leader(cluster, None).await?;
     let oscillator = cluster.oscillator(x);
     let honest = oscillator.ppm();
@@ -971,61 +966,97 @@ async fn cluster_bad_oscillator(
     cluster.trace().record(format!(
         "scenario: n{x}'s oscillator runs {bad:+} ppm (RHO {rho} ppm) while it leads"
     ));
-    let mut problems = Vec::new();
-    let fenced = |id: u64| {
-        cluster
-            .running(id)
-            .and_then(|r| r.state().clock_fence)
-            .is_some_and(|why| why.contains("cluster clock"))
-    };
-    let deposed = eventually(STEP, || fenced(x) && cluster.leader().is_some_and(|l| l != x)).await;
-    if !deposed {
-        problems.push(format!(
-            "n{x} still leads (or is not fenced) {STEP:?} after its oscillator went {bad:+} ppm \
-             with RHO {rho} ppm"
-        ));
-        oscillator.set_ppm(honest, true);
-        return Some(problems);
-    }
-    let y = active_leader(cluster, Some(x)).await?;
-    commit_at(&cluster.running(y)?, &write(TxnId(rng.random()), &key, "after")).await?;
-    for id in ids.iter().copied().filter(|&id| id != x) {
-        let deadline = tokio::time::Instant::now() + STEP;
-        let mut seen = None;
-        while seen.is_none() && tokio::time::Instant::now() < deadline {
-            seen = match latest_at(cluster, id, &key).await {
-                Some(Some(v)) => Some(v),
-                Some(None) => {
-                    problems.push(format!("n{id} read nothing after `after` was acknowledged"));
-                    Some(Bytes::new())
-                }
-                None => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    None
-                }
-            };
-        }
-        if seen.is_none() {
-            problems.push(format!("n{id} served no read within {STEP:?} after n{x} was fenced"));
-        }
-    }
-    for _ in 0..60 {
-        if cluster.leader() == Some(x) {
-            problems.push(format!("n{x} leads again while its oscillator runs {bad:+} ppm"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let problems = while_broken(cluster, rng, x, bad).await;
     oscillator.set_ppm(honest, true);
     cluster.trace().record(format!("scenario: n{x}'s oscillator back at {honest:+} ppm"));
-    if !eventually(STEP, || !fenced(x)).await {
+    let mut problems = problems;
+    let fence = |id: u64| cluster.running(id).and_then(|r| r.state().clock_fence);
+    if !eventually(STEP, || cluster.is_up(x) && fence(x).is_none()).await {
         problems.push(format!(
-            "n{x} is still fenced {STEP:?} after its oscillator came back within RHO"
+            "n{x} is still fenced {STEP:?} after its oscillator came back within RHO: {:?}",
+            fence(x)
         ));
     }
     Some(problems)
 }
 
+/// The checks of [`cluster_bad_oscillator`] while X's oscillator is broken.
+async fn while_broken(
+    cluster: &Arc<SimulatedCluster>,
+    rng: &mut StdRng,
+    x: u64,
+    bad: i64,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let convicted = |id: u64| {
+        cluster
+            .running(id)
+            .and_then(|r| r.state().clock_fence)
+            .is_some_and(|why| why.contains("by the cluster clock: as leader of term"))
+    };
+    let deposed =
+        eventually(STEP, || convicted(x) && cluster.leader().is_some_and(|l| l != x)).await;
+    if !deposed {
+        problems.push(format!(
+            "n{x} still leads (or is not convicted) {STEP:?} after its oscillator went {bad:+} ppm"
+        ));
+        return problems;
+    }
+    let key = Bytes::from_static(b"scenario/bad-oscillator");
+    let Some(y) = active_leader(cluster, Some(x)).await else {
+        problems.push(format!("no node but n{x} leads with a lease {STEP:?} after the conviction"));
+        return problems;
+    };
+    let acked = match cluster.running(y) {
+        Some(r) => commit_at(&r, &write(TxnId(rng.random()), &key, "after")).await,
+        None => None,
+    };
+    if acked.is_none() {
+        problems
+            .push(format!("n{y} acknowledged no write within {STEP:?} after n{x}'s conviction"));
+        return problems;
+    }
+    for id in cluster.node_ids().into_iter().filter(|&id| id != x) {
+        let deadline = tokio::time::Instant::now() + STEP;
+        let mut served = false;
+        while !served && tokio::time::Instant::now() < deadline {
+            match latest_at(cluster, id, &key).await {
+                Some(Some(v)) if v.as_ref() == b"after" => served = true,
+                Some(other) => {
+                    problems.push(format!("n{id} read {other:?} after `after` was acknowledged"));
+                    served = true;
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        if !served {
+            problems.push(format!("n{id} served no read within {STEP:?} after n{x}'s conviction"));
+        }
+    }
+    // Offered leadership, a convicted member refuses it.
+    if cluster.make_leader(x, Duration::from_secs(3)).await {
+        problems.push(format!("n{x} took leadership over while its oscillator runs {bad:+} ppm"));
+        return problems;
+    }
+    // Nor does it win an election: the leader crashes.
+    if let Some(l) = cluster.leader().filter(|&l| l != x) {
+        cluster.crash(l);
+        cluster.trace().record(format!("scenario: n{l} crashed: an election without it"));
+        let won = eventually(Duration::from_secs(5), || cluster.leader() == Some(x)).await;
+        if won {
+            problems.push(format!("n{x} won an election while its oscillator runs {bad:+} ppm"));
+        }
+        cluster.restart(l);
+    }
+    problems
+}
+
+/// Every kernel announces a leap second for [`LEAP`]; a write is acknowledged just before it; at
+/// `LEAP` every clock steps back one second (the kernel's `TIME_OOP`, then `TIME_WAIT`, then the
+/// daemon clears its flag). A write is acknowledged at once, above the one before, and every
+/// node must serve it at `ReadAt::Latest`; writes and reads go on for a few seconds. No node may
+/// hold over (its bound would grow until it refuses timestamps, about 13 minutes later) or be
+/// fenced: the stepping members absorb the step alike.
 async fn leap_second(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
     let mut problems = Vec::new();
     let key = Bytes::from_static(b"scenario/leap");

@@ -47,7 +47,7 @@ use serde_json::json;
 
 use crate::{ClusterOptions, NodeSetup, TestCluster};
 use clock::{ClockMode, Clocks};
-use nemesis::{Nemesis, STEPPING_NEMESES, UNSAFE_NEMESES, needs_clocks};
+use nemesis::{DRIFTING_NEMESES, Nemesis, STEPPING_NEMESES, UNSAFE_NEMESES, needs_clocks};
 use net::Netns;
 use proxy::PeerProxy;
 use recorder::Recorder;
@@ -269,10 +269,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         bail!("--clock takes the cluster clock, cluster:RHO (e.g. cluster:200ppm), not {source}");
     }
     let want_clocks = opts.nemeses.iter().any(|n| needs_clocks(n));
-    let drift = opts.nemeses.iter().any(|n| n == "clock-drift");
+    let drift = opts.nemeses.iter().any(|n| DRIFTING_NEMESES.contains(&n.as_str()));
     if drift && let Some(n) = opts.nemeses.iter().find(|n| STEPPING_NEMESES.contains(&n.as_str())) {
         bail!(
-            "clock-drift fakes the nodes' monotonic clocks too, so {n} would step them: run it apart"
+            "clock-drift and clock-oscillator-break fake the nodes' monotonic clocks too, so {n} \
+             would step them: run it apart"
+        );
+    }
+    if opts.cluster_clock.is_none() && opts.nemeses.iter().any(|n| n == "clock-oscillator-break") {
+        bail!(
+            "clock-oscillator-break breaks the cluster clock's assumption: run it with --clock cluster:RHO"
         );
     }
     if opts.drift_experiment.is_some()

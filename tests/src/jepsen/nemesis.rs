@@ -17,6 +17,7 @@
 //! | `leap-step` | every node's clock steps back 1 s together, segments reporting 50 µs | safe: every node holds over on its monotonic clock |
 //! | `leap-mixed` | a leap second, mixed: some nodes step back 1 s at once, the others smear the same second over the fault (2 ms every 10 ms) | safe: the steps and the smear's jumps are steps to the guard; peers that disagree are fenced |
 //! | `clock-strobe` | a node's clock jumps between true and ±200 ms every 10 ms for up to 4 s (Jepsen's CockroachDB strobe) | safe: the guard holds over through every jump |
+//! | `clock-oscillator-break` | under the cluster clock only (`--clock cluster:RHO`): the leader's oscillator (wall and monotonic clocks) runs 5,000–20,000 ppm fast or slow, 25–100 times the default `RHO`, then stops drifting | not promised (the cluster clock's one assumption is broken); what must happen is recorded: the leader is fenced and deposed by its followers' reports, and rejoins once its oscillator is repaired |
 //! | `clock-drift` | a minority of nodes' oscillators run 100–1,000 ppm off (wall **and** monotonic clocks, so the guard cannot see it) while their segments claim 50 ppm, the way that can do harm: the leader fast, a follower slow; slewed back after | yes: the peer checks fence the drifting node once its error exceeds what they resolve, and below that every node's readings are widened to what its peers verify (`boundkv_consensus::verified_clock`) |
 //!
 //! The schedule alternates quiet and faulty periods (by default 3 s and 5 s), choosing each
@@ -56,6 +57,7 @@ pub const NEMESES: &[&str] = &[
     "leap-mixed",
     "clock-strobe",
     "clock-drift",
+    "clock-oscillator-break",
 ];
 
 /// The clock faults that step a node's wall clock alone (its monotonic clock stays true); they
@@ -63,11 +65,17 @@ pub const NEMESES: &[&str] = &[
 pub const STEPPING_NEMESES: &[&str] =
     &["clock-skew", "clock-step-restart", "clock-lie", "leap-step", "leap-mixed", "clock-strobe"];
 
-/// Faults that are not yet expected to be safe: reported as such in `results.json`
-/// (`not_yet_expected_safe`) and never counted as a failure by `tests/jepsen.sh`. None today:
-/// `clock-drift` was here until readings were widened to what the peers verify (a drift below
-/// what the checks resolve read a register 97 µs stale in 1 of 20 runs before that).
-pub const UNSAFE_NEMESES: &[&str] = &[];
+/// Faults that are not expected to be safe: reported as such in `results.json`
+/// (`not_yet_expected_safe`) and never counted as a failure by `tests/jepsen.sh`. Only
+/// `clock-oscillator-break`, which breaks the cluster clock's one assumption on purpose (fencing
+/// ends it, but the readings taken before it shows were used). `clock-drift` was here until
+/// readings were widened to what the peers verify (a drift below what the checks resolve read a
+/// register 97 µs stale in 1 of 20 runs before that).
+pub const UNSAFE_NEMESES: &[&str] = &["clock-oscillator-break"];
+
+/// The faults that drift oscillators (wall and monotonic clocks together, through the
+/// oscillator library): the nodes then run with it preloaded (see [`super::clock`]).
+pub const DRIFTING_NEMESES: &[&str] = &["clock-drift", "clock-oscillator-break"];
 
 /// Whether `name` needs the clock harness (libfaketime and per-node segments).
 pub fn needs_clocks(name: &str) -> bool {
@@ -418,6 +426,7 @@ impl Nemesis {
                 ))
             }
             "clock-drift" => self.drift(hold).await,
+            "clock-oscillator-break" => self.break_oscillator(hold).await,
             other => bail!("unknown nemesis {other}"),
         }
     }
@@ -526,6 +535,68 @@ impl Nemesis {
             ));
         }
         Ok(format!("every oscillator drifting within ±100 ppm: {}", parts.join("; ")))
+    }
+
+    /// `clock-oscillator-break` (cluster clock only): the leader's oscillator runs 5,000–20,000
+    /// ppm fast or slow for `hold`, then stops drifting where it is. The detail records whether
+    /// and when its `/metrics` said it was fenced, who led at the end, and how long after the
+    /// repair its fence lifted (up to 10 s).
+    async fn break_oscillator(&mut self, hold: Duration) -> anyhow::Result<String> {
+        if !self.cluster_clock {
+            bail!(
+                "clock-oscillator-break breaks the cluster clock's assumption: run it with --clock cluster:RHO"
+            );
+        }
+        let clocks = self.clocks()?;
+        let x = self.leader().await.ok_or_else(|| anyhow!("no leader"))?;
+        let sign = if self.rng.random_bool(0.5) { 1 } else { -1 };
+        let ppm: i64 = self.rng.random_range(5_000..=20_000) * sign;
+        clocks.set_drift(x, ppm * 1_000)?;
+        let start = Instant::now();
+        let mut fenced_after = None;
+        while start.elapsed() < hold {
+            if fenced_after.is_none() && self.fenced(x).await == Some(true) {
+                fenced_after = Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader_at_end = self.leader().await;
+        clocks.set_drift(x, 0)?;
+        let repaired = Instant::now();
+        let mut lifted_after = None;
+        while repaired.elapsed() < Duration::from_secs(10) {
+            if self.fenced(x).await == Some(false) {
+                lifted_after = Some(repaired.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let secs = |d: Option<Duration>| {
+            d.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+        };
+        Ok(format!(
+            "n{x}'s oscillator {ppm:+} ppm while leading; fenced after {}; leader at the end {}; \
+             repaired, fence lifted after {} (error {:+.3} ms, kept)",
+            secs(fenced_after),
+            leader_at_end.map_or("none".to_string(), |l| format!("n{l}")),
+            secs(lifted_after),
+            clocks.error_nanos(x) as f64 / 1e6
+        ))
+    }
+
+    /// Whether node `id`'s `/metrics` says its clock is fenced (`None` if the scrape failed).
+    async fn fenced(&self, id: u64) -> Option<bool> {
+        let address = {
+            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            cluster.nodes.iter().find(|n| n.id == id)?.metrics.clone()
+        };
+        tokio::task::spawn_blocking(move || {
+            let page = crate::scrape_metrics(&address).ok()?;
+            Some(crate::metric_value(&page, "boundkv_clock_fenced")? > 0.5)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Node `id`'s wall and monotonic clocks as its `/metrics` shows them, against the runner's

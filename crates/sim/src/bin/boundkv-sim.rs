@@ -79,7 +79,8 @@ struct Args {
     /// The targeted scenario each seed opens with: `drawn` (a quarter of the seeds draw one),
     /// `none`, or one of `lease-handover`, `snapshot-over-proposals`, `dedup-across-gc`,
     /// `clock-step`, `clock-lie-at-restart`, `small-clock-lie`, `read-floor`, `lease-clock-step`
-    /// (and, not drawn, `leap-second`; under `--cluster-clock` only `cluster-restart` is drawn).
+    /// (and, not drawn, `leap-second`; under `--cluster-clock` only `cluster-restart` and
+    /// `cluster-bad-oscillator` are drawn).
     #[arg(long, default_value = "drawn")]
     scenario: String,
     /// Run every node on the cluster clock (`--clock cluster:RHO`, e.g. `200ppm`), each on a
