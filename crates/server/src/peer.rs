@@ -1742,13 +1742,14 @@ mod tests {
 
     #[test]
     fn decode_frame_checks_version_first_and_trailing_bytes() {
-        // A Hello of version 4 whose body is unreadable is still reported as version 4, and
-        // version-1 and version-2 Hellos (before clock frames; before `leads`) are refused.
+        // A Hello of version 5 whose body is unreadable is still reported as version 5, and
+        // version-1, -2 and -3 Hellos (before clock frames; before `leads`; before
+        // `contradicts`) are refused.
         assert_eq!(
-            decode_frame(&[0x00, 0x04, 0xFF]),
-            Err(FrameError::UnsupportedVersion { got: 4 })
+            decode_frame(&[0x00, 0x05, 0xFF]),
+            Err(FrameError::UnsupportedVersion { got: 5 })
         );
-        for old in [0x01, 0x02] {
+        for old in [0x01, 0x02, 0x03] {
             assert_eq!(
                 decode_frame(&[0x00, old, 0x00, 0x01, 0x02, 0x00]),
                 Err(FrameError::UnsupportedVersion { got: u16::from(old) })
