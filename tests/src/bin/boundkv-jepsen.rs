@@ -38,8 +38,10 @@ struct Args {
     workload: String,
     /// Faults, comma-separated: partition, slow-net, kill, pause, member, clock-skew,
     /// clock-bound, clock-status, clock-stale, clock-step-restart, clock-lie, leap-step,
-    /// leap-mixed, clock-strobe, clock-drift (each described in tests/README.md). clock-drift
-    /// fakes the nodes' monotonic clocks too, so it runs apart from the faults that step clocks.
+    /// leap-mixed, clock-strobe, clock-drift, and with --clock cluster:RHO
+    /// clock-oscillator-break (each described in tests/README.md). clock-drift and
+    /// clock-oscillator-break fake the nodes' monotonic clocks too, so they run apart from the
+    /// faults that step clocks.
     #[arg(long, value_delimiter = ',')]
     nemesis: Vec<String>,
     /// Nodes: 3 or 5.
@@ -83,7 +85,8 @@ struct Args {
     drift_experiment: Option<jepsen::drift::DriftExperiment>,
     /// Run the nodes on the cluster clock, `cluster:RHO` (e.g. `cluster:200ppm`), instead of
     /// per-node ClockBound segments: the Raft leader's monotonic clock, measured by probes.
-    /// Under it `clock-drift` drifts every node within ±100 ppm and never slews back.
+    /// Under it `clock-drift` drifts every node within ±100 ppm and never slews back, and
+    /// `clock-oscillator-break` breaks the leader's oscillator far beyond RHO.
     #[arg(long, value_name = "SOURCE")]
     clock: Option<String>,
     /// Never show a progress bar (it shows only on a terminal anyway).
