@@ -38,26 +38,53 @@ for clients in 1 64; do
     python3 - "$work/collapsed-$clients.txt" "$clients" <<'PY'
 import collections, sys
 path, clients = sys.argv[1], sys.argv[2]
-by_proc, by_thread, kernel, total = collections.Counter(), collections.Counter(), 0, 0
+# Each line: "comm;frame;...;leaf weight"; comm is the thread's name (boundkv's: raft-N,
+# sled-io-N, tokio-rt-worker, boundkv-server for the rest; the load generator: cluster; idle
+# CPUs: swapper). Kernel frames end in _[k] (--all).
+threads, kernel, idle, total = collections.Counter(), 0, 0, 0
 for line in open(path):
     stack, _, n = line.rstrip().rpartition(" ")
     n = int(n)
     frames = stack.split(";")
     total += n
-    comm = frames[0]
-    # inferno names a thread "comm" (and "comm-pid/tid" with --pid); perf's comm is the
-    # thread's name: boundkv's are tokio-runtime-w, raft-…, sled-io, etc.
-    by_thread[comm] += n
-    leaf = frames[-1]
-    if leaf.endswith("_[k]"):
+    if frames[0] == "swapper":
+        idle += n
+        continue
+    threads[frames[0]] += n
+    if frames[-1].endswith("_[k]"):
         kernel += n
-print(f"| {clients} client(s): thread (perf comm) | share of all samples |")
+busy = total - idle
+print(f"{clients} client(s): CPUs idle {100 * idle / total:.1f} % of the time; of the busy samples, "
+      f"{100 * kernel / busy:.1f} % in the kernel.")
+print()
+print(f"| {clients} client(s): thread | share of busy samples |")
 print("|---|---:|")
-for comm, n in by_thread.most_common(12):
-    print(f"| {comm} | {100 * n / total:.1f} % |")
-print(f"| (kernel, any thread) | {100 * kernel / total:.1f} % |")
-print(f"| (samples) | {total} |")
+for comm, n in threads.most_common(10):
+    print(f"| {comm} | {100 * n / busy:.1f} % |")
 print()
 PY
 done
+# Off the CPU: the sync calls of every thread during a 64-client run (perf trace's summary:
+# calls, total and mean time, per thread).
+echo "== sync calls, 64 clients, $DURATION" >&2
+perf trace -s -a -e fdatasync,fsync,sync_file_range -o "$work/trace.txt" -- \
+    target/release/cluster --duration "$DURATION" --clients 64 --bounds 0 > "$work/bench-trace.txt" 2>&1
+grep -E 'write|server side' "$work/bench-trace.txt" >&2 || true
+python3 - "$work/trace.txt" <<'PY'
+import collections, re, sys
+calls, total = collections.Counter(), collections.Counter()
+thread = None
+for line in open(sys.argv[1]):
+    m = re.match(r"\s*(.+?) \((\d+)\), \d+ events", line)
+    if m:
+        thread = re.sub(r"-?\d+$", "", m.group(1))
+    m = re.match(r"\s*(fdatasync|fsync|sync_file_range)\s+(\d+)\s+\d+\s+([\d.]+)", line)
+    if m and thread:
+        calls[(thread, m.group(1))] += int(m.group(2))
+        total[(thread, m.group(1))] += float(m.group(3))
+print("| threads (all nodes) | call | calls | total ms | mean ms |")
+print("|---|---|---:|---:|---:|")
+for key in sorted(calls, key=lambda k: -total[k]):
+    print(f"| {key[0]} | {key[1]} | {calls[key]} | {total[key]:.0f} | {total[key] / calls[key]:.3f} |")
+PY
 echo "bench/profile.sh: flame graphs in $OUT/flame-put-{1,64}-clients.svg" >&2
