@@ -919,6 +919,15 @@ impl ClusterClock {
         Some((why, by))
     }
 
+    /// While this member leads: whether `member` reported within [`REPORT_TTL`] that its answers
+    /// contradicted each other (its own oscillator may be the broken one: leadership is not
+    /// handed to it).
+    pub fn reported_by(&self, member: u64) -> bool {
+        let mono = self.timebase.elapsed();
+        let s = self.state();
+        s.reports.get(&member).is_some_and(|at| mono.saturating_sub(*at) <= REPORT_TTL)
+    }
+
     /// Whether this member is convicted (see [`ClusterClock::convict`]) and has not rejoined:
     /// the node then neither campaigns nor takes leadership over, and a leader hands it away.
     pub fn convicted(&self) -> bool {

@@ -1055,13 +1055,17 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         // 2.
         if now >= self.next_tick {
             self.raw.tick();
-            if (self.is_fenced() || self.cluster.as_ref().is_some_and(|c| !c.may_campaign()))
-                && self.raw.raft.state != StateRole::Leader
-            {
+            if self.campaign_blocked() && self.raw.raft.state != StateRole::Leader {
                 // A fenced member never campaigns (nor, under the cluster clock, one whose
-                // leader's answers just contradicted each other): its election clock stays at
-                // zero.
-                self.raw.raft.election_elapsed = 0;
+                // leader's answers just contradicted each other): its election clock is held at
+                // the election timeout, short of the randomized timeout pinned above (the
+                // longest raft-rs allows), so it never campaigns. Held there, not at zero:
+                // raft-rs's check-quorum lease ends at the election timeout, and a member held
+                // inside it would refuse every other candidate its vote for as long as it is
+                // fenced, so a majority that needs it could never elect anyone.
+                let min = self.config.election_ticks;
+                let cap = self.raw.raft.election_timeout().min((2 * min).saturating_sub(2));
+                self.raw.raft.election_elapsed = self.raw.raft.election_elapsed.min(cap);
             }
             self.pin_election_timeout();
             self.next_tick = now + self.config.tick;
@@ -1098,14 +1102,29 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     /// one can seed. The node overrides it with a draw of its own (from [`NodeConfig::seed`])
     /// whenever the term or the role changed, the only times raft-rs draws, and pins it after
     /// every call into raft, so that a seeded node behaves the same on every run.
+    ///
+    /// While this member may not campaign ([`Node::campaign_blocked`]) it pins the longest
+    /// timeout raft-rs allows instead, which the capped election clock of step 2 never reaches.
     fn pin_election_timeout(&mut self) {
         let key = (self.raw.raft.term, self.raw.raft.state);
+        let min = self.config.election_ticks;
         if self.election_key != Some(key) {
             self.election_key = Some(key);
-            let min = self.config.election_ticks;
             self.election_timeout = self.election_rng.random_range(min..2 * min);
         }
-        self.raw.raft.set_randomized_election_timeout(self.election_timeout);
+        let timeout = if self.raw.raft.state != StateRole::Leader && self.campaign_blocked() {
+            2 * min - 1
+        } else {
+            self.election_timeout
+        };
+        self.raw.raft.set_randomized_election_timeout(timeout);
+    }
+
+    /// Whether this member may not campaign: its clock is fenced ([`Node::is_fenced`]), or,
+    /// under the cluster clock, its leader's answers contradicted each other in the last
+    /// `rejoin_after` ([`ClusterClock::may_campaign`]).
+    fn campaign_blocked(&self) -> bool {
+        self.is_fenced() || self.cluster.as_ref().is_some_and(|c| !c.may_campaign())
     }
 
     /// Whether this member's clock is fenced by the peer clock checks (see the module docs), or
@@ -1340,10 +1359,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                 self.raw.report_snapshot(to, status);
             }
-            Input::Campaign if self.is_fenced() => {
+            Input::Campaign if self.campaign_blocked() => {
                 tracing::info!(
                     node = self.config.id,
-                    "not campaigning: this member's clock is fenced"
+                    "not campaigning: this member's clock is fenced (or its leader's answers just \
+                     contradicted each other)"
                 );
             }
             Input::Campaign => {
@@ -1351,9 +1371,14 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     tracing::debug!(node = self.config.id, error = %e, "campaign refused");
                 }
             }
-            Input::TransferLeader(to) if self.clock_disagrees(to) => {
+            Input::TransferLeader(to)
+                if self.clock_disagrees(to)
+                    || self.cluster.as_ref().is_some_and(|c| c.reported_by(to)) =>
+            {
                 // It would refuse (a fenced member takes no leadership), and a transfer in
-                // progress holds every proposal back for an election timeout.
+                // progress holds every proposal back for an election timeout; under the cluster
+                // clock, a member that just found this leader's answers contradicting may be the
+                // one whose oscillator is broken.
                 tracing::info!(
                     node = self.config.id,
                     to,
