@@ -72,7 +72,8 @@
 //! through [`Transport::send_clock`], answers their probes with its own reading, and judges its
 //! clock by majority (Marzullo). While its clock is fenced (and from its start until the first
 //! verdict) the node publishes why in [`NodeState::clock_fence`] (the transaction layer then
-//! refuses every timestamp and read), starts no lease, sets no `ready_at`, never campaigns,
+//! refuses every timestamp and read), starts no lease, sets no `ready_at`, never campaigns
+//! (its election clock held at the election timeout, where it still votes for others),
 //! refuses `MsgTimeoutNow`, and, leading, hands leadership to a voter whose clock agreed (a
 //! transfer a turn, while none is under way). At the fence it drops its lease and `ready_at`;
 //! both are measured afresh once the fence lifts. A leader also refuses to transfer to a member
