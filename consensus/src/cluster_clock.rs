@@ -458,6 +458,21 @@ impl std::fmt::Display for Conviction {
     }
 }
 
+impl State {
+    /// This member no longer leads with a reference: no readings of its own, no horizon.
+    fn end_reference(&mut self) {
+        self.reference = None;
+        self.horizon = Timestamp::ZERO;
+        self.proposed_at = None;
+    }
+
+    /// Whether `member`'s latest probe, within [`REPORT_TTL`] of `mono`, reported that this
+    /// leader's answers contradicted each other.
+    fn reported_recently(&self, member: u64, mono: Duration) -> bool {
+        self.reports.get(&member).is_some_and(|at| mono.saturating_sub(*at) <= REPORT_TTL)
+    }
+}
+
 /// See [`ClusterClock::with_lead_observer`].
 pub type LeadObserver = Box<dyn Fn(u64, Reference) + Send + Sync>;
 
@@ -599,8 +614,7 @@ impl ClusterClock {
                          CLOCK_BOOTTIME ran): no readings for the rest of this term"
                     );
                     s.suspended_in = Some(s.term);
-                    s.reference = None;
-                    s.horizon = Timestamp::ZERO;
+                    s.end_reference();
                     s.estimate.clear();
                 }
             }
@@ -667,9 +681,7 @@ impl ClusterClock {
         }
         s.leader = leader;
         if !leading || s.reference.is_some_and(|r| r.term != term) {
-            s.reference = None;
-            s.horizon = Timestamp::ZERO;
-            s.proposed_at = None;
+            s.end_reference();
         }
     }
 
@@ -892,18 +904,24 @@ impl ClusterClock {
     /// majority of reports convicts the leader. A convicted member drops its reference at once,
     /// gives no reading, and the node steps down and does not campaign until it rejoins (see
     /// "Fencing" in the module docs). Returns why, once, on conviction.
-    pub fn convict(&self, voters: &[u64]) -> Option<(String, Vec<u64>)> {
+    ///
+    /// `voters` is asked for only when some follower reported: the node calls this on every
+    /// turn while it leads.
+    pub fn convict(&self, voters: impl FnOnce() -> Vec<u64>) -> Option<(String, Vec<u64>)> {
         if self.options.unsafe_mutation == Some(ClusterClockMutation::NeverConvict) {
             return None;
         }
         let mono = self.timebase.elapsed();
         let mut s = self.state();
         let term = s.reference.filter(|r| r.term == s.term)?.term;
+        if s.reports.is_empty() {
+            return None;
+        }
+        let voters = voters();
         let by: Vec<u64> = voters
             .iter()
             .copied()
-            .filter(|v| *v != self.id)
-            .filter(|v| s.reports.get(v).is_some_and(|at| mono.saturating_sub(*at) <= REPORT_TTL))
+            .filter(|&v| v != self.id && s.reported_recently(v, mono))
             .collect();
         if by.len() < voters.len() / 2 + 1 {
             return None;
@@ -912,9 +930,7 @@ impl ClusterClock {
         let why = conviction.to_string();
         // The node logs it (at WARN, with `why`) as it hands leadership away.
         s.conviction = Some(conviction);
-        s.reference = None;
-        s.horizon = Timestamp::ZERO;
-        s.proposed_at = None;
+        s.end_reference();
         s.reports.clear();
         Some((why, by))
     }
@@ -924,8 +940,7 @@ impl ClusterClock {
     /// handed to it).
     pub fn reported_by(&self, member: u64) -> bool {
         let mono = self.timebase.elapsed();
-        let s = self.state();
-        s.reports.get(&member).is_some_and(|at| mono.saturating_sub(*at) <= REPORT_TTL)
+        self.state().reported_recently(member, mono)
     }
 
     /// Whether this member is convicted (see [`ClusterClock::convict`]) and has not rejoined:
@@ -1457,22 +1472,22 @@ mod tests {
         // One follower reports: a minority, which may be its own oscillator.
         c.answer(2, Some(5));
         c.answer(3, Some(4)); // about another term
-        assert_eq!(c.convict(&voters), None);
+        assert_eq!(c.convict(|| voters.to_vec()), None);
         // A report older than REPORT_TTL no longer counts; one withdrawn neither.
         mono.advance(REPORT_TTL + Duration::from_millis(1));
         c.answer(3, Some(5));
-        assert_eq!(c.convict(&voters), None, "node 2's report is stale");
+        assert_eq!(c.convict(|| voters.to_vec()), None, "node 2's report is stale");
         c.answer(2, Some(5));
         c.answer(3, None);
-        assert_eq!(c.convict(&voters), None, "node 3 withdrew its report");
+        assert_eq!(c.convict(|| voters.to_vec()), None, "node 3 withdrew its report");
         c.answer(3, Some(5));
-        let (why, accusers) = c.convict(&voters).expect("two of three voters");
+        let (why, accusers) = c.convict(|| voters.to_vec()).expect("two of three voters");
         assert!(why.contains("[2, 3]"), "{why}");
         assert_eq!(accusers, vec![2, 3]);
         assert_eq!(c.now().unwrap().status, ClockStatus::Unknown, "no reference any more");
         assert_eq!(c.issue_limit(5), None);
         assert!(c.convicted() && !c.may_campaign());
-        assert_eq!(c.convict(&voters), None, "convicted once");
+        assert_eq!(c.convict(|| voters.to_vec()), None, "convicted once");
         // Following a later leader whose first answer comes 3 s later: one answer is no
         // agreement; its answers contradicting each other (this oscillator is the broken one)
         // do not turn the conviction into a follower's fence; it stays convicted until a
@@ -1511,7 +1526,7 @@ mod tests {
         c.lead(5, Duration::from_secs(1));
         c.answer(2, Some(5));
         c.answer(3, Some(5));
-        assert_eq!(c.convict(&voters), None);
+        assert_eq!(c.convict(|| voters.to_vec()), None);
     }
 
     #[test]

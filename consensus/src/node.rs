@@ -1064,8 +1064,11 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 // raft-rs's check-quorum lease ends at the election timeout, and a member held
                 // inside it would refuse every other candidate its vote for as long as it is
                 // fenced, so a majority that needs it could never elect anyone.
-                let min = self.config.election_ticks;
-                let cap = self.raw.raft.election_timeout().min((2 * min).saturating_sub(2));
+                let cap = self
+                    .raw
+                    .raft
+                    .election_timeout()
+                    .min(self.blocked_election_timeout().saturating_sub(1));
                 self.raw.raft.election_elapsed = self.raw.raft.election_elapsed.min(cap);
             }
             self.pin_election_timeout();
@@ -1108,17 +1111,24 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     /// timeout raft-rs allows instead, which the capped election clock of step 2 never reaches.
     fn pin_election_timeout(&mut self) {
         let key = (self.raw.raft.term, self.raw.raft.state);
-        let min = self.config.election_ticks;
         if self.election_key != Some(key) {
             self.election_key = Some(key);
+            let min = self.config.election_ticks;
             self.election_timeout = self.election_rng.random_range(min..2 * min);
         }
         let timeout = if self.raw.raft.state != StateRole::Leader && self.campaign_blocked() {
-            2 * min - 1
+            self.blocked_election_timeout()
         } else {
             self.election_timeout
         };
         self.raw.raft.set_randomized_election_timeout(timeout);
+    }
+
+    /// The randomized election timeout pinned while this member may not campaign: the longest
+    /// raft-rs allows (`2 × election_ticks − 1`), so that the election clock, held below it at
+    /// the election timeout in step 2, never reaches it.
+    fn blocked_election_timeout(&self) -> usize {
+        2 * self.config.election_ticks - 1
     }
 
     /// Whether this member may not campaign: its clock is fenced ([`Node::is_fenced`]), or,
@@ -1676,20 +1686,15 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         }
         if self.raw.raft.state == StateRole::Leader {
             let term = self.raw.raft.term;
-            // The majority asked for is of the incoming voters (as for the peer clock checks).
-            let voters: Vec<u64> = self.raw.raft.prs().conf().to_conf_state().voters;
-            if cluster.suspended_this_term() {
-                // Its reference stopped while the machine was suspended: it gives no reading
-                // for the rest of this term, so it steps down and lets another be elected.
-                tracing::warn!(
-                    node = self.config.id,
-                    term,
-                    "stepping down: the cluster clock's oscillator stopped (a suspend)"
-                );
-                self.raw.raft.become_follower(term, raft::INVALID_ID);
-                return;
-            }
-            if let Some((why, accusers)) = cluster.convict(&voters) {
+            // Its reference stopped while the machine was suspended (it gives no reading for the
+            // rest of this term), or it is convicted and its handover did not happen (or raft-rs
+            // gave it up after an election timeout): it steps down, and an election chooses.
+            let step_down = if cluster.suspended_this_term() {
+                Some("the cluster clock's oscillator stopped (a suspend)")
+            } else if let Some((why, accusers)) =
+                // The majority asked for is of the incoming voters (as for the peer clock checks).
+                cluster.convict(|| self.raw.raft.prs().conf().to_conf_state().voters)
+            {
                 // Convicted: no reading until it rejoins, so it hands leadership to the most
                 // caught-up accuser (whose oscillator is the honest one) at once, rather than
                 // letting an election timeout pass.
@@ -1706,15 +1711,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     self.raw.transfer_leader(to);
                 }
                 return;
-            }
-            if cluster.convicted() && self.raw.raft.lead_transferee.is_none() {
-                // The handover did not happen (or raft-rs gave it up after an election
-                // timeout): step down, and let an election choose.
-                tracing::warn!(
-                    node = self.config.id,
-                    term,
-                    "stepping down: convicted by the cluster clock and no handover under way"
-                );
+            } else if cluster.convicted() && self.raw.raft.lead_transferee.is_none() {
+                Some("convicted by the cluster clock and no handover under way")
+            } else {
+                None
+            };
+            if let Some(why) = step_down {
+                tracing::warn!(node = self.config.id, term, "stepping down: {why}");
                 self.raw.raft.become_follower(term, raft::INVALID_ID);
                 return;
             }

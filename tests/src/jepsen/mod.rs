@@ -277,9 +277,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<RunSummary> {
         );
     }
     if opts.cluster_clock.is_none() && opts.nemeses.iter().any(|n| n == "clock-oscillator-break") {
-        bail!(
-            "clock-oscillator-break breaks the cluster clock's assumption: run it with --clock cluster:RHO"
-        );
+        bail!(nemesis::OSCILLATOR_BREAK_NEEDS_CLUSTER_CLOCK);
     }
     if opts.drift_experiment.is_some()
         && let Some(n) = opts.nemeses.iter().find(|n| needs_clocks(n))

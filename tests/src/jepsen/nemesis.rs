@@ -77,6 +77,10 @@ pub const UNSAFE_NEMESES: &[&str] = &["clock-oscillator-break"];
 /// oscillator library): the nodes then run with it preloaded (see [`super::clock`]).
 pub const DRIFTING_NEMESES: &[&str] = &["clock-drift", "clock-oscillator-break"];
 
+/// Why `clock-oscillator-break` refuses to run on per-node clocks.
+pub const OSCILLATOR_BREAK_NEEDS_CLUSTER_CLOCK: &str =
+    "clock-oscillator-break breaks the cluster clock's assumption: run it with --clock cluster:RHO";
+
 /// Whether `name` needs the clock harness (libfaketime and per-node segments).
 pub fn needs_clocks(name: &str) -> bool {
     name.starts_with("clock") || name.starts_with("leap")
@@ -543,9 +547,7 @@ impl Nemesis {
     /// repair its fence lifted (up to 10 s).
     async fn break_oscillator(&mut self, hold: Duration) -> anyhow::Result<String> {
         if !self.cluster_clock {
-            bail!(
-                "clock-oscillator-break breaks the cluster clock's assumption: run it with --clock cluster:RHO"
-            );
+            bail!(OSCILLATOR_BREAK_NEEDS_CLUSTER_CLOCK);
         }
         let clocks = self.clocks()?;
         let x = self.leader().await.ok_or_else(|| anyhow!("no leader"))?;
@@ -584,12 +586,15 @@ impl Nemesis {
         ))
     }
 
+    /// Where node `id` serves `/metrics`.
+    fn metrics_address(&self, id: u64) -> Option<String> {
+        let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        Some(cluster.nodes.iter().find(|n| n.id == id)?.metrics.clone())
+    }
+
     /// Whether node `id`'s `/metrics` says its clock is fenced (`None` if the scrape failed).
     async fn fenced(&self, id: u64) -> Option<bool> {
-        let address = {
-            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            cluster.nodes.iter().find(|n| n.id == id)?.metrics.clone()
-        };
+        let address = self.metrics_address(id)?;
         tokio::task::spawn_blocking(move || {
             let page = crate::scrape_metrics(&address).ok()?;
             Some(crate::metric_value(&page, "boundkv_clock_fenced")? > 0.5)
@@ -602,10 +607,7 @@ impl Nemesis {
     /// Node `id`'s wall and monotonic clocks as its `/metrics` shows them, against the runner's
     /// clock at the scrape's midpoint: the best (shortest) of three scrapes.
     async fn clock_sample(&self, id: u64) -> Option<ClockSample> {
-        let address = {
-            let cluster = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            cluster.nodes.iter().find(|n| n.id == id)?.metrics.clone()
-        };
+        let address = self.metrics_address(id)?;
         tokio::task::spawn_blocking(move || {
             let mut best: Option<(Duration, ClockSample)> = None;
             for _ in 0..3 {
