@@ -783,6 +783,13 @@ impl SimulatedCluster {
         self.references.violations.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Under the cluster clock: every term's reference as its leader started it (term, leader,
+    /// `R` at the start), in term order.
+    pub fn cluster_clock_starts(&self) -> Vec<(u64, u64, Timestamp)> {
+        let by_term = self.references.by_term.lock().unwrap_or_else(|e| e.into_inner());
+        by_term.iter().map(|(&term, &(leader, r))| (term, leader, r.base)).collect()
+    }
+
     /// Commits refused anywhere, in any incarnation, because they broke a closed timestamp's
     /// promise (see `ReplicaShared::broken_promises`).
     pub fn broken_promises(&self) -> u64 {

@@ -23,7 +23,7 @@
 //! | [`Scenario::SmallClockLie`] | every clock's bound is set to ε (6–10 ms) but one other node R's, to ε_R (2–3 ms); node V restarts with its clock off by ε + δ, δ from ε_R + 1.2 ms to min(2.8 ε_R, 0.9 ε) (too little for the peer checks to see: nobody is fenced); R acknowledges a write and V reads it; V leads, acknowledges a write and R reads it; each step must run | no read misses a write acknowledged before it began (V's readings are widened to what its peers verify) |
 //! | [`Scenario::ReadFloor`] | follower F's bound widens to 200–300 ms; F reads at `ReadAt::Latest` while the leader commits and acknowledges `w`, and returns `w`; F's source then claims 50 µs around a time 75–100 % of the old bound in the past, which the step guard lets through | a second read at F, sent at once, returns `w` (the floor of timestamps F served holds it up); the register and timestamp checkers judge the scenario's own history too |
 //! | [`Scenario::LeaseClockStep`] | leader A's clock source steps forward 4–6 s (its step guard holds A's readings) while A renews its lease; A is paused; B is elected and acknowledges `2`; a read sent to A runs as A resumes, before its Raft loop | the read returns `2` or an error, never `1` (a lease measured on the raw source would outlive the true one by the step) |
-//! | [`Scenario::ClusterRestart`] (drawn only under the cluster clock, and then alone) | a write is acknowledged; every node's system clock steps back 5–60 s (a fleet restarted before NTP corrected its clocks, or a fleet-wide NTP step); every node loses power and restarts, so no member has an estimate of the old reference; a new leader acknowledges a second write | the second write's timestamp lies above the first's (the new leader starts `R` above the horizon its log holds, not from its system clock) |
+//! | [`Scenario::ClusterRestart`] (drawn only under the cluster clock, and then alone) | a write is acknowledged; every node's system clock steps back 5–60 s (a fleet restarted before NTP corrected its clocks, or a fleet-wide NTP step); every node loses power and restarts, so no member has an estimate of the old reference; a new leader acknowledges a second write | a leader acknowledges the second write within 10 s, its timestamp lies above the first's, and every reference started after the restart starts above the first (the new leader starts `R` above the horizon its log holds, not from its system clock) |
 //! | [`Scenario::ClusterBadOscillator`] (drawn only under the cluster clock) | leader X's oscillator starts running 25–100 × `RHO` fast or slow (beyond the one assumption); nobody reads or writes while X leads on it | within 10 s X is convicted and no longer leads; another leader acknowledges a write and every other node serves it; X refuses leadership offered for 3 s, and after the new leader crashes another node than X is elected within 10 s; once X's oscillator is back within `RHO`, its conviction lifts within 10 s |
 //! | [`Scenario::LeapSecond`] (not drawn: it moves the run's epoch to a UTC midnight; run it by name) | every kernel announces a leap second; a write is acknowledged just before midnight; at midnight every clock steps back 1 s; a write is acknowledged at once, and every node is asked for it at `ReadAt::Latest`; writes and reads go on for seconds | every read sees every write acknowledged before it; no node holds over, none is fenced, every commit after the leap is acknowledged (the step guards absorb the announced step) |
 //!
@@ -903,14 +903,16 @@ async fn latest_at(cluster: &Arc<SimulatedCluster>, id: u64, key: &Bytes) -> Opt
 
 /// A write is acknowledged; every system clock steps back 5–60 s (more than a lease and the downtime, which the new leader's wait would otherwise absorb); every node loses power and
 /// restarts (no member keeps an estimate of the old reference); a new leader acknowledges a
-/// second write. The second must get the higher timestamp: a new leader that started `R` from
-/// its system clock, not above the horizon its log holds, would give it a lower one, and reads
-/// at it would miss the first write.
+/// second write. The second must get the higher timestamp, and every reference started after the
+/// restart must start above the first: a new leader that started `R` from its system clock, not
+/// above the horizon its log holds, would start it lower (the nodes' high-water marks may then
+/// stall its writes rather than let them go back, so the start itself is checked).
 async fn cluster_restart(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> Option<Vec<String>> {
     let key = Bytes::from_static(b"scenario/cluster-restart");
     let a = active_leader(cluster, None).await?;
     let first = commit_at(&cluster.running(a)?, &write(TxnId(rng.random()), &key, "1")).await?;
     let back = rng.random_range(5_000_000_000..60_000_000_000i64);
+    let last_term = cluster.cluster_clock_starts().last().map_or(0, |&(term, _, _)| term);
     for id in cluster.node_ids() {
         cluster.clock(id).step_nanos(-back);
         cluster.crash(id);
@@ -922,14 +924,39 @@ async fn cluster_restart(cluster: &Arc<SimulatedCluster>, rng: &mut StdRng) -> O
     for id in cluster.node_ids() {
         cluster.restart(id);
     }
-    let b = active_leader(cluster, None).await?;
-    let second = commit_at(&cluster.running(b)?, &write(TxnId(rng.random()), &key, "2")).await?;
+    // Every node restarted on its disk, with no fault left: a leader must take over and
+    // acknowledge a write within `STEP`. (A new leader whose reference went back behind what the
+    // nodes issued before is held back by their high-water marks: it stalls, it does not go
+    // back, and the stall is what shows.)
     let mut problems = Vec::new();
-    if second <= first {
-        problems.push(format!(
+    let second = match active_leader(cluster, None).await {
+        Some(b) => match cluster.running(b) {
+            Some(r) => {
+                commit_at(&r, &write(TxnId(rng.random()), &key, "2")).await.map(|ts| (b, ts))
+            }
+            None => None,
+        },
+        None => None,
+    };
+    match second {
+        Some((b, second)) if second <= first => problems.push(format!(
             "after a full restart n{b} acknowledged a write at {second}, at or below one \
              acknowledged before the restart at {first}"
-        ));
+        )),
+        Some(_) => {}
+        None => problems.push(format!(
+            "no write acknowledged within {STEP:?} of a leader after a full restart"
+        )),
+    }
+    // Whether or not a write got through: every reference started after the restart starts
+    // above the write acknowledged before it (the reference goes forward across terms).
+    for (term, leader, start) in cluster.cluster_clock_starts() {
+        if term > last_term && start <= first {
+            problems.push(format!(
+                "after a full restart n{leader} started term {term}'s reference at {start}, at or \
+                 below a write acknowledged before the restart at {first}"
+            ));
+        }
     }
     for id in cluster.node_ids() {
         cluster.clock(id).step_nanos(back);
