@@ -103,7 +103,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use boundkv_clockbound::ClockReading;
+use boundkv_clockbound::{ClockReading, Timestamp};
 
 use crate::verified_clock::{Frame, FrameClaim, covered_hull};
 
@@ -197,6 +197,35 @@ pub enum ClockMessage {
         /// every other clock source.
         leads: Option<u64>,
     },
+    /// The closed timestamp side transport (see `boundkv_txn`'s replica docs): not a clock
+    /// check, but time-critical traffic that must not wait behind a log write either, so it
+    /// rides the same frames and is handed to the handler a member registered
+    /// ([`crate::node::NodeHandle::on_closed_timestamps`]) the moment it arrives.
+    ///
+    /// A leader's promise: no commit at or below `closed` will ever apply after the entry at
+    /// `applied` (every commit at or below it is applied at or before that index).
+    Closed {
+        /// The term the sender leads.
+        term: u64,
+        /// The closed timestamp.
+        closed: Timestamp,
+        /// The sender's applied index when it closed `closed` (a committed index).
+        applied: u64,
+    },
+    /// A member asks the leader to close at least `ts` (a follower read waits on it); the
+    /// answer is a [`ClockMessage::Closed`].
+    CloseRequest {
+        /// The timestamp the member wants closed.
+        ts: Timestamp,
+    },
+}
+
+impl ClockMessage {
+    /// Whether this message belongs to the closed timestamp side transport rather than to the
+    /// clock checks.
+    pub fn is_closed_timestamps(&self) -> bool {
+        matches!(self, ClockMessage::Closed { .. } | ClockMessage::CloseRequest { .. })
+    }
 }
 
 /// What one member measured of another, from its latest answer.

@@ -1246,7 +1246,7 @@ mod tests {
     fn probe_id(frame: &ClockFrame) -> u64 {
         match frame.message {
             ClockMessage::Probe { probe, .. } => probe,
-            ClockMessage::Reply { .. } => panic!("a probe"),
+            _ => panic!("a probe"),
         }
     }
 

@@ -111,7 +111,9 @@ use crate::clock_check::{
 };
 use crate::cluster_clock::{ClusterClock, HORIZON_KEY, horizon_context, horizon_of};
 use crate::log_store::{LogStoreError, RaftLogStore, SnapshotSource};
-use crate::transport::{ClockResponder, Deliverer, PeerInput, Reporter, Transport};
+use crate::transport::{
+    ClockResponder, ClosedTimestampsInbox, Deliverer, PeerInput, Reporter, Transport,
+};
 use crate::verified_clock::{Frame, FramedReader, PeerVerifiedClock, VerifiedRange};
 
 /// Settings of a [`Node`].
@@ -439,6 +441,8 @@ pub struct NodeHandle<O> {
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
     clock: Arc<dyn Clock>,
     clock_responder: Option<Arc<ClockResponder>>,
+    closed_timestamps: ClosedTimestampsInbox,
+    transport: Arc<dyn Transport>,
 }
 
 impl<O> Clone for NodeHandle<O> {
@@ -452,6 +456,8 @@ impl<O> Clone for NodeHandle<O> {
             thread: self.thread.clone(),
             clock: self.clock.clone(),
             clock_responder: self.clock_responder.clone(),
+            closed_timestamps: self.closed_timestamps.clone(),
+            transport: self.transport.clone(),
         }
     }
 }
@@ -496,7 +502,26 @@ impl<O: Send + 'static> NodeHandle<O> {
 
     /// What a transport's receiving side delivers inbound messages through.
     pub fn deliverer(&self) -> Deliverer {
-        Deliverer::new(self.inbox.peer_sender(), self.clock_responder.clone())
+        Deliverer::new(
+            self.inbox.peer_sender(),
+            self.clock_responder.clone(),
+            self.closed_timestamps.clone(),
+        )
+    }
+
+    /// Sets where this member's inbound closed timestamp frames go ([`ClockMessage::Closed`],
+    /// [`ClockMessage::CloseRequest`]): the transaction layer's side transport. Called once;
+    /// a later call is ignored. `handler` runs on the transport's task or thread, the moment a
+    /// frame arrives: it must not block.
+    pub fn on_closed_timestamps(&self, handler: impl Fn(ClockFrame) + Send + Sync + 'static) {
+        let _ = self.closed_timestamps.set(Box::new(handler));
+    }
+
+    /// Sends a closed timestamp frame to `frame.to`, fire-and-forget, on the transport the clock
+    /// checks use (it may be lost, delayed or reordered like any of them).
+    pub fn send_closed_timestamps(&self, frame: ClockFrame) {
+        debug_assert!(frame.message.is_closed_timestamps());
+        self.transport.send_clock(frame);
     }
 
     /// Proposes `data`; resolves with the state machine's output for it once applied here.
@@ -949,6 +974,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             thread: Arc::new(std::sync::Mutex::new(None)),
             clock: verified_clock,
             clock_responder,
+            closed_timestamps: Arc::default(),
+            transport: node.transport.clone(),
         };
         Ok((node, handle))
     }
@@ -1205,6 +1232,8 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                     self.clock_answers = true;
                 }
             }
+            // Handed to the transaction layer by the deliverer, never queued here.
+            ClockMessage::Closed { .. } | ClockMessage::CloseRequest { .. } => {}
         }
     }
 
@@ -1876,7 +1905,38 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
                 None => {}
             }
         }
+        if let Some(last) = entries.last() {
+            self.drop_orphaned_proposals(last.index, last.term);
+        }
         Ok(())
+    }
+
+    /// An entry of term `term` committed at `index`: a proposal of an earlier term at a higher
+    /// index can never commit (every later leader's log holds this entry, and a log's terms
+    /// only grow along it), so it fails as [`ProposeError::Dropped`] now. Without this, such a
+    /// proposal (made by a leader deposed before its entry spread, beyond the new leader's log)
+    /// would wait until the log grew that far, which on an idle cluster is never; and a pending
+    /// commit holds its leader's safe time, and so every closed timestamp, below it.
+    fn drop_orphaned_proposals(&mut self, index: u64, term: u64) {
+        let orphans: Vec<u64> = self
+            .proposal_index
+            .range(index + 1..)
+            .filter(|(_, id)| self.proposals.get(id).is_some_and(|p| p.term < term))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in orphans {
+            if let Some(id) = self.proposal_index.remove(&i)
+                && let Some(p) = self.proposals.remove(&id)
+            {
+                tracing::debug!(
+                    node = self.config.id,
+                    index = i,
+                    term = p.term,
+                    "proposal orphaned by a later term's commit"
+                );
+                p.respond.fail(ProposeError::Dropped);
+            }
+        }
     }
 
     fn apply_conf_change(&mut self, e: Entry) -> Result<(), NodeError> {

@@ -1021,7 +1021,7 @@ impl TestEndpoint {
 
     /// Delivers into this endpoint.
     pub fn deliverer(&self) -> crate::transport::Deliverer {
-        crate::transport::Deliverer::new(self.tx.clone(), None)
+        crate::transport::Deliverer::new(self.tx.clone(), None, Default::default())
     }
 
     /// Reports into this endpoint.

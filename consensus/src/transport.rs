@@ -80,18 +80,31 @@ pub struct ClockResponder {
 /// `false` once the node has stopped. It erases the channel's type, not the values sent.
 pub(crate) type PeerSender = Arc<dyn Fn(PeerInput) -> bool + Send + Sync>;
 
+/// Where a member's closed timestamp frames go ([`ClockMessage::Closed`],
+/// [`ClockMessage::CloseRequest`]): a handler the transaction layer sets once, through
+/// [`crate::node::NodeHandle::on_closed_timestamps`]. Until it is set they are dropped (the
+/// sender sends again). It runs on the transport's task or thread: it must not block.
+pub(crate) type ClosedTimestampsInbox =
+    Arc<std::sync::OnceLock<Box<dyn Fn(ClockFrame) + Send + Sync>>>;
+
 /// Hands inbound messages to a node: what a transport's receiving side holds. Cheap to clone;
 /// never blocks. A node hands it out ([`crate::node::NodeHandle::deliverer`]).
 #[derive(Clone)]
 pub struct Deliverer {
     send: PeerSender,
     clock: Option<Arc<ClockResponder>>,
+    closed: ClosedTimestampsInbox,
 }
 
 impl Deliverer {
-    /// Delivers through `send`; with `clock`, answers probes and stamps answers itself.
-    pub(crate) fn new(send: PeerSender, clock: Option<Arc<ClockResponder>>) -> Self {
-        Deliverer { send, clock }
+    /// Delivers through `send`; with `clock`, answers probes and stamps answers itself; hands
+    /// closed timestamp frames to `closed`.
+    pub(crate) fn new(
+        send: PeerSender,
+        clock: Option<Arc<ClockResponder>>,
+        closed: ClosedTimestampsInbox,
+    ) -> Self {
+        Deliverer { send, clock, closed }
     }
 
     /// Delivers `msg` to the node. Returns `false` if the node has stopped.
@@ -104,7 +117,16 @@ impl Deliverer {
     /// Under the cluster clock, the clock answers probes itself, and takes the answers to its own
     /// probes (marked by [`CLUSTER_PROBE_BIT`]) the moment they arrive, not behind a turn.
     /// Returns `false` if the node has stopped.
+    ///
+    /// Closed timestamp frames go straight to the handler the transaction layer set (they must
+    /// not wait for the node's turn, which may be behind a log write's `fdatasync`).
     pub fn deliver_clock(&self, frame: ClockFrame) -> bool {
+        if frame.message.is_closed_timestamps() {
+            if let Some(handler) = self.closed.get() {
+                handler(frame);
+            }
+            return true;
+        }
         let Some(clock) = &self.clock else {
             return (self.send)(PeerInput::Clock(Box::new(frame), None));
         };

@@ -134,6 +134,9 @@
 //! done on a quiet cluster like any other.
 //!
 //! Version 3 added `leads` to a clock answer (the cluster clock, `--clock cluster:RHO`).
+//! Version 4 added `contradicts` to a probe (the cluster clock's fencing). Version 5 added the
+//! closed timestamp side transport to the clock frames (`ClockMessage::Closed`,
+//! `ClockMessage::CloseRequest`): a leader's closed timestamps no longer travel in the log.
 //!
 //! # Queueing and loss
 //!
@@ -255,7 +258,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 /// The peer protocol version this module speaks, carried in every [`PeerFrame::Hello`].
-pub const PEER_PROTOCOL_VERSION: u16 = 4;
+pub const PEER_PROTOCOL_VERSION: u16 = 5;
 
 /// The length of the length prefix in front of every frame, in bytes.
 pub const LENGTH_PREFIX_LEN: usize = 4;

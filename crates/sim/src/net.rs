@@ -174,6 +174,20 @@ impl fmt::Display for Summary<'_> {
                 let (kind, probe) = match c.message {
                     ClockMessage::Probe { probe, .. } => ("ClockProbe", probe),
                     ClockMessage::Reply { probe, .. } => ("ClockReply", probe),
+                    ClockMessage::Closed { term, closed, applied } => {
+                        return write!(
+                            f,
+                            "net #{} {}->{} Closed t{term} {closed} i{applied}",
+                            self.id, self.from, c.to
+                        );
+                    }
+                    ClockMessage::CloseRequest { ts } => {
+                        return write!(
+                            f,
+                            "net #{} {}->{} CloseRequest {ts}",
+                            self.id, self.from, c.to
+                        );
+                    }
                 };
                 return write!(f, "net #{} {}->{} {kind} p{probe}", self.id, self.from, c.to);
             }

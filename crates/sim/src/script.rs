@@ -66,6 +66,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use boundkv_clockbound::{SimClock, Timestamp};
+use boundkv_consensus::clock_check::{ClockFrame, ClockMessage};
 use boundkv_consensus::node::{NodeConfig, Role};
 use boundkv_consensus::raft::prelude::{EntryType, Message, MessageType};
 use boundkv_consensus::transport::{Deliverer, Reporter, Transport};
@@ -236,10 +237,35 @@ impl Net {
     }
 }
 
-/// A message on its way.
-struct Held {
-    msg: Message,
-    reporter: Reporter,
+/// A message on its way: Raft's, or the closed timestamp side transport's.
+enum Held {
+    Raft { msg: Message, reporter: Reporter },
+    Closed(ClockFrame),
+}
+
+impl Held {
+    /// (from, to).
+    fn ends(&self) -> (u64, u64) {
+        match self {
+            Held::Raft { msg, .. } => (msg.from, msg.to),
+            Held::Closed(f) => (f.from, f.to),
+        }
+    }
+
+    fn text(&self, origin: Timestamp) -> String {
+        match self {
+            Held::Raft { msg, .. } => fmt_msg(msg, origin),
+            Held::Closed(f) => fmt_closed(f, origin),
+        }
+    }
+
+    /// Tells the sender it was lost (Raft's transport contract; a closed timestamp frame is
+    /// simply lost).
+    fn report_lost(&self) {
+        if let Held::Raft { msg, reporter } = self {
+            report_dropped(msg, reporter);
+        }
+    }
 }
 
 fn lock(net: &Mutex<Net>) -> MutexGuard<'_, Net> {
@@ -264,12 +290,25 @@ impl Transport for HeldTransport {
             report_dropped(&msg, reporter);
             return;
         }
-        net.queue.push_back(Held { msg, reporter: reporter.clone() });
+        net.queue.push_back(Held::Raft { msg, reporter: reporter.clone() });
     }
 
     /// The scripts run without peer clock checks (`NodeConfig::clock_checks` is `None`), so
-    /// that their transcripts show Raft only: nothing is ever sent here.
-    fn send_clock(&self, _frame: boundkv_consensus::clock_check::ClockFrame) {}
+    /// only the closed timestamp side transport sends here: held like a Raft message.
+    fn send_clock(&self, frame: ClockFrame) {
+        if !frame.message.is_closed_timestamps() {
+            return;
+        }
+        let mut net = lock(&self.net);
+        if net.cut.contains(&(self.id, frame.to)) {
+            if net.show {
+                let text = format!("{} ✗ partitioned", fmt_closed(&frame, net.origin));
+                net.line(text);
+            }
+            return;
+        }
+        net.queue.push_back(Held::Closed(frame));
+    }
 }
 
 fn report_dropped(msg: &Message, reporter: &Reporter) {
@@ -399,8 +438,9 @@ impl Cluster {
                 let from = args.take_key("from").map(str::parse::<u64>).transpose()?;
                 let to = args.take_key("to").map(str::parse::<u64>).transpose()?;
                 args.reject_next()?;
-                let matches =
-                    |m: &Message| from.is_none_or(|f| m.from == f) && to.is_none_or(|t| m.to == t);
+                let matches = |(f, t): (u64, u64)| {
+                    from.is_none_or(|from| f == from) && to.is_none_or(|to| t == to)
+                };
                 if name == "deliver" {
                     self.deliver(matches);
                 } else {
@@ -423,8 +463,7 @@ impl Cluster {
             "pending" => {
                 args.reject_next()?;
                 let mut net = lock(&self.net);
-                let lines: Vec<String> =
-                    net.queue.iter().map(|h| fmt_msg(&h.msg, self.origin)).collect();
+                let lines: Vec<String> = net.queue.iter().map(|h| h.text(self.origin)).collect();
                 if lines.is_empty() {
                     net.line("no messages queued");
                 }
@@ -645,14 +684,14 @@ impl Cluster {
     }
 
     /// Delivers the messages queued now that `matches` selects; returns how many.
-    fn deliver(&mut self, matches: impl Fn(&Message) -> bool) -> usize {
+    fn deliver(&mut self, matches: impl Fn((u64, u64)) -> bool) -> usize {
         let batch = self.take_queued(matches);
         let count = batch.len();
         for h in batch {
-            let (from, to) = (h.msg.from, h.msg.to);
+            let (from, to) = h.ends();
             let target = self.nodes.get(&to).and_then(|n| n.live.as_ref().map(|l| &l.deliverer));
             let mut net = lock(&self.net);
-            let text = fmt_msg(&h.msg, self.origin);
+            let text = h.text(self.origin);
             let why = if net.cut.contains(&(from, to)) {
                 Some("partitioned")
             } else if target.is_none() {
@@ -666,19 +705,25 @@ impl Cluster {
                         net.line(format!("{text} ✗ {why}"));
                     }
                     drop(net);
-                    report_dropped(&h.msg, &h.reporter);
+                    h.report_lost();
                 }
                 None => {
                     if net.show {
                         net.line(text);
                     }
                     drop(net);
-                    let snapshot = h.msg.get_msg_type() == MessageType::MsgSnapshot;
-                    if let Some(d) = target {
-                        d.deliver(h.msg);
-                    }
-                    if snapshot {
-                        h.reporter.snapshot(to, true);
+                    let Some(d) = target else { continue };
+                    match h {
+                        Held::Raft { msg, reporter } => {
+                            let snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+                            d.deliver(msg);
+                            if snapshot {
+                                reporter.snapshot(to, true);
+                            }
+                        }
+                        Held::Closed(frame) => {
+                            d.deliver_clock(frame);
+                        }
                     }
                 }
             }
@@ -686,18 +731,18 @@ impl Cluster {
         count
     }
 
-    fn drop_queued(&mut self, matches: impl Fn(&Message) -> bool) {
+    fn drop_queued(&mut self, matches: impl Fn((u64, u64)) -> bool) {
         for h in self.take_queued(matches) {
-            let text = format!("{} ✗ dropped", fmt_msg(&h.msg, self.origin));
+            let text = format!("{} ✗ dropped", h.text(self.origin));
             lock(&self.net).line(text);
-            report_dropped(&h.msg, &h.reporter);
+            h.report_lost();
         }
     }
 
-    fn take_queued(&mut self, matches: impl Fn(&Message) -> bool) -> Vec<Held> {
+    fn take_queued(&mut self, matches: impl Fn((u64, u64)) -> bool) -> Vec<Held> {
         let mut net = lock(&self.net);
         let (take, keep): (Vec<Held>, Vec<Held>) =
-            std::mem::take(&mut net.queue).into_iter().partition(|h| matches(&h.msg));
+            std::mem::take(&mut net.queue).into_iter().partition(|h| matches(h.ends()));
         net.queue = keep.into();
         take
     }
@@ -976,6 +1021,24 @@ fn rel_text(text: &str, origin: Timestamp) -> String {
 }
 
 /// A Raft message, readably: `n1→n2 MsgAppend term=2 prev=5@2 commit=5 entries=[6@2 Close(+0.8s)]`.
+/// A closed timestamp frame for the transcript: `n1→n2 Closed term=2 +1.201s applied=4`.
+fn fmt_closed(f: &ClockFrame, origin: Timestamp) -> String {
+    match &f.message {
+        ClockMessage::Closed { term, closed, applied } => {
+            format!(
+                "n{}→n{} Closed term={term} {} applied={applied}",
+                f.from,
+                f.to,
+                rel(*closed, origin)
+            )
+        }
+        ClockMessage::CloseRequest { ts } => {
+            format!("n{}→n{} CloseRequest {}", f.from, f.to, rel(*ts, origin))
+        }
+        other => format!("n{}→n{} {other:?}", f.from, f.to),
+    }
+}
+
 fn fmt_msg(m: &Message, origin: Timestamp) -> String {
     let t = m.get_msg_type();
     let mut s = format!("n{}→n{} {:?} term={}", m.from, m.to, t, m.term);

@@ -2,8 +2,7 @@
 //! leader's term, closing timestamps, raising the GC horizon, collecting garbage, and stopping
 //! the Raft member when the transaction layer hits a fatal error.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -114,8 +113,8 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 
-    /// While this node is an active leader: proposes a closed timestamp every `close_interval`
-    /// (one at a time).
+    /// While this node is an active leader: sends a closed timestamp to every other member
+    /// every `close_interval` (see the `closed` module; nothing is written).
     pub(super) async fn close_timestamps(
         this: std::sync::Weak<Self>,
         mut stopping: watch::Receiver<bool>,
@@ -125,7 +124,6 @@ impl<E: Engine> Replica<E> {
         };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let in_flight = Arc::new(AtomicBool::new(false));
         let mut clock_reported = false;
         loop {
             tokio::select! {
@@ -135,26 +133,21 @@ impl<E: Engine> Replica<E> {
             }
             let Some(replica) = this.upgrade() else { return };
             replica.report_clock(&mut clock_reported);
-            if in_flight.load(Ordering::Acquire) || !replica.lease_valid() {
+            if !replica.lease_valid() {
                 continue;
             }
-            let Ok(ts) = replica.txn.close_timestamp().await else {
-                continue;
-            };
-            in_flight.store(true, Ordering::Release);
-            let done = in_flight.clone();
-            replica.node.propose_then(Command::Close(ts).encode(), move |_| {
-                done.store(false, Ordering::Release);
-            });
+            let members: Vec<u64> = replica.shared.members().into_keys().collect();
+            replica.send_closed(&members).await;
         }
     }
 }
 
 impl<E: Engine + 'static> Replica<E> {
     /// While this node is an active leader: every `gc_interval`, proposes `Gc(h)` with
-    /// `h = min(now().earliest - gc_retention, the closed timestamp applied, the oldest read in
-    /// use here)`, when that is above the current horizon. The closed timestamp keeps every later
-    /// commit above `h` (see the `command` module).
+    /// `h = min(now().earliest - gc_retention, its safe time, the oldest read in use here)`, when
+    /// that is above the current horizon. The safe time keeps every later commit above `h`: it
+    /// lies below every pending commit and at or below the floor every later one exceeds (see
+    /// the `command` module).
     pub(super) async fn raise_gc_horizon(
         this: std::sync::Weak<Self>,
         mut stopping: watch::Receiver<bool>,
@@ -177,8 +170,7 @@ impl<E: Engine + 'static> Replica<E> {
                 continue;
             }
             let Some(reading) = replica.usable_now() else { continue };
-            let mut horizon =
-                reading.earliest().saturating_sub(retention).min(replica.shared.closed());
+            let mut horizon = reading.earliest().saturating_sub(retention).min(replica.safe_time());
             if let Some(oldest) = replica.txn.oldest_active_read() {
                 horizon = horizon.min(oldest);
             }

@@ -6,13 +6,20 @@
 //! timestamp therefore always agree, and re-applying the entries after the applied index
 //! rewrites the same versions (deterministic, idempotent).
 //!
-//! What a replica learns from the log and the rest of the node needs (the closed timestamp that
-//! gates follower reads, the highest timestamp a new leader must exceed, the members and their
-//! addresses) is mirrored in [`ReplicaShared`], updated only after the batch is written.
+//! What a replica learns from the log and the rest of the node needs (the highest timestamp a
+//! new leader must exceed, the members and their addresses, the applied index that releases the
+//! leader's closed timestamps) is mirrored in [`ReplicaShared`], updated only after the batch is
+//! written.
+//!
+//! Closed timestamps no longer travel in the log (see the `closed` module): a replica learns
+//! them from the leader's side transport and holds each until it has applied the index it names
+//! ([`ReplicaShared::offer_closed`]). `Close` entries of older logs still apply as they did: they
+//! raise the *log's* closed timestamp, which refuses, the same way on every replica, a later
+//! commit at or below it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use raft::prelude::{ConfChangeType, ConfChangeV2, ConfState};
 use tokio::sync::watch;
@@ -54,7 +61,14 @@ pub enum ApplyOutput {
 /// What the rest of a replica reads of the state machine.
 pub struct ReplicaShared {
     applied: AtomicU64,
+    /// The closed timestamp reads here may use: the highest of the log's and of the leader's
+    /// side-transport closes whose index is applied. Never moves back.
     closed: watch::Sender<Timestamp>,
+    /// The highest `Close` entry applied (older logs only): the deterministic refusal's bound.
+    log_closed: AtomicU64,
+    /// Side-transport closes waiting for their index to be applied here: index → the highest
+    /// closed timestamp that waits for it.
+    waiting_closes: Mutex<BTreeMap<u64, Timestamp>>,
     gc_horizon: watch::Sender<Timestamp>,
     max_log_ts: AtomicU64,
     members: RwLock<BTreeMap<u64, Member>>,
@@ -66,6 +80,8 @@ impl ReplicaShared {
         let shared = Arc::new(ReplicaShared {
             applied: AtomicU64::new(0),
             closed: watch::Sender::new(Timestamp::ZERO),
+            log_closed: AtomicU64::new(0),
+            waiting_closes: Mutex::new(BTreeMap::new()),
             gc_horizon: watch::Sender::new(Timestamp::ZERO),
             max_log_ts: AtomicU64::new(0),
             members: RwLock::new(BTreeMap::new()),
@@ -81,8 +97,9 @@ impl ReplicaShared {
         };
         self.applied.store(u64_meta(APPLIED_INDEX)?, Ordering::Release);
         self.max_log_ts.store(u64_meta(meta::MAX_LOG_TS)?, Ordering::Release);
-        let closed = Timestamp::from_nanos(u64_meta(meta::CLOSED_TS)?);
-        self.closed.send_replace(closed);
+        let log_closed = u64_meta(meta::CLOSED_TS)?;
+        self.log_closed.store(log_closed, Ordering::Release);
+        self.raise_closed(Timestamp::from_nanos(log_closed));
         self.gc_horizon.send_replace(Timestamp::from_nanos(mvcc.gc_horizon()));
         let corrupt = |e: postcard::Error| StateMachineError::Corrupt {
             what: "the stored member list".into(),
@@ -102,7 +119,54 @@ impl ReplicaShared {
         };
         *self.members.write().unwrap_or_else(|e| e.into_inner()) =
             members.into_iter().map(|m| (m.id, m)).collect();
+        self.release_closes();
         Ok(())
+    }
+
+    /// Raises the closed timestamp reads here use (never lowers it).
+    fn raise_closed(&self, closed: Timestamp) {
+        self.closed.send_if_modified(|c| {
+            let raise = closed > *c;
+            if raise {
+                *c = closed;
+            }
+            raise
+        });
+    }
+
+    /// A leader's closed timestamp from the side transport: every commit at or below `closed`
+    /// is applied at or before index `applied`, so reads here may use it once this replica has
+    /// applied that index (at once if it has). See the `closed` module for why that is enough.
+    pub fn offer_closed(&self, closed: Timestamp, applied: u64) {
+        // Under the lock: `apply` stores the applied index *before* it releases what waits, so a
+        // close either sees the new index here or is found waiting there.
+        let mut waiting = self.waiting_closes.lock().unwrap_or_else(|e| e.into_inner());
+        if applied <= self.applied_index() {
+            drop(waiting);
+            self.raise_closed(closed);
+            return;
+        }
+        let slot = waiting.entry(applied).or_insert(closed);
+        *slot = (*slot).max(closed);
+        // A close waiting on a higher index for a lower timestamp is worthless.
+        let stale: Vec<u64> =
+            waiting.range(applied + 1..).filter(|(_, c)| **c <= closed).map(|(i, _)| *i).collect();
+        for i in stale {
+            waiting.remove(&i);
+        }
+    }
+
+    /// Raises the closed timestamp by every side-transport close whose index is now applied.
+    fn release_closes(&self) {
+        let applied = self.applied_index();
+        let released = {
+            let mut waiting = self.waiting_closes.lock().unwrap_or_else(|e| e.into_inner());
+            let later = waiting.split_off(&(applied + 1));
+            std::mem::replace(&mut *waiting, later).into_values().max()
+        };
+        if let Some(closed) = released {
+            self.raise_closed(closed);
+        }
     }
 
     /// The index of the last entry applied.
@@ -110,7 +174,7 @@ impl ReplicaShared {
         self.applied.load(Ordering::Acquire)
     }
 
-    /// The highest closed timestamp applied: reads at or below it are exact here.
+    /// The closed timestamp: reads at or below it are exact here.
     pub fn closed(&self) -> Timestamp {
         *self.closed.borrow()
     }
@@ -130,9 +194,10 @@ impl ReplicaShared {
         Timestamp::from_nanos(self.max_log_ts.load(Ordering::Acquire))
     }
 
-    /// How many commits this replica refused since it started because they came after a
-    /// closed timestamp at or above their own: a leader broke the promise a `Close` makes.
-    /// Always 0 unless the timestamp protocol has a bug (the simulator checks it).
+    /// How many commits this replica applied (or, after a `Close` entry, refused) since it
+    /// started although they came after a closed timestamp at or above their own: a leader broke
+    /// the promise a closed timestamp makes, and reads here may have missed them. Always 0
+    /// unless the timestamp protocol has a bug (the simulator checks it).
     pub fn broken_promises(&self) -> u64 {
         self.broken_promises.load(Ordering::Acquire)
     }
@@ -202,7 +267,10 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
         let mut commits: Vec<Commit> = Vec::new();
         // Transaction ids committed earlier in this batch, with their timestamps.
         let mut seen: BTreeMap<[u8; 16], u64> = BTreeMap::new();
-        let mut closed = self.shared.closed();
+        // The log's own closed timestamp (older logs' `Close` entries) decides refusals, the same
+        // way on every replica; the one reads here use (side-transport closes too) only detects.
+        let mut closed = Timestamp::from_nanos(self.shared.log_closed.load(Ordering::Acquire));
+        let served_closed = self.shared.closed();
         let mut max_ts = self.shared.max_log_ts();
         let old_horizon = Timestamp::from_nanos(self.mvcc.gc_horizon());
         let mut horizon = old_horizon;
@@ -267,8 +335,15 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
                         )));
                         continue;
                     }
-                    // Never the case for a leader's commit (the horizon stays at or below a
-                    // closed timestamp it applied), but decided from the log alone either way.
+                    // Side-transport closes differ between replicas, so this one cannot refuse
+                    // the commit; it says loudly that reads it served may have missed it.
+                    if record.ts <= served_closed {
+                        self.shared.broken_promises.fetch_add(1, Ordering::AcqRel);
+                        tracing::error!(index = e.index, ts = %record.ts, closed = %served_closed, "a commit at or below a closed timestamp this replica already served reads at");
+                    }
+                    // Never the case for a leader's commit (the horizon stays at or below the
+                    // leader's safe time when it proposed it), but decided from the log alone
+                    // either way.
                     if record.ts < horizon {
                         outputs.push(ApplyOutput::Rejected(format!(
                             "commit at {} is below the GC horizon {horizon}",
@@ -297,14 +372,9 @@ impl<E: Engine> StateMachine for MvccStateMachine<E> {
         }
         self.shared.applied.store(last.index, Ordering::Release);
         self.shared.max_log_ts.fetch_max(max_ts.as_nanos(), Ordering::AcqRel);
-        self.shared.closed.send_if_modified(|c| {
-            if closed > *c {
-                *c = closed;
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.log_closed.fetch_max(closed.as_nanos(), Ordering::AcqRel);
+        self.shared.raise_closed(closed);
+        self.shared.release_closes();
         Ok(outputs)
     }
 

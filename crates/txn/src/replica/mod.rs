@@ -122,6 +122,7 @@
 
 mod applier;
 mod background;
+mod closed;
 mod command;
 mod commit;
 mod gate;
@@ -181,6 +182,8 @@ pub struct Replica<E: Engine> {
     stopping: watch::Sender<bool>,
     /// The highest `ReadAt::Latest` timestamp served here (see `reads.rs`).
     latest_read_floor: AtomicU64,
+    /// The last closed timestamp this follower asked the leader for, and when (see `closed`).
+    close_requested: Mutex<Option<(Timestamp, Instant)>>,
 }
 
 impl<E: Engine> Replica<E> {
@@ -305,8 +308,10 @@ impl<E: Engine> Replica<E> {
             source_clock,
             in_flight: Mutex::new(BTreeMap::new()),
             latest_read_floor: AtomicU64::new(0),
+            close_requested: Mutex::new(None),
             stopping: watch::Sender::new(false),
         });
+        replica.start_closed_timestamps();
         tokio::spawn(Self::start_terms(Arc::downgrade(&replica), replica.stopping.subscribe()));
         tokio::spawn(Self::close_timestamps(
             Arc::downgrade(&replica),
@@ -388,7 +393,7 @@ impl<E: Engine> Replica<E> {
         &self.shared
     }
 
-    /// The highest closed timestamp applied here.
+    /// The closed timestamp here: reads at or below it are exact on this replica.
     pub fn closed_ts(&self) -> Timestamp {
         self.shared.closed()
     }

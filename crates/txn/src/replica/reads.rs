@@ -177,7 +177,8 @@ impl<E: Engine> Replica<E> {
         Ok(())
     }
 
-    /// Waits until reads at `ts` are exact here, at most `follower_wait`.
+    /// Waits until reads at `ts` are exact here, at most `follower_wait`; meanwhile a follower
+    /// asks the leader to close `ts` (see the `closed` module).
     async fn wait_until_safe(&self, ts: Timestamp) -> Result<()> {
         if self.safe_time() >= ts {
             return Ok(());
@@ -188,6 +189,7 @@ impl<E: Engine> Replica<E> {
             if self.safe_time() >= ts {
                 return Ok(());
             }
+            self.request_close(ts);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::FollowerBehind {
