@@ -22,8 +22,10 @@
 //!    say: the leader's mean commit latency, how much of it was replication to a durable quorum
 //!    and how much commit wait added beyond that, and the CPU all three servers spent per commit.
 //! 2. **Follower reads**: one client reading single keys at `now().latest` of a follower
-//!    (`ReadPreference::Node`), on the idle cluster: the follower waits for a closed timestamp to
-//!    pass the read's timestamp, so this measures that wait.
+//!    (`ReadPreference::Node`), on the idle cluster (`follower-read`) and while 16 clients write
+//!    through the leader (`follower-read-load`): the follower waits for a closed timestamp to
+//!    pass the read's timestamp (it asks the leader for one), so this measures that wait. The
+//!    same at the leader (`leader-read`) is the baseline: its own safe time needs no asking.
 //!
 //! Nothing here is a test: the numbers are reported, never judged.
 
@@ -395,6 +397,16 @@ fn main() -> anyhow::Result<()> {
                 .await?;
             let (h, took) = follower_reads(&reader, args.duration).await?;
             let s = summarize("follower-read", &clock, bound, 1, &h, took);
+            print(&s);
+            results.push(s);
+            let load = tokio::spawn({
+                let client = client.clone();
+                let duration = args.duration;
+                async move { writes(&client, 16, duration).await }
+            });
+            let (h, took) = follower_reads(&reader, args.duration).await?;
+            load.await??;
+            let s = summarize("follower-read-load", &clock, bound, 1, &h, took);
             print(&s);
             results.push(s);
             let leader_reader = cluster.client().await?;

@@ -73,7 +73,8 @@ pub struct ServerConfig {
     pub raft: NodeConfig,
     /// Transaction limits.
     pub limits: Limits,
-    /// How often an idle leader closes a timestamp (follower reads wait about this long).
+    /// How often the leader sends every member a closed timestamp (beside the log). Follower
+    /// reads at `latest` ask for one at once; stale and exact ones may wait up to this long.
     pub close_interval: Duration,
     /// How long a follower waits to catch up to a read before answering `FollowerBehind`.
     pub follower_wait: Duration,

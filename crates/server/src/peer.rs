@@ -36,13 +36,13 @@
 //!
 //! The first frame on a connection is a `Hello`, and only the first. For example, node 1 of
 //! cluster `kv` connecting to node 2, not saying where it listens, sends
-//! `PeerFrame::Hello { version: 4, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
+//! `PeerFrame::Hello { version: 5, cluster: "kv".into(), from: 1, to: 2, reply_to: "".into() }`,
 //! these 12 bytes:
 //!
 //! ```text
 //! 00 00 00 08   length prefix: 8 bytes of payload follow (u32, big-endian)
 //! 00            PeerFrame::Hello, variant index 0
-//! 04            version 4                      (varint)
+//! 05            version 5                      (varint)
 //! 02 6B 76      cluster: length 2, then "kv"
 //! 01            from node 1                    (varint)
 //! 02            to node 2                      (varint)
@@ -93,9 +93,9 @@
 //!
 //! let max_frame = 1 << 20;
 //! let hello =
-//!     PeerFrame::Hello { version: 4, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
+//!     PeerFrame::Hello { version: 5, cluster: "kv".into(), from: 1, to: 2, reply_to: String::new() };
 //! let payload = encode_frame(&hello, max_frame)?;
-//! assert_eq!(payload[..], [0x00, 0x04, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
+//! assert_eq!(payload[..], [0x00, 0x05, 0x02, 0x6B, 0x76, 0x01, 0x02, 0x00]);
 //!
 //! let mut heartbeat = Message::default();
 //! heartbeat.set_msg_type(MessageType::MsgHeartbeat);
@@ -1745,14 +1745,14 @@ mod tests {
 
     #[test]
     fn decode_frame_checks_version_first_and_trailing_bytes() {
-        // A Hello of version 5 whose body is unreadable is still reported as version 5, and
-        // version-1, -2 and -3 Hellos (before clock frames; before `leads`; before
-        // `contradicts`) are refused.
+        // A Hello of version 6 whose body is unreadable is still reported as version 6, and
+        // version-1 to -4 Hellos (before clock frames; before `leads`; before `contradicts`;
+        // before closed timestamps beside the log) are refused.
         assert_eq!(
-            decode_frame(&[0x00, 0x05, 0xFF]),
-            Err(FrameError::UnsupportedVersion { got: 5 })
+            decode_frame(&[0x00, 0x06, 0xFF]),
+            Err(FrameError::UnsupportedVersion { got: 6 })
         );
-        for old in [0x01, 0x02, 0x03] {
+        for old in [0x01, 0x02, 0x03, 0x04] {
             assert_eq!(
                 decode_frame(&[0x00, old, 0x00, 0x01, 0x02, 0x00]),
                 Err(FrameError::UnsupportedVersion { got: u16::from(old) })

@@ -52,6 +52,37 @@ async fn t10_elects_replicates_and_serves_follower_reads() {
     c.shutdown();
 }
 
+/// - an idle cluster (a leader elected, one write, then nothing) appends nothing to its log
+///   for a second (closed timestamps travel beside it), yet every follower's closed timestamp
+///   keeps moving and a follower read at `latest` begun after the write sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_an_idle_cluster_writes_nothing_and_followers_still_read() {
+    let c = Cluster::start(3, MS);
+    let leader = c.leader(WITHIN).await;
+    c.write(&[("k", Some("v"))], WITHIN).await;
+    let followers: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+    // Let the write's commit index reach every member.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<(u64, Timestamp)> =
+        c.ids().iter().map(|&i| (c.node(i).state().last_index, c.node(i).closed_ts())).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (n, &id) in c.ids().iter().enumerate() {
+        let s = c.node(id).state();
+        assert_eq!(s.last_index, before[n].0, "node {id}: an idle log grows by nothing");
+        if id != leader {
+            assert!(
+                c.node(id).closed_ts() > before[n].1,
+                "node {id}: closed timestamps keep arriving on an idle cluster"
+            );
+        }
+    }
+    for id in followers {
+        let (_, v) = c.read_latest(id, "k").await.expect("a follower read");
+        assert_eq!(v.as_deref(), Some(&b"v"[..]), "node {id}");
+    }
+    c.shutdown();
+}
+
 /// - a commit with a transaction id, then the same request again (a client's retry), then
 ///   again concurrently: exactly one version is written, and every answer has the same
 ///   timestamp.

@@ -83,8 +83,9 @@ pub(crate) struct Serve {
     /// bounds above 0.4 × the lease are unusable (at most ±400ms with the default).
     #[arg(long, env = "BOUNDKV_LEASE", value_parser = humantime::parse_duration, value_name = "DURATION")]
     lease: Option<Duration>,
-    /// How often an idle leader closes a timestamp; follower reads wait about this long
-    /// [default: 25ms].
+    /// How often the leader sends every member a closed timestamp (beside the log; nothing is
+    /// written). Reads at `latest` on a follower ask for one at once and do not wait for it;
+    /// stale and exact reads there may wait up to this long [default: 25ms].
     #[arg(long, env = "BOUNDKV_CLOSE_INTERVAL", value_parser = humantime::parse_duration, value_name = "DURATION")]
     close_interval: Option<Duration>,
     /// How long a follower waits to catch up to a read before answering that it is behind

@@ -7,13 +7,14 @@
 //!   applies the same record to the same state, so the result is the same everywhere. A record
 //!   whose transaction id was already applied is not applied again (a client that retried a
 //!   commit whose first attempt did land).
-//! - `Close(ts)`: the leader's promise that no commit will ever get a timestamp at or below
-//!   `ts` except those in earlier entries (a *closed timestamp*, Spanner's MinNextTS). Once a
-//!   replica has applied it, it can serve reads at or below `ts` without asking anyone.
+//! - `Close(ts)`: written by earlier versions only (closed timestamps now travel beside the log,
+//!   see the `closed` module): the leader's promise that no commit will ever get a timestamp at
+//!   or below `ts` except those in earlier entries. Logs that hold it still apply it: it raises
+//!   the closed timestamp, and a later commit at or below it is refused on every replica.
 //! - `Gc(h)`: the GC horizon rises to `h`: reads below `h` are refused from then on, and every
 //!   replica deletes, in the background, the versions no read at or above `h` can see. The
-//!   leader proposes it every `gc_interval` with `h = min(now().earliest - gc_retention, c)`, `c`
-//!   the closed timestamp it has applied, so every commit after it in the log lies above `h`.
+//!   leader proposes it every `gc_interval` with `h = min(now().earliest - gc_retention, its
+//!   safe time)`, so every commit after it in the log lies above `h`.
 //!   The horizon is replicated state (`boundkv_storage::mvcc::meta::GC_HORIZON`, written with the
 //!   applied index, carried by snapshots), so every replica refuses the same reads.
 //!
@@ -31,7 +32,7 @@ use crate::record::CommitRecord;
 pub enum Command {
     /// Apply a decided transaction.
     Commit(CommitRecord),
-    /// No commit at or below this timestamp will follow.
+    /// No commit at or below this timestamp will follow (older logs only; see the module docs).
     Close(Timestamp),
     /// Raise the GC horizon to this timestamp.
     Gc(Timestamp),

@@ -557,6 +557,47 @@ mod tests {
         assert_eq!(outputs[0].0, ApplyOutput::Applied { ts: Timestamp::from_nanos(30) });
     }
 
+    /// A side-transport close counts only once its index is applied here: before that, the
+    /// commits it covers may still be on their way. It never lowers the closed timestamp, and
+    /// a replica that later applies a commit at or below what it served counts a broken
+    /// promise (but applies it: replicas may hold different closes, so refusing would split
+    /// them).
+    #[test]
+    fn a_side_close_waits_for_its_index_and_a_commit_below_it_is_a_broken_promise() {
+        let ts = Timestamp::from_nanos;
+        let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+        let (mut sm, shared) = MvccStateMachine::new(mvcc.clone(), Vec::new()).unwrap();
+        apply(&mut sm, 2, &commit(1, 10, "a"));
+        // Closed at 20 after index 3 (a commit at 15, not here yet).
+        shared.offer_closed(ts(20), 3);
+        assert_eq!(shared.closed(), Timestamp::ZERO, "index 3 is not applied here yet");
+        // A later close for a higher index, and a worthless one (lower timestamp, higher index).
+        shared.offer_closed(ts(40), 5);
+        shared.offer_closed(ts(30), 6);
+        assert_eq!(shared.closed(), Timestamp::ZERO);
+        apply(&mut sm, 3, &commit(2, 15, "b"));
+        assert_eq!(shared.closed(), ts(20), "released by applying index 3");
+        assert_eq!(mvcc.get(b"k", 20).unwrap().as_deref(), Some(&b"b"[..]));
+        shared.offer_closed(ts(18), 2);
+        assert_eq!(shared.closed(), ts(20), "never lowered");
+        apply(&mut sm, 4, &Vec::new());
+        apply(&mut sm, 5, &commit(3, 35, "c"));
+        assert_eq!(shared.closed(), ts(40));
+        assert_eq!(shared.broken_promises(), 0);
+        // A leader's bug: a commit at 40 after a close at 40 was served.
+        assert_eq!(
+            apply(&mut sm, 6, &commit(4, 40, "d")),
+            ApplyOutput::Applied { ts: ts(40) },
+            "applied like everywhere else"
+        );
+        assert_eq!(shared.broken_promises(), 1, "and counted");
+        // An older log's `Close` entry still refuses, on every replica alike.
+        apply(&mut sm, 7, &Command::Close(ts(50)).encode());
+        assert!(matches!(apply(&mut sm, 8, &commit(5, 45, "e")), ApplyOutput::Rejected(_)));
+        assert_eq!(shared.broken_promises(), 2);
+        assert_eq!(shared.closed(), ts(50));
+    }
+
     fn commit_of(id: u8, ts: u64, key: &str, value: &str) -> Vec<u8> {
         Command::Commit(CommitRecord {
             txn_id: TxnId([id; 16]),

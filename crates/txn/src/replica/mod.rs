@@ -60,24 +60,28 @@
 //!
 //! # Reads at any replica: closed timestamps
 //!
-//! A follower cannot know which commits are pending at the leader. The leader tells it: every
-//! `close_interval` (25 ms by default) it proposes `Close(c)`, with `c` its safe time (below every
-//! pending commit, at or below its floor, so every commit at or below `c` is finished and sits in
-//! an earlier entry, and every later commit lands above `c`). A replica that has applied
-//! `Close(c)` serves reads at `ts <= c` exactly. A read at `now().latest` of the follower's own
-//! clock waits until a closed timestamp reaches it:
+//! A follower cannot know which commits are pending at the leader. The leader tells it, beside
+//! the log (the `closed` module): `Closed(c, i)`, with `c` its safe time (below every pending
+//! commit, at or below its floor, so every commit at or below `c` is finished and applied at or
+//! before its applied index `i`, and every later commit lands above `c`). A replica that has
+//! applied `i` serves reads at `ts <= c` exactly. The leader pushes one to every member every
+//! `close_interval` (25 ms by default), and a follower read at `now().latest` of the follower's
+//! own clock asks for one at once (`CloseRequest(ts)`), which the leader answers as soon as its
+//! own `latest` has reached `ts` and nothing at or below it is pending:
 //!
 //! ```text
-//! t (ms)  0        5          25        27            30
-//! leader  Close(c₀)           Close(c₁ = its latest ≈ 25 + ε)
-//! follower    read arrives: ts = latest ≈ 5 + ε     applies Close(c₁): c₁ ≥ ts → serves
+//! t (ms)    0.00                     0.05                         0.10
+//! follower  read: ts = latest ≈ 5 + ε ── CloseRequest(ts) ──►
+//! leader                             latest ≥ ts, nothing pending ≤ ts:
+//!                                    c = its latest, i = applied ── Closed(c, i) ──►
+//! follower                                                        applied ≥ i, c ≥ ts → serves
 //! ```
 //!
-//! The wait is at most about `close_interval` + one replication round + the clocks' combined
-//! error (the leader closes at its own `latest`, the follower asks at its own); a follower that
-//! cannot catch up within `follower_wait` answers [`Error::FollowerBehind`], naming the leader.
-//! Reads at the active leader need no closed timestamp: its own safe time (below every pending
-//! commit) is exact.
+//! The wait is a round trip, plus the gap between the two clocks' `latest` (at most both bounds),
+//! plus applying up to `i`; a follower that cannot catch up within `follower_wait` answers
+//! [`Error::FollowerBehind`], naming the leader. Reads at the active leader need no closed
+//! timestamp: its own safe time (below every pending commit) is exact. Nothing of this is
+//! written: an idle cluster appends nothing to its log.
 //!
 //! # Leader changes
 //!
@@ -98,22 +102,24 @@
 //!
 //! Old versions go through the log, so that every replica refuses the same reads. Every
 //! `gc_interval` (60 s) the active leader proposes `Gc(h)`, `h = min(now().earliest -
-//! gc_retention, the closed timestamp it applied)` (and below any read registered with its
-//! transaction manager; replica reads are not registered, so a read that outlives the
-//! retention gets `BelowGcHorizon`); with the default hour of retention:
+//! gc_retention, its safe time)` (and below any read registered with its transaction manager;
+//! replica reads are not registered, so a read that outlives the retention gets
+//! `BelowGcHorizon`); with the default hour of retention:
 //!
 //! ```text
-//! 12:00:00  leader applies Close(c = 12:00:00.020), proposes Gc(h = 11:00:00)
+//! 12:00:00  leader's safe time 12:00:00.001, proposes Gc(h = 11:00:00)
 //!           every replica applies it: GC_HORIZON = 11:00:00, in the batch with the applied index
 //!           from now on, reads at ts < 11:00:00 answer BelowGcHorizon (here and on every replica)
 //!           in the background each replica deletes, per key, every version below the newest one
 //!           at or below 11:00:00 (and that one too if it is a tombstone)
 //! ```
 //!
-//! Because `h` is at or below a closed timestamp already applied, every commit later in the log
-//! lies above it. A read that passed the horizon check when it began checks again after reading:
-//! collection starts only once the horizon has risen, so if the horizon is still at or below
-//! the read's timestamp, nothing it could see was deleted meanwhile.
+//! Because `h` is at or below the leader's safe time when it proposed `Gc(h)`, every commit not
+//! yet applied lies above it (pending ones above the safe time, later ones above the floor), and
+//! a later leader's commits lie above the proposer's lease. A read that passed the horizon check
+//! when it began checks again after reading: collection starts only once the horizon has risen,
+//! so if the horizon is still at or below the read's timestamp, nothing it could see was deleted
+//! meanwhile.
 //!
 //! Transaction records below the horizon count for nothing when deduplicating a resent commit
 //! (each replica's collector deletes them in its own time, so their presence is not the same

@@ -21,7 +21,8 @@ pub struct ReplicaOptions {
     /// Which clock readings are usable. The replica lowers `max_bound` to the widest bound its
     /// lease allows ([`ReplicaOptions::clock_policy`]).
     pub policy: ClockPolicy,
-    /// How often an idle leader closes a timestamp. Default 25 ms.
+    /// How often the active leader sends every member a closed timestamp (see the `closed`
+    /// module; nothing is written). Default 25 ms.
     pub close_interval: Duration,
     /// How long a replica waits for its closed timestamp to reach a read's timestamp before
     /// answering `FollowerBehind`. Default 2 s.
