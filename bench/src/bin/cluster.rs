@@ -25,7 +25,8 @@
 //!    (`ReadPreference::Node`), on the idle cluster (`follower-read`) and while 16 clients write
 //!    through the leader (`follower-read-load`): the follower waits for a closed timestamp to
 //!    pass the read's timestamp (it asks the leader for one), so this measures that wait. The
-//!    same at the leader (`leader-read`) is the baseline: its own safe time needs no asking.
+//!    same at the leader (`leader-read`, `leader-read-load`) is the baseline: its own safe time
+//!    needs no asking, but under load it too waits for the commits in flight below the read.
 //!
 //! Nothing here is a test: the numbers are reported, never judged.
 
@@ -412,6 +413,16 @@ fn main() -> anyhow::Result<()> {
             let leader_reader = cluster.client().await?;
             let (h, took) = follower_reads(&leader_reader, args.duration).await?;
             let s = summarize("leader-read", &clock, bound, 1, &h, took);
+            print(&s);
+            results.push(s);
+            let load = tokio::spawn({
+                let client = client.clone();
+                let duration = args.duration;
+                async move { writes(&client, 16, duration).await }
+            });
+            let (h, took) = follower_reads(&leader_reader, args.duration).await?;
+            load.await??;
+            let s = summarize("leader-read-load", &clock, bound, 1, &h, took);
             print(&s);
             results.push(s);
             if let Some(sampler) = sampler {
