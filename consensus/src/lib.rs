@@ -19,7 +19,8 @@
 //!   and membership changes written atomically with the log's own change.
 //! - **Proposals correlated by request id and (index, term)**: a proposal is answered with the
 //!   state machine's output for *its* entry, or `Dropped` if another leader's entry took its
-//!   index (then it never applies), or `NotLeader` if it was never appended.
+//!   index or a later term committed below it (then it never applies), or `NotLeader` if it was
+//!   never appended.
 //! - **Read-index requests that never hang**: raft-rs drops them silently when there is no
 //!   leader or the leader has not committed in its term; the node holds them until the leader
 //!   has, and fails them with a timeout otherwise.

@@ -33,6 +33,8 @@
 //! id in the entry's context and the (index, term) the entry was appended at: an entry applied
 //! at that index with another term or context means the proposal was lost in a leader change,
 //! and its caller hears [`ProposeError::Dropped`], which means it did not apply and never will.
+//! So does a proposal of an earlier term at an index above an applied entry of a later term
+//! (`Node::drop_orphaned_proposals`): no later leader's log can hold it.
 //!
 //! # The lease
 //!
@@ -261,7 +263,8 @@ pub enum ProposeError {
         /// The leader's id, if known.
         leader: Option<u64>,
     },
-    /// The entry was replaced by another leader's: it did not apply and never will.
+    /// The entry was replaced by another leader's, or a later term committed an entry below it
+    /// (so no leader's log can hold it any more): it did not apply and never will.
     #[error("the proposal was dropped by a leader change; it did not apply")]
     Dropped,
     /// raft-rs refused a membership change (another is pending, or it is invalid).
@@ -1544,6 +1547,13 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
 
     fn stop(&mut self, why: ProposeError) {
         self.stopped = true;
+        // First, before any caller hears `why`: a stopped node leads nothing. A proposal failed
+        // here may still commit under the next leader, so nothing above may go on issuing
+        // timestamps or closing them on this node's lease (see `boundkv_txn`'s `closed`).
+        self.state.send_modify(|s| {
+            s.leader_state = None;
+            s.progress.clear();
+        });
         for (_, p) in std::mem::take(&mut self.proposals) {
             p.respond.fail(why.clone());
         }

@@ -23,7 +23,7 @@
 //! | `boundkv_cluster_clock_horizon_ahead_seconds` | gauge | under the cluster clock, while leading: how far the committed horizon is ahead of the reference (0 once passed: no readings) |
 //! | `boundkv_raft_term`, `boundkv_raft_leader_id`, `boundkv_raft_commit_index`, `boundkv_raft_applied_index`, `boundkv_raft_last_index` | gauges | Raft's state here |
 //! | `boundkv_is_leader`, `boundkv_lease_valid` | gauges | 1 when this node leads / holds a valid lease |
-//! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: the wait of a follower read |
+//! | `boundkv_closed_ts_lag_seconds` | gauge | how far the closed timestamp trails `now().latest`: at most about the close interval (25 ms) on a follower that hears its leader; a read at `latest` there asks the leader and waits much less |
 //! | `boundkv_gc_horizon_age_seconds` | gauge | how far the GC horizon trails `now().earliest`: how far back reads may go (about `--gc-retention`; 0 before the first horizon) |
 //! | `boundkv_bad_frames_total` | counter | client frames that did not decode or were too large |
 //! | `boundkv_peer_messages_sent_total{peer}`, `boundkv_peer_messages_dropped_total{peer}`, `boundkv_peer_connected{peer}` | gauges | the Raft transport, per peer |

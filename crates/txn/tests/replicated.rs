@@ -83,6 +83,31 @@ async fn t13_an_idle_cluster_writes_nothing_and_followers_still_read() {
     c.shutdown();
 }
 
+/// - the leader, cut off from its followers, has a commit in flight; it is shut down;
+/// - the commit's caller hears that its outcome is unknown (its entry may still commit under
+///   the next leader), and by then the stopped node leads nothing: it issues no timestamp and
+///   closes none on its old lease (a close above the commit, with an applied index below its
+///   entry, would let a follower serve reads that miss it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t14_a_stopped_leader_leads_nothing_before_its_proposals_fail() {
+    let c = Cluster::start(3, MS);
+    let leader = c.leader(WITHIN).await;
+    c.isolate(leader);
+    let node = c.node(leader);
+    let commit = tokio::spawn({
+        let node = node.clone();
+        async move { node.commit(blind(&[("k", Some("v"))])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(node.state().leader_state.is_some(), "still leading, its lease still valid");
+    node.shutdown();
+    assert!(node.state().leader_state.is_none(), "a stopped node publishes that it leads nothing");
+    let outcome = tokio::time::timeout(WITHIN, commit).await.expect("answered").expect("joined");
+    assert!(matches!(outcome, Err(Error::OutcomeUnknown(_))), "unexpected {outcome:?}");
+    assert!(!node.lease_valid(), "no lease to close timestamps on");
+    c.shutdown();
+}
+
 /// - a commit with a transaction id, then the same request again (a client's retry), then
 ///   again concurrently: exactly one version is written, and every answer has the same
 ///   timestamp.

@@ -6,7 +6,8 @@
 //! A *closed timestamp* `c` is the leader's promise that no commit at or below `c` will ever be
 //! applied after the entry at index `i`: every commit at or below `c` is already applied on the
 //! leader, at or before `i`. The leader picks `c = min(now().latest, min(pending) - 1)`, raising
-//! its floor to `c` so that every later commit lands above it ([`TxnManager::close_timestamp`]),
+//! its floor to `now().latest` (at or above `c`) so that every later commit lands above `c`
+//! ([`TxnManager::close_timestamp`]),
 //! and `i` = its applied index *after* choosing `c` (a commit stops being pending only once it is
 //! applied here). A replica that has applied index `i` and learned `(c, i)` holds every commit at
 //! or below `c`: reads at `ts <= c` are exact there.
@@ -20,9 +21,12 @@
 //! # Why the promise holds without the log
 //!
 //! - **This leader's commits.** Each is pending from the moment its timestamp is chosen until
-//!   it is applied here and its commit wait is over; a proposal whose outcome is not known stays
-//!   pending too (`InFlight::finish`). So a commit at or below `c` is applied here at or before
-//!   `i`, and every other one lands above `c` (above the pending minimum, or above the floor).
+//!   it is applied here and its commit wait is over, or until it surely never applies
+//!   (`NotLeader`, `Dropped`). The one other way out is `Stopped`, when the Raft node stops: its
+//!   entry may still commit under the next leader, but a stopped node publishes that it leads
+//!   nothing before it fails its proposals, and a stopping replica sends no close (checked after
+//!   choosing one). So a commit at or below `c` is applied here at or before `i`, and every other
+//!   one lands above `c` (above the pending minimum, or above the floor).
 //! - **Earlier leaders' commits.** Only an *active* leader closes, and it has applied every entry
 //!   of earlier terms in its log before it starts its term; an entry of an earlier term that is
 //!   not in its log can never be committed after it (Raft's log matching: terms only grow along a
@@ -58,7 +62,9 @@
 //! n2                                                          applied 42 ≥ i, c ≥ 7.001: serve
 //! ```
 //!
-//! A lost request or answer is asked again every [`REASK`] while the read waits.
+//! A follower keeps one request out at a time (many waiting reads share it; the answer sends the
+//! next), and asks again after [`REASK`] if a request or its answer was lost. The leader keeps at
+//! most one waiting task per member.
 //!
 //! [`TxnManager::close_timestamp`]: crate::TxnManager::close_timestamp
 //! [`ReplicaShared::broken_promises`]: super::ReplicaShared::broken_promises
@@ -77,6 +83,15 @@ use super::Replica;
 
 /// How often a waiting follower read asks the leader again (a request or its answer was lost).
 pub(super) const REASK: Duration = Duration::from_millis(10);
+
+/// A follower's requests for closes (see [`Replica::request_close`]).
+#[derive(Default)]
+pub(super) struct CloseAsks {
+    /// When the request now out was sent.
+    out: Option<Instant>,
+    /// The highest timestamp a waiting read wants closed.
+    wanted: Timestamp,
+}
 
 impl<E: Engine> Replica<E> {
     /// Routes this member's inbound closed timestamp frames to a task of the replica, and starts
@@ -116,16 +131,14 @@ impl<E: Engine> Replica<E> {
                     drop(state);
                     if from_leader {
                         replica.shared.offer_closed(closed, applied);
+                        replica.answered(closed);
                     }
                 }
                 ClockMessage::CloseRequest { ts } => {
                     if replica.safe_time() >= ts {
                         replica.send_closed(&[frame.from]).await;
                     } else {
-                        // Waits for the clock or a pending commit: off this loop.
-                        tokio::spawn(
-                            async move { replica.answer_close_request(frame.from, ts).await },
-                        );
+                        replica.wait_to_close(frame.from, ts);
                     }
                 }
                 _ => {}
@@ -141,6 +154,12 @@ impl<E: Engine> Replica<E> {
         }
         let term = self.state.borrow().term;
         let Ok(closed) = self.txn.close_timestamp().await else { return };
+        // The close passed the gate in the term it is labelled with (terms only grow: the same
+        // term before and after means the same term at the gate), and not on a stopping node,
+        // whose proposals have failed as `Stopped` though they may still commit elsewhere.
+        if self.state.borrow().term != term || *self.stopping.borrow() {
+            return;
+        }
         // After choosing `closed`: every commit at or below it is applied by now.
         let applied = self.shared.applied_index();
         self.shared.offer_closed(closed, applied);
@@ -153,6 +172,36 @@ impl<E: Engine> Replica<E> {
                 });
             }
         }
+    }
+
+    /// As leader: answers `from`'s request for `ts` once it can, off the receiving loop (it
+    /// waits for the clock or a pending commit). One task per asking member at most: a request
+    /// that arrives while one waits only raises what that one closes next, so neither a busy
+    /// follower nor a hostile one can make the leader hold a task per request.
+    fn wait_to_close(self: &Arc<Self>, from: u64, ts: Timestamp) {
+        {
+            let mut waits = self.close_waits.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(asked) = waits.get_mut(&from) {
+                *asked = (*asked).max(ts);
+                return;
+            }
+            waits.insert(from, ts);
+        }
+        let replica = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let asked = {
+                    let waits = replica.close_waits.lock().unwrap_or_else(|e| e.into_inner());
+                    waits.get(&from).copied().unwrap_or(ts)
+                };
+                replica.answer_close_request(from, asked).await;
+                let mut waits = replica.close_waits.lock().unwrap_or_else(|e| e.into_inner());
+                if waits.get(&from).is_none_or(|&t| t <= asked) {
+                    waits.remove(&from);
+                    return;
+                }
+            }
+        });
     }
 
     /// As leader: closes `ts` for `to` once it can, within `follower_wait` (the asker gives up
@@ -180,21 +229,42 @@ impl<E: Engine> Replica<E> {
         self.send_closed(&[to]).await;
     }
 
-    /// As a follower whose read waits for `ts`: asks the leader to close it, unless a request
-    /// for `ts` or more went out less than [`REASK`] ago.
+    /// As a follower whose read waits for `ts`: asks the leader to close it. One request at a
+    /// time: while one is out (for less than [`REASK`]), a read that wants more only raises what
+    /// the next asks for, and the next goes out when the answer comes ([`Self::answered`]). So
+    /// a follower sends about one request per round trip however many reads it serves, and the
+    /// clock frames they share a queue with are not crowded out.
     pub(super) fn request_close(&self, ts: Timestamp) {
-        let Some(leader) = self.leader().filter(|&l| l != self.id) else { return };
-        {
-            let mut last = self.close_requested.lock().unwrap_or_else(|e| e.into_inner());
+        let ask = {
+            let mut asks = self.close_asks.lock().unwrap_or_else(|e| e.into_inner());
+            asks.wanted = asks.wanted.max(ts);
             let now = Instant::now();
-            if let Some((asked, at)) = *last
-                && asked >= ts
-                && now.duration_since(at) < REASK
-            {
+            if asks.out.is_some_and(|at| now.duration_since(at) < REASK) {
                 return;
             }
-            *last = Some((ts, now));
-        }
+            asks.out = Some(now);
+            asks.wanted
+        };
+        self.ask_to_close(ask);
+    }
+
+    /// A close arrived from the leader: the request out (if any) is answered. If a read wants
+    /// more than it closed, asks again at once.
+    fn answered(&self, closed: Timestamp) {
+        let ask = {
+            let mut asks = self.close_asks.lock().unwrap_or_else(|e| e.into_inner());
+            if asks.wanted <= closed {
+                asks.out = None;
+                return;
+            }
+            asks.out = Some(Instant::now());
+            asks.wanted
+        };
+        self.ask_to_close(ask);
+    }
+
+    fn ask_to_close(&self, ts: Timestamp) {
+        let Some(leader) = self.leader().filter(|&l| l != self.id) else { return };
         self.node.send_closed_timestamps(ClockFrame {
             from: self.id,
             to: leader,

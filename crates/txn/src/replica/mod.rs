@@ -81,14 +81,16 @@
 //! plus applying up to `i`; a follower that cannot catch up within `follower_wait` answers
 //! [`Error::FollowerBehind`], naming the leader. Reads at the active leader need no closed
 //! timestamp: its own safe time (below every pending commit) is exact. Nothing of this is
-//! written: an idle cluster appends nothing to its log.
+//! written: an idle cluster appends nothing to its log for them (under the cluster clock its
+//! leader still commits a horizon entry about every 500 ms, see `docs/architecture/time.md`).
 //!
 //! # Leader changes
 //!
 //! A new leader's conflict index knows nothing of what an earlier leader validated, so
 //! transactions that read before the new term fail with `Expired` and are retried. Proposals
 //! of a deposed leader end one of three ways: applied (the new leader committed them), dropped
-//! (their index holds another entry: they never apply, the client hears `NotLeader`), or unknown
+//! (their index holds another entry, or a later term committed an entry below it: they never
+//! apply, the client hears `NotLeader`), or unknown
 //! (the client hears `OutcomeUnknown` and resends with the same transaction id).
 //!
 //! # Membership
@@ -188,8 +190,10 @@ pub struct Replica<E: Engine> {
     stopping: watch::Sender<bool>,
     /// The highest `ReadAt::Latest` timestamp served here (see `reads.rs`).
     latest_read_floor: AtomicU64,
-    /// The last closed timestamp this follower asked the leader for, and when (see `closed`).
-    close_requested: Mutex<Option<(Timestamp, Instant)>>,
+    /// This follower's requests for closes (see `closed`).
+    close_asks: Mutex<closed::CloseAsks>,
+    /// As leader: per member whose request waits, the highest timestamp it asked for.
+    close_waits: Mutex<BTreeMap<u64, Timestamp>>,
 }
 
 impl<E: Engine> Replica<E> {
@@ -314,7 +318,8 @@ impl<E: Engine> Replica<E> {
             source_clock,
             in_flight: Mutex::new(BTreeMap::new()),
             latest_read_floor: AtomicU64::new(0),
-            close_requested: Mutex::new(None),
+            close_asks: Mutex::new(closed::CloseAsks::default()),
+            close_waits: Mutex::new(BTreeMap::new()),
             stopping: watch::Sender::new(false),
         });
         replica.start_closed_timestamps();
