@@ -265,16 +265,7 @@ impl<E: Engine> Mvcc<E> {
     /// records it. Keys and values over [`MAX_KEY_LEN`] / [`MAX_VALUE_LEN`] and a timestamp below
     /// the GC horizon are rejected with [`Error::InvalidData`] and nothing is written.
     pub fn apply(&self, commit: &Commit) -> Result<()> {
-        for w in &commit.writes {
-            check_sizes(&w.key, w.value.as_deref())?;
-        }
-        self.check_horizon(commit.ts).map_err(|_| {
-            Error::InvalidData(format!(
-                "commit at {} is below the GC horizon {}",
-                commit.ts,
-                self.gc_horizon()
-            ))
-        })?;
+        self.check_commit(commit)?;
         let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::new();
         for w in &commit.writes {
@@ -291,22 +282,29 @@ impl<E: Engine> Mvcc<E> {
         Ok(())
     }
 
+    /// What [`Mvcc::apply`] refuses, checked without writing: a key or value over the limits
+    /// ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or a timestamp below the GC horizon
+    /// ([`Error::InvalidData`]).
+    pub fn check_commit(&self, commit: &Commit) -> Result<()> {
+        for w in &commit.writes {
+            check_sizes(&w.key, w.value.as_deref())?;
+        }
+        self.check_horizon(commit.ts).map_err(|_| {
+            Error::InvalidData(format!(
+                "commit at {} is below the GC horizon {}",
+                commit.ts,
+                self.gc_horizon()
+            ))
+        })
+    }
+
     /// Applies several commits and metadata updates in **one** atomic engine batch: a replicated
     /// state machine applies a run of log entries this way, with its applied index among the
     /// metadata, so that state and applied index never disagree after a crash. Checks as
     /// [`Mvcc::apply`] does; on any error nothing is written.
     pub fn apply_all(&self, commits: &[Commit], meta_updates: &[(&str, Vec<u8>)]) -> Result<()> {
         for c in commits {
-            for w in &c.writes {
-                check_sizes(&w.key, w.value.as_deref())?;
-            }
-            self.check_horizon(c.ts).map_err(|_| {
-                Error::InvalidData(format!(
-                    "commit at {} is below the GC horizon {}",
-                    c.ts,
-                    self.gc_horizon()
-                ))
-            })?;
+            self.check_commit(c)?;
         }
         let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::new();

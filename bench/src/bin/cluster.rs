@@ -396,35 +396,24 @@ fn main() -> anyhow::Result<()> {
                     ..ClientOptions::default()
                 })
                 .await?;
-            let (h, took) = follower_reads(&reader, args.duration).await?;
-            let s = summarize("follower-read", &clock, bound, 1, &h, took);
-            print(&s);
-            results.push(s);
-            let load = tokio::spawn({
-                let client = client.clone();
-                let duration = args.duration;
-                async move { writes(&client, 16, duration).await }
-            });
-            let (h, took) = follower_reads(&reader, args.duration).await?;
-            load.await??;
-            let s = summarize("follower-read-load", &clock, bound, 1, &h, took);
-            print(&s);
-            results.push(s);
             let leader_reader = cluster.client().await?;
-            let (h, took) = follower_reads(&leader_reader, args.duration).await?;
-            let s = summarize("leader-read", &clock, bound, 1, &h, took);
-            print(&s);
-            results.push(s);
-            let load = tokio::spawn({
-                let client = client.clone();
-                let duration = args.duration;
-                async move { writes(&client, 16, duration).await }
-            });
-            let (h, took) = follower_reads(&leader_reader, args.duration).await?;
-            load.await??;
-            let s = summarize("leader-read-load", &clock, bound, 1, &h, took);
-            print(&s);
-            results.push(s);
+            for (name, reader) in [("follower-read", &reader), ("leader-read", &leader_reader)] {
+                // Idle, then while 16 clients write through the leader.
+                let (h, took) = follower_reads(reader, args.duration).await?;
+                let s = summarize(name, &clock, bound, 1, &h, took);
+                print(&s);
+                results.push(s);
+                let load = tokio::spawn({
+                    let client = client.clone();
+                    let duration = args.duration;
+                    async move { writes(&client, 16, duration).await }
+                });
+                let (h, took) = follower_reads(reader, args.duration).await?;
+                load.await??;
+                let s = summarize(&format!("{name}-load"), &clock, bound, 1, &h, took);
+                print(&s);
+                results.push(s);
+            }
             if let Some(sampler) = sampler {
                 sampler.finish(&cluster, &clock);
             }

@@ -8,11 +8,14 @@
 //! directory under the system's temporary directory, for a fixed time; latencies go into HDR
 //! histograms.
 //!
-//! 1. **Writes, 1 client**: raw sled (`insert`, `flush`, then `fdatasync` of its log file: the
-//!    same durability boundkv gives) against `Db::put` with a clock bound of 0 (so commit wait is
-//!    free and the difference is boundkv's own cost: MVCC versions, timestamps, the commit path).
-//! 2. **Reads, 1 client**: raw sled `get` against `Db::get` (a read-only transaction per read) on
-//!    100,000 preloaded keys.
+//! 1. **Writes, 1 and 16 clients**: raw sled (`insert`, `flush`, then `fdatasync` of its log
+//!    file: the same durability boundkv gives) against `Db::put` with a clock bound of 0 (so
+//!    commit wait is free and the difference is boundkv's own cost: MVCC versions, timestamps, the
+//!    commit path), and against redb 2 (one write transaction per put, committed with its default
+//!    `Durability::Immediate`: an `fdatasync` per commit; redb runs one write transaction at a
+//!    time): the embedded store a user would otherwise pick.
+//! 2. **Reads, 1 client**: raw sled `get` and redb `get` (a read transaction per read) against
+//!    `Db::get` (a read-only transaction per read) on 100,000 preloaded keys.
 //! 3. **Commit latency** of `Db::put`, 1 client, at bounds 0, 1 ms and 5 ms: commit wait adds
 //!    about 2 × bound to each commit.
 //! 4. **Throughput, 64 and 256 clients** at bounds 0 and 5 ms: with group commit and parallel
@@ -160,6 +163,49 @@ impl RawSled {
     }
 }
 
+/// redb 2 with its default durability: every commit is on disk when `commit` returns.
+struct Redb {
+    db: redb::Database,
+}
+
+const REDB_TABLE: redb::TableDefinition<'static, &[u8], &[u8]> = redb::TableDefinition::new("kv");
+
+impl Redb {
+    fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = redb::Database::create(dir.join("redb"))?;
+        let w = db.begin_write()?;
+        w.open_table(REDB_TABLE)?;
+        w.commit()?;
+        Ok(Redb { db })
+    }
+
+    fn put(&self, k: u64) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        w.open_table(REDB_TABLE)?.insert(&key(k)[..], &VALUE[..])?;
+        w.commit()?;
+        Ok(())
+    }
+
+    fn load(&self) -> anyhow::Result<()> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(REDB_TABLE)?;
+            for k in 0..KEYS {
+                t.insert(&key(k)[..], &VALUE[..])?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, k: u64) -> anyhow::Result<()> {
+        let r = self.db.begin_read()?;
+        r.open_table(REDB_TABLE)?.get(&key(k)[..])?;
+        Ok(())
+    }
+}
+
 fn open_db(dir: &Path, bound: &str) -> anyhow::Result<Db> {
     let source: ClockSource = format!("system:{bound}").parse()?;
     Ok(Db::open(dir, Options { gc: None, ..Options::with_clock(source) })?)
@@ -193,6 +239,21 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let redb = Redb::open(&dir("redb-writes"))?;
+    let redb_w = drive("redb: put (write txn, Immediate)", 1, d, |k| redb.put(k))?;
+    drop(redb);
+    let raw = RawSled::open(&dir("raw-writes-16"))?;
+    let raw_w16 = drive("raw sled: insert + flush + fdatasync", 16, d, |k| raw.put(k))?;
+    drop(raw);
+    let db = open_db(&dir("kv-writes-16"), "0")?;
+    let kv_w16 = drive("boundkv: Db::put, bound 0", 16, d, |k| {
+        db.put(key(k), VALUE).map(|_| ()).context("put")
+    })?;
+    drop(db);
+    let redb = Redb::open(&dir("redb-writes-16"))?;
+    let redb_w16 = drive("redb: put (write txn, Immediate)", 16, d, |k| redb.put(k))?;
+    drop(redb);
+
     // 2. Reads, one client, on 100,000 preloaded keys.
     let raw = RawSled::open(&dir("raw-reads"))?;
     for k in 0..KEYS {
@@ -219,6 +280,10 @@ fn main() -> anyhow::Result<()> {
     })?;
     drop(snapshot);
     drop(db);
+    let redb = Redb::open(&dir("redb-reads"))?;
+    redb.load()?;
+    let redb_r = drive("redb: get (read txn per read)", 1, d, |k| redb.get(k))?;
+    drop(redb);
 
     // 3. Commit latency against the bound, one client.
     let mut latency = Vec::new();
@@ -250,9 +315,23 @@ fn main() -> anyhow::Result<()> {
         kv_w.ops_per_sec / raw_w.ops_per_sec
     );
     println!(
+        "boundkv / raw sled, writes, 16 clients:      {:.2}",
+        kv_w16.ops_per_sec / raw_w16.ops_per_sec
+    );
+    println!(
+        "boundkv / redb, writes, 1 and 16 clients:    {:.2}, {:.2}",
+        kv_w.ops_per_sec / redb_w.ops_per_sec,
+        kv_w16.ops_per_sec / redb_w16.ops_per_sec
+    );
+    println!(
         "boundkv / raw sled, reads, 1 client:         {:.2} (read-only txn per read), {:.2} (one snapshot)",
         kv_r.ops_per_sec / raw_r.ops_per_sec,
         kv_rs.ops_per_sec / raw_r.ops_per_sec
+    );
+    println!(
+        "boundkv / redb, reads, 1 client:             {:.2} (read-only txn per read), {:.2} (one snapshot)",
+        kv_r.ops_per_sec / redb_r.ops_per_sec,
+        kv_rs.ops_per_sec / redb_r.ops_per_sec
     );
     for r in &latency {
         println!(
@@ -275,7 +354,7 @@ fn main() -> anyhow::Result<()> {
         wide[0].ops_per_sec / raw_wide.ops_per_sec
     );
 
-    runs.extend([raw_w, kv_w, raw_r, kv_r, kv_rs]);
+    runs.extend([raw_w, kv_w, redb_w, raw_w16, kv_w16, redb_w16, raw_r, kv_r, kv_rs, redb_r]);
     runs.extend(latency);
     runs.extend(wide);
     runs.push(raw_wide);

@@ -15,7 +15,8 @@
 //! 3. a three-member etcd cluster (Debian's etcd 3.4, gRPC through the `etcd-client` crate): puts
 //!    at 1, 16 and 64, linearizable reads at 1 and 64;
 //! 4. the bound sweep: fresh boundkv clusters at 100 µs, 1 ms and 5 ms, puts at 1 and 64 clients;
-//! 5. the embedded database against raw sled (the `embedded` benchmark, run as a child);
+//! 5. the embedded database against raw sled and redb 2 (the `embedded` benchmark, run as a
+//!    child);
 //! 6. criterion's latest micro-benchmark results, if `cargo bench` has run.
 //!
 //! Then `results.json`, `report.md` and the plots (`latency-vs-clients.svg`,
@@ -340,20 +341,37 @@ fn write_report(out: &Path, r: &Results) -> anyhow::Result<()> {
     if let Some(e) = &r.embedded
         && let Some(list) = e.as_array()
     {
-        let get = |name: &str| {
+        let get = |name: &str, clients: u64| {
             list.iter()
-                .find(|x| x["name"].as_str().is_some_and(|n| n.starts_with(name)))
+                .find(|x| {
+                    x["name"].as_str().is_some_and(|n| n.starts_with(name))
+                        && x["clients"].as_u64() == Some(clients)
+                })
                 .and_then(|x| x["ops_per_sec"].as_f64())
         };
-        let _ = writeln!(
-            md,
-            "| embedded boundkv / raw sled, 1-client writes (same fdatasync) | {} |",
-            ratio(get("boundkv: Db::put, bound 0"), get("raw sled: insert + flush + fdatasync"))
-        );
+        let (kv_put, raw_put, redb_put) =
+            ("boundkv: Db::put, bound 0", "raw sled: insert + flush + fdatasync", "redb: put");
+        for clients in [1, 16] {
+            let _ = writeln!(
+                md,
+                "| embedded boundkv / raw sled, {clients}-client writes (same fdatasync) | {} |",
+                ratio(get(kv_put, clients), get(raw_put, clients))
+            );
+            let _ = writeln!(
+                md,
+                "| embedded boundkv / redb 2, {clients}-client writes (both durable per commit) | {} |",
+                ratio(get(kv_put, clients), get(redb_put, clients))
+            );
+        }
         let _ = writeln!(
             md,
             "| embedded boundkv / raw sled, 1-client reads | {} |",
-            ratio(get("boundkv: Db::get"), get("raw sled: get"))
+            ratio(get("boundkv: Db::get", 1), get("raw sled: get", 1))
+        );
+        let _ = writeln!(
+            md,
+            "| embedded boundkv / redb 2, 1-client reads | {} |",
+            ratio(get("boundkv: Db::get", 1), get("redb: get", 1))
         );
     }
     let mut bounds: Vec<u64> = r
@@ -408,7 +426,7 @@ fn write_report(out: &Path, r: &Results) -> anyhow::Result<()> {
     {
         let _ = writeln!(
             md,
-            "\n## Embedded: boundkv `Db` against raw sled\n\n| workload | clients | ops/s | p50 | p99 |\n|---|---:|---:|---:|---:|"
+            "\n## Embedded: boundkv `Db` against raw sled and redb 2\n\n| workload | clients | ops/s | p50 | p99 |\n|---|---:|---:|---:|---:|"
         );
         for x in list {
             let _ = writeln!(

@@ -2,8 +2,9 @@
 //! to storage.
 //!
 //! The embedded database uses [`LocalApplier`]: one thread takes every record waiting in its queue,
-//! applies each as its own atomic batch, then makes them all durable with **one** flush (one
-//! `fdatasync`) and answers them all. While it syncs, new records queue up and form the next group.
+//! applies them all as **one** atomic engine batch (each record checked first: one that the
+//! storage refuses is answered with its error and left out), then makes them durable with **one**
+//! flush (one `fdatasync`) and answers them all. While it syncs, new records queue up and form the next group.
 //! This is group commit: 64 concurrent writers cost a handful of syncs per round, not 64. It
 //! writes no transaction-id record (an embedded caller cannot retry a commit, so there is nothing
 //! to deduplicate): a commit costs one key per write.
@@ -67,12 +68,26 @@ impl LocalApplier {
                             Err(_) => break,
                         }
                     }
-                    let applied: Vec<Result<()>> = group
-                        .iter()
-                        .map(|job| {
-                            mvcc.apply(&job.record.to_commit(None, false)).map_err(Error::from)
-                        })
+                    let commits: Vec<_> =
+                        group.iter().map(|job| job.record.to_commit(None, false)).collect();
+                    let mut applied: Vec<Result<()>> =
+                        commits.iter().map(|c| mvcc.check_commit(c).map_err(Error::from)).collect();
+                    // One engine batch for the group (one log reservation in sled, one lock):
+                    // per-record batches cost more than the records themselves.
+                    let valid: Vec<_> = commits
+                        .into_iter()
+                        .zip(&applied)
+                        .filter(|(_, checked)| checked.is_ok())
+                        .map(|(c, _)| c)
                         .collect();
+                    if !valid.is_empty()
+                        && let Err(e) = mvcc.apply_all(&valid, &[])
+                    {
+                        let e = Error::from(e);
+                        for a in applied.iter_mut().filter(|a| a.is_ok()) {
+                            *a = Err(e.clone());
+                        }
+                    }
                     let synced = if applied.iter().any(Result::is_ok) {
                         mvcc.flush().map_err(Error::from)
                     } else {
@@ -117,5 +132,54 @@ impl Applier for LocalApplier {
 impl Drop for LocalApplier {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use boundkv_clockbound::Timestamp;
+    use boundkv_storage::{MemoryEngine, Mvcc};
+
+    use super::*;
+    use crate::record::{TxnId, Write};
+
+    fn record(id: u8, ts: u64, key: &str, value_len: usize) -> CommitRecord {
+        CommitRecord {
+            txn_id: TxnId([id; 16]),
+            ts: Timestamp::from_nanos(ts),
+            writes: vec![Write {
+                key: key.to_string().into(),
+                value: Some(vec![7; value_len].into()),
+            }],
+        }
+    }
+
+    /// Records queued together are applied as one engine batch; one the storage refuses (here a
+    /// value over the limit) is answered with its error and written nowhere, and the others of
+    /// its group are applied and answered `Ok`, however the thread happened to group them.
+    #[tokio::test]
+    async fn a_refused_record_fails_alone_and_its_group_applies() {
+        let mvcc = Arc::new(Mvcc::new(Arc::new(MemoryEngine::new())).unwrap());
+        let applier = LocalApplier::start(mvcc.clone());
+        let handles: Vec<_> = (0..40u8)
+            .map(|i| {
+                let len = if i % 10 == 3 { boundkv_storage::mvcc::MAX_VALUE_LEN + 1 } else { 8 };
+                applier.apply(record(i, 100 + u64::from(i), &format!("k{i}"), len))
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let result = h.await.expect("answered");
+            let stored = mvcc.get(format!("k{i}").as_bytes(), 1000).unwrap();
+            if i % 10 == 3 {
+                assert!(result.is_err(), "record {i} is over the limit");
+                assert_eq!(stored, None, "record {i} was written nowhere");
+            } else {
+                assert!(result.is_ok(), "record {i}: {result:?}");
+                assert_eq!(stored.as_deref(), Some(&[7u8; 8][..]), "record {i} applied");
+            }
+        }
+        applier.shutdown();
     }
 }
