@@ -1553,6 +1553,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
         self.state.send_modify(|s| {
             s.leader_state = None;
             s.progress.clear();
+            s.role = Role::Follower;
         });
         for (_, p) in std::mem::take(&mut self.proposals) {
             p.respond.fail(why.clone());

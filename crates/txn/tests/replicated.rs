@@ -90,7 +90,8 @@ async fn t13_an_idle_cluster_writes_nothing_and_followers_still_read() {
 ///   entry, would let a follower serve reads that miss it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t14_a_stopped_leader_leads_nothing_before_its_proposals_fail() {
-    let c = Cluster::start(3, MS);
+    // A 1 s election timeout: check quorum must not depose the cut-off leader before it stops.
+    let c = Cluster::start_with(3, MS, |o| o.node.election_ticks = 100);
     let leader = c.leader(WITHIN).await;
     c.isolate(leader);
     let node = c.node(leader);
@@ -98,7 +99,7 @@ async fn t14_a_stopped_leader_leads_nothing_before_its_proposals_fail() {
         let node = node.clone();
         async move { node.commit(blind(&[("k", Some("v"))])).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(node.state().leader_state.is_some(), "still leading, its lease still valid");
     node.shutdown();
     assert!(node.state().leader_state.is_none(), "a stopped node publishes that it leads nothing");

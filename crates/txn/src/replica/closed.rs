@@ -157,7 +157,9 @@ impl<E: Engine> Replica<E> {
         // The close passed the gate in the term it is labelled with (terms only grow: the same
         // term before and after means the same term at the gate), and not on a stopping node,
         // whose proposals have failed as `Stopped` though they may still commit elsewhere.
-        if self.state.borrow().term != term || *self.stopping.borrow() {
+        // `lease_valid` again: a Raft node that stopped on its own (a storage failure) published
+        // that it leads nothing before failing its proposals.
+        if self.state.borrow().term != term || *self.stopping.borrow() || !self.lease_valid() {
             return;
         }
         // After choosing `closed`: every commit at or below it is applied by now.
@@ -234,16 +236,26 @@ impl<E: Engine> Replica<E> {
     /// the next asks for, and the next goes out when the answer comes ([`Self::answered`]). So
     /// a follower sends about one request per round trip however many reads it serves, and the
     /// clock frames they share a queue with are not crowded out.
+    ///
+    /// A timestamp further ahead of this clock than `follower_wait` is not asked for: the leader
+    /// could not close it before the read gives up, and it would stand in every later request.
+    /// What a request asks for starts afresh each time one goes out after [`REASK`], so a read
+    /// that gave up stops raising it.
     pub(super) fn request_close(&self, ts: Timestamp) {
+        let Some(reading) = self.usable_now() else { return };
+        if ts > reading.latest().saturating_add(self.options.follower_wait) {
+            return;
+        }
         let ask = {
             let mut asks = self.close_asks.lock().unwrap_or_else(|e| e.into_inner());
-            asks.wanted = asks.wanted.max(ts);
             let now = Instant::now();
             if asks.out.is_some_and(|at| now.duration_since(at) < REASK) {
+                asks.wanted = asks.wanted.max(ts);
                 return;
             }
+            asks.wanted = ts;
             asks.out = Some(now);
-            asks.wanted
+            ts
         };
         self.ask_to_close(ask);
     }
