@@ -16,11 +16,12 @@
 //! bound is exactly what is asked for), a fresh three-node cluster of release `boundkv serve`
 //! processes on 127.0.0.1 with default settings (fdatasync durability), then:
 //!
-//! 1. **Writes**: for each client count, closed-loop single-key puts (8-byte keys drawn uniformly
-//!    from 100,000, 256-byte values) for `--duration`; latency measured at the client, from
-//!    sending the commit to its acknowledgement (after commit wait). Beside it, what the servers
-//!    say: the leader's mean commit latency, how much of it was replication to a durable quorum
-//!    and how much commit wait added beyond that, and the CPU all three servers spent per commit.
+//! 1. **Writes**: for each value size (`--value-sizes`, 256 bytes by default) and client count,
+//!    closed-loop single-key puts (8-byte keys drawn uniformly from 100,000) for `--duration`;
+//!    latency measured at the client, from sending the commit to its acknowledgement (after
+//!    commit wait). Beside it, what the servers say: the leader's mean commit latency, how much
+//!    of it was replication to a durable quorum and how much commit wait added beyond that, and
+//!    the CPU all three servers spent per commit, and the leader's share of it.
 //! 2. **Follower reads**: one client reading single keys at `now().latest` of a follower
 //!    (`ReadPreference::Node`), on the idle cluster (`follower-read`) and while 16 clients write
 //!    through the leader (`follower-read-load`): the follower waits for a closed timestamp to
@@ -49,6 +50,9 @@ struct Args {
     /// Client counts to run the write workload with.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     clients: Vec<usize>,
+    /// Value sizes of the write workload, bytes (each with every client count).
+    #[arg(long, value_delimiter = ',', default_value = "256")]
+    value_sizes: Vec<usize>,
     /// Clock bounds to run with (each gets a fresh cluster).
     #[arg(long, value_delimiter = ',', default_value = "0,1ms", value_parser = parse_bound)]
     bounds: Vec<Duration>,
@@ -80,6 +84,9 @@ struct Summary {
     clock: String,
     bound_us: u64,
     clients: usize,
+    /// Writes only: the size of each put's value, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_bytes: Option<usize>,
     ops: u64,
     ops_per_sec: f64,
     p50_us: u64,
@@ -108,6 +115,8 @@ struct ServerSide {
     wait_added_mean_us: f64,
     /// CPU time (user + system) of all three servers, per acknowledged commit.
     cpu_us_per_commit: f64,
+    /// Of that, the leader's.
+    leader_cpu_us_per_commit: f64,
 }
 
 /// The counters [`ServerSide`] is the difference of.
@@ -118,6 +127,8 @@ struct ServerCounters {
     wait_added: (f64, f64),
     /// Clock ticks of user + system time, all servers.
     cpu_ticks: f64,
+    /// The same, the leader's alone.
+    leader_cpu_ticks: f64,
 }
 
 impl ServerCounters {
@@ -130,20 +141,25 @@ impl ServerCounters {
                 metric_value(&page, &format!("{name}_count{labels}"))?,
             ))
         };
-        let mut cpu_ticks = 0.0;
+        let (mut cpu_ticks, mut leader_cpu_ticks) = (0.0, 0.0);
         for n in &cluster.nodes {
             let stat =
                 std::fs::read_to_string(format!("/proc/{}/stat", cluster.pid(n.id)?)).ok()?;
             // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            cpu_ticks +=
+            let ticks =
                 fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            cpu_ticks += ticks;
+            if n.id == leader {
+                leader_cpu_ticks = ticks;
+            }
         }
         Some(Self {
             commit: histogram("boundkv_request_duration_seconds", "{kind=\"commit\"}")?,
             durable: histogram("boundkv_commit_durable_seconds", "")?,
             wait_added: histogram("boundkv_commit_wait_added_seconds", "")?,
             cpu_ticks,
+            leader_cpu_ticks,
         })
     }
 
@@ -161,6 +177,10 @@ impl ServerCounters {
             durable_mean_us: mean_us(self.durable, before.durable),
             wait_added_mean_us: mean_us(self.wait_added, before.wait_added),
             cpu_us_per_commit: (self.cpu_ticks - before.cpu_ticks) / ticks_per_sec * 1e6 / commits,
+            leader_cpu_us_per_commit: (self.leader_cpu_ticks - before.leader_cpu_ticks)
+                / ticks_per_sec
+                * 1e6
+                / commits,
         })
     }
 }
@@ -178,6 +198,7 @@ fn summarize(
         clock: clock.into(),
         bound_us: bound.as_micros() as u64,
         clients,
+        value_bytes: None,
         ops: h.len(),
         ops_per_sec: h.len() as f64 / took.as_secs_f64(),
         p50_us: h.value_at_quantile(0.5),
@@ -198,6 +219,16 @@ async fn writes(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<(Histogram<u64>, Duration)> {
+    writes_of(client, clients, 256, duration).await
+}
+
+/// Closed-loop puts of `value_bytes`-byte values from `clients` tasks for `duration`.
+async fn writes_of(
+    client: &Client,
+    clients: usize,
+    value_bytes: usize,
+    duration: Duration,
+) -> anyhow::Result<(Histogram<u64>, Duration)> {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -207,7 +238,7 @@ async fn writes(
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut n: u64 = c as u64 * 7919;
-            let value = vec![0x5Au8; 256];
+            let value = vec![0x5Au8; value_bytes];
             while !stop.load(Ordering::Relaxed) {
                 n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let key = format!("{:08}", (n >> 33) % KEYS);
@@ -258,10 +289,11 @@ async fn follower_reads(
 
 fn print(s: &Summary) {
     println!(
-        "{:<16} {:<16} clients {:>3}  {:>9.0} ops/s  p50 {:>7} µs  p90 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  max {:>8} µs",
+        "{:<16} {:<16} clients {:>3} {:>6}  {:>9.0} ops/s  p50 {:>7} µs  p90 {:>7} µs  p99 {:>7} µs  p99.9 {:>7} µs  max {:>8} µs",
         s.workload,
         s.clock,
         s.clients,
+        s.value_bytes.map(|b| format!("{b}B")).unwrap_or_default(),
         s.ops_per_sec,
         s.p50_us,
         s.p90_us,
@@ -271,12 +303,13 @@ fn print(s: &Summary) {
     );
     if let Some(v) = s.server {
         println!(
-            "{:<16} server side, means: commit {:.0} µs, of which durable {:.0} µs and commit wait beyond it {:.1} µs; CPU {:.0} µs per commit ({:.0} commits)",
+            "{:<16} server side, means: commit {:.0} µs, of which durable {:.0} µs and commit wait beyond it {:.1} µs; CPU {:.0} µs per commit, leader {:.0} µs ({:.0} commits)",
             "",
             v.server_commit_mean_us,
             v.durable_mean_us,
             v.wait_added_mean_us,
             v.cpu_us_per_commit,
+            v.leader_cpu_us_per_commit,
             v.commits
         );
     }
@@ -379,14 +412,17 @@ fn main() -> anyhow::Result<()> {
             // Warm up: connections, the leader's caches.
             writes(&client, 4, Duration::from_secs(1)).await?;
             let sampler = (!args.clocks.is_empty()).then(|| BoundSampler::start(&cluster, leader));
-            for &clients in &args.clients {
-                let before = ServerCounters::read(&cluster, leader);
-                let (h, took) = writes(&client, clients, args.duration).await?;
-                let after = ServerCounters::read(&cluster, leader);
-                let mut s = summarize("write", &clock, bound, clients, &h, took);
-                s.server = before.zip(after).and_then(|(b, a)| a.since(&b));
-                print(&s);
-                results.push(s);
+            for &value_bytes in &args.value_sizes {
+                for &clients in &args.clients {
+                    let before = ServerCounters::read(&cluster, leader);
+                    let (h, took) = writes_of(&client, clients, value_bytes, args.duration).await?;
+                    let after = ServerCounters::read(&cluster, leader);
+                    let mut s = summarize("write", &clock, bound, clients, &h, took);
+                    s.value_bytes = Some(value_bytes);
+                    s.server = before.zip(after).and_then(|(b, a)| a.since(&b));
+                    print(&s);
+                    results.push(s);
+                }
             }
             let follower =
                 cluster.nodes.iter().map(|n| n.id).find(|&i| i != leader).expect("a follower");

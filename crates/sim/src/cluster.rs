@@ -845,6 +845,16 @@ impl SimCluster<SimDisk> for SimulatedCluster {
     fn now_nanos(&self) -> u64 {
         self.time.now_nanos()
     }
+
+    /// The GC retention, less 1.5 s under the cluster clock: its reference jumps forward by up
+    /// to a second at a leader change (`docs/architecture/time.md`), and the horizon with it.
+    fn resend_window(&self) -> Option<Duration> {
+        let margin = match self.config.cluster_clock_rho_ppm {
+            Some(_) => Duration::from_millis(1_500),
+            None => Duration::ZERO,
+        };
+        Some(self.config.gc_retention.saturating_sub(margin))
+    }
 }
 
 /// Polls `ready` every 10 ms of simulated time until it holds (true), or `within` has passed and

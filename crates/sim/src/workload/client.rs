@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | read-only snapshot | a random live replica (followers too), or the client's home replica ([`HOME_READERS`] of the clients have one) | back off, start over at another random replica (the home replica again) | (cannot happen: nothing is written) |
 //! | `begin_read_write`, reads at its timestamp | the leader it knows of | back off, start over (follow `NotLeader`'s hint) | (cannot happen) |
-//! | commit | the leader it knows of | `NotLeader`/`Unavailable`/clock errors: resend the *same* request; `Conflict`/`Expired`: give up, it did not apply | `OutcomeUnknown`, a timeout, anything else: resend the same request (same transaction id) a few times; still unknown: report unknown |
+//! | commit | the leader it knows of | `NotLeader`/`Unavailable`/clock errors: resend the *same* request; `Conflict`/`Expired`: give up, it did not apply | `OutcomeUnknown`, a timeout, anything else: resend the same request (same transaction id) a few times, and only within the cluster's resend window (the GC retention: [`SimCluster::resend_window`]); still unknown: report unknown |
 //!
 //! Every operation has a deadline in simulated time ([`SimClient::begin_op`] sets it
 //! [`OP_TIMEOUT`] ahead); every call to a replica is cut off at it. Each *attempt* also has the
@@ -459,7 +459,15 @@ impl<E: Engine> SimClient<E> {
         let mut may_have_applied = false;
         let mut unknown_answers = 0;
         let mut last = String::from("no attempt");
+        let first_attempt = Instant::now();
+        let resend_window = self.cluster.resend_window();
         for _ in 0..MAX_ATTEMPTS {
+            if may_have_applied && resend_window.is_some_and(|w| first_attempt.elapsed() >= w) {
+                // Past the window a resend may apply a second time (see `resend_window`).
+                return CommitOutcome::Unknown {
+                    error: format!("stopped resending after the GC retention: {last}"),
+                };
+            }
             match self.leader_node() {
                 None => last = "no replica is up".into(),
                 Some((id, node)) => match self

@@ -72,6 +72,13 @@ pub trait SimCluster<E: Engine>: Send + Sync + 'static {
     fn replica(&self, id: u64) -> Option<Arc<Replica<E>>>;
     /// Nanoseconds of simulated time since the run began (history event time; monotonic).
     fn now_nanos(&self) -> u64;
+    /// How long after a commit's first attempt a resend is still recognised as the same
+    /// transaction (`None`: always). A transaction record below the GC horizon counts for
+    /// nothing, so a resend later than the GC retention may apply a second time: a documented
+    /// limit a client must respect (`docs/architecture/replication.md`, "Garbage collection").
+    fn resend_window(&self) -> Option<Duration> {
+        None
+    }
     /// Completes once node `id` is not paused (at once if it is not): a request to a paused
     /// node waits, as one to a stopped process does, and is served the moment it resumes,
     /// racing the node's own catching up (which is what leases are for).
