@@ -103,7 +103,7 @@ struct Summary {
 /// `/metrics` (before and after) and of every node's CPU time in `/proc`. Throughput on this
 /// noisy machine moves by ±20 % from run to run; these move far less, so they show what a change
 /// costs: commit wait beyond replication, the replication itself, and CPU per commit.
-#[derive(Serialize, Clone, Copy)]
+#[derive(Serialize, Clone)]
 struct ServerSide {
     /// Commits the leader acknowledged during the workload.
     commits: f64,
@@ -113,10 +113,14 @@ struct ServerSide {
     durable_mean_us: f64,
     /// Mean of what commit wait added beyond replication and durability.
     wait_added_mean_us: f64,
-    /// CPU time (user + system) of all three servers, per acknowledged commit.
+    /// CPU time (user + system) of all three servers, per acknowledged commit (and below, the
+    /// leader's, and each node's).
     cpu_us_per_commit: f64,
     /// Of that, the leader's.
     leader_cpu_us_per_commit: f64,
+    /// Each node's, by node id (the leader's included).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    node_cpu_us_per_commit: Vec<(u64, f64)>,
 }
 
 /// The counters [`ServerSide`] is the difference of.
@@ -129,6 +133,8 @@ struct ServerCounters {
     cpu_ticks: f64,
     /// The same, the leader's alone.
     leader_cpu_ticks: f64,
+    /// The same, per node: (id, ticks).
+    node_cpu_ticks: Vec<(u64, f64)>,
 }
 
 impl ServerCounters {
@@ -142,6 +148,7 @@ impl ServerCounters {
             ))
         };
         let (mut cpu_ticks, mut leader_cpu_ticks) = (0.0, 0.0);
+        let mut node_cpu_ticks = Vec::new();
         for n in &cluster.nodes {
             let stat =
                 std::fs::read_to_string(format!("/proc/{}/stat", cluster.pid(n.id)?)).ok()?;
@@ -150,6 +157,7 @@ impl ServerCounters {
             let ticks =
                 fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
             cpu_ticks += ticks;
+            node_cpu_ticks.push((n.id, ticks));
             if n.id == leader {
                 leader_cpu_ticks = ticks;
             }
@@ -160,6 +168,7 @@ impl ServerCounters {
             wait_added: histogram("boundkv_commit_wait_added_seconds", "")?,
             cpu_ticks,
             leader_cpu_ticks,
+            node_cpu_ticks,
         })
     }
 
@@ -181,6 +190,14 @@ impl ServerCounters {
                 / ticks_per_sec
                 * 1e6
                 / commits,
+            node_cpu_us_per_commit: self
+                .node_cpu_ticks
+                .iter()
+                .zip(&before.node_cpu_ticks)
+                .map(|(&(id, after), &(_, was))| {
+                    (id, (after - was) / ticks_per_sec * 1e6 / commits)
+                })
+                .collect(),
         })
     }
 }
@@ -301,7 +318,7 @@ fn print(s: &Summary) {
         s.p999_us,
         s.max_us
     );
-    if let Some(v) = s.server {
+    if let Some(v) = &s.server {
         println!(
             "{:<16} server side, means: commit {:.0} µs, of which durable {:.0} µs and commit wait beyond it {:.1} µs; CPU {:.0} µs per commit, leader {:.0} µs ({:.0} commits)",
             "",
@@ -312,6 +329,9 @@ fn print(s: &Summary) {
             v.leader_cpu_us_per_commit,
             v.commits
         );
+        let nodes: Vec<String> =
+            v.node_cpu_us_per_commit.iter().map(|(id, us)| format!("n{id} {us:.0} µs")).collect();
+        println!("{:<16} CPU per commit by node: {}", "", nodes.join(", "));
     }
 }
 
