@@ -39,6 +39,11 @@ pub(crate) const LEAP_RECORD_FILE: &str = "leap-second";
 pub(crate) const ALLOW_UNSAFE_ENV: &str = "BOUNDKV_ALLOW_UNSAFE";
 
 /// `boundkv serve`.
+
+/// Below this GC retention a resent commit may outlive its transaction record: the node warns
+/// (see `--gc-retention`).
+const MIN_SAFE_GC_RETENTION: Duration = Duration::from_secs(60);
+
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Serve {
     /// This node's id: a number, unique in the cluster, never 0.
@@ -94,7 +99,10 @@ pub(crate) struct Serve {
     follower_wait: Option<Duration>,
     /// How far back reads may go: versions older than this that no newer read can see are
     /// deleted on every node, and reads below the horizon are refused. `0` keeps every version
-    /// [default: 1h]. Set the same on every node (the leader's counts).
+    /// [default: 1h]. Set the same on every node (the leader's counts). It is also how long a
+    /// resent commit is recognised as the same transaction: keep it well above the clients'
+    /// resend window (the boundkv client resends for up to 30 s), or a late resend may apply
+    /// twice; below 1 minute the node warns at start.
     #[arg(long, env = "BOUNDKV_GC_RETENTION", value_parser = humantime::parse_duration, value_name = "DURATION")]
     gc_retention: Option<Duration>,
     /// How often the leader raises the GC horizon [default: 1m].
@@ -298,6 +306,14 @@ impl Serve {
         }
         if let Some(r) = self.gc_retention.or(file_duration("gc-retention", &file.gc_retention)?) {
             config.gc_retention = (!r.is_zero()).then_some(r);
+            if !r.is_zero() && r < MIN_SAFE_GC_RETENTION {
+                tracing::warn!(
+                    gc_retention = %humantime::format_duration(r),
+                    "the GC retention is below 1 minute: a commit resent later than that after its \
+                     first attempt (the boundkv client resends for up to 30 s) is no longer \
+                     recognised and may apply twice"
+                );
+            }
         }
         if let Some(i) = self.gc_interval.or(file_duration("gc-interval", &file.gc_interval)?) {
             if i.is_zero() {
