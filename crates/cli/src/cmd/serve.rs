@@ -38,12 +38,11 @@ pub(crate) const LEAP_RECORD_FILE: &str = "leap-second";
 /// The environment variable that must be set to `1` for the test-only unsafe flags.
 pub(crate) const ALLOW_UNSAFE_ENV: &str = "BOUNDKV_ALLOW_UNSAFE";
 
-/// `boundkv serve`.
-
 /// Below this GC retention a resent commit may outlive its transaction record: the node warns
 /// (see `--gc-retention`).
 const MIN_SAFE_GC_RETENTION: Duration = Duration::from_secs(60);
 
+/// `boundkv serve`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Serve {
     /// This node's id: a number, unique in the cluster, never 0.
