@@ -1935,17 +1935,21 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
             .filter(|(_, id)| self.proposals.get(id).is_some_and(|p| p.term < term))
             .map(|(i, _)| *i)
             .collect();
-        for i in orphans {
+        self.fail_proposals(
+            orphans,
+            ProposeError::Dropped,
+            "proposal orphaned by a later term's commit",
+        );
+    }
+
+    /// Fails the proposals at `indexes` with `why` (each logged at debug as `what`).
+    fn fail_proposals(&mut self, indexes: Vec<u64>, why: ProposeError, what: &str) {
+        for i in indexes {
             if let Some(id) = self.proposal_index.remove(&i)
                 && let Some(p) = self.proposals.remove(&id)
             {
-                tracing::debug!(
-                    node = self.config.id,
-                    index = i,
-                    term = p.term,
-                    "proposal orphaned by a later term's commit"
-                );
-                p.respond.fail(ProposeError::Dropped);
+                tracing::debug!(node = self.config.id, index = i, term = p.term, "{what}");
+                p.respond.fail(why.clone());
             }
         }
     }
@@ -1992,18 +1996,7 @@ impl<E: Engine, SM: StateMachine> Node<E, SM> {
     /// [`ProposeError::Superseded`] and ask again.
     fn supersede_proposals(&mut self, index: u64) {
         let covered: Vec<u64> = self.proposal_index.range(..=index).map(|(i, _)| *i).collect();
-        for i in covered {
-            if let Some(id) = self.proposal_index.remove(&i)
-                && let Some(p) = self.proposals.remove(&id)
-            {
-                tracing::debug!(
-                    node = self.config.id,
-                    index = i,
-                    "proposal superseded by a snapshot"
-                );
-                p.respond.fail(ProposeError::Superseded);
-            }
-        }
+        self.fail_proposals(covered, ProposeError::Superseded, "proposal superseded by a snapshot");
     }
 
     /// The proposal an applied entry resolves, if it was ours: the same index, term and request

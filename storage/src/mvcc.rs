@@ -265,27 +265,13 @@ impl<E: Engine> Mvcc<E> {
     /// records it. Keys and values over [`MAX_KEY_LEN`] / [`MAX_VALUE_LEN`] and a timestamp below
     /// the GC horizon are rejected with [`Error::InvalidData`] and nothing is written.
     pub fn apply(&self, commit: &Commit) -> Result<()> {
-        self.check_commit(commit)?;
-        let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = WriteBatch::new();
-        for w in &commit.writes {
-            batch.put(version_key(&w.key, commit.ts), encode_value(w.value.as_deref()));
-        }
-        if !commit.txn_id.is_empty() {
-            batch.put(txn_key(&commit.txn_id), commit.ts.to_be_bytes().to_vec());
-        }
-        if let Some(index) = commit.applied_index {
-            batch.put(meta_key(meta::APPLIED_INDEX), index.to_be_bytes().to_vec());
-        }
-        self.engine.write(batch)?;
-        self.max_version.fetch_max(commit.ts, Ordering::AcqRel);
-        Ok(())
+        self.apply_all(std::slice::from_ref(commit), &[])
     }
 
     /// What [`Mvcc::apply`] refuses, checked without writing: a key or value over the limits
     /// ([`MAX_KEY_LEN`], [`MAX_VALUE_LEN`]) or a timestamp below the GC horizon
     /// ([`Error::InvalidData`]).
-    pub fn check_commit(&self, commit: &Commit) -> Result<()> {
+    fn check_commit(&self, commit: &Commit) -> Result<()> {
         for w in &commit.writes {
             check_sizes(&w.key, w.value.as_deref())?;
         }
@@ -306,6 +292,28 @@ impl<E: Engine> Mvcc<E> {
         for c in commits {
             self.check_commit(c)?;
         }
+        self.write_all(commits.iter(), meta_updates)
+    }
+
+    /// Applies the commits of a group that pass the checks of [`Mvcc::apply`] in **one** atomic
+    /// engine batch, and answers each commit: its own refusal, or `Ok` (an embedded group commit,
+    /// where one refused record must not fail the others). The outer error is the engine's: then
+    /// nothing was written.
+    pub fn apply_group(&self, commits: &[Commit]) -> Result<Vec<Result<()>>> {
+        let checked: Vec<Result<()>> = commits.iter().map(|c| self.check_commit(c)).collect();
+        let valid = commits.iter().zip(&checked).filter(|(_, r)| r.is_ok()).map(|(c, _)| c);
+        if checked.iter().any(Result::is_ok) {
+            self.write_all(valid, &[])?;
+        }
+        Ok(checked)
+    }
+
+    /// Writes checked commits and metadata in one engine batch.
+    fn write_all<'c>(
+        &self,
+        commits: impl Iterator<Item = &'c Commit>,
+        meta_updates: &[(&str, Vec<u8>)],
+    ) -> Result<()> {
         let _order = self.apply_lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut batch = WriteBatch::new();
         let mut max = 0;

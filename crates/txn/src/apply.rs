@@ -70,24 +70,12 @@ impl LocalApplier {
                     }
                     let commits: Vec<_> =
                         group.iter().map(|job| job.record.to_commit(None, false)).collect();
-                    let mut applied: Vec<Result<()>> =
-                        commits.iter().map(|c| mvcc.check_commit(c).map_err(Error::from)).collect();
                     // One engine batch for the group (one log reservation in sled, one lock):
                     // per-record batches cost more than the records themselves.
-                    let valid: Vec<_> = commits
-                        .into_iter()
-                        .zip(&applied)
-                        .filter(|(_, checked)| checked.is_ok())
-                        .map(|(c, _)| c)
-                        .collect();
-                    if !valid.is_empty()
-                        && let Err(e) = mvcc.apply_all(&valid, &[])
-                    {
-                        let e = Error::from(e);
-                        for a in applied.iter_mut().filter(|a| a.is_ok()) {
-                            *a = Err(e.clone());
-                        }
-                    }
+                    let applied: Vec<Result<()>> = match mvcc.apply_group(&commits) {
+                        Ok(each) => each.into_iter().map(|r| r.map_err(Error::from)).collect(),
+                        Err(e) => vec![Err(Error::from(e)); commits.len()],
+                    };
                     let synced = if applied.iter().any(Result::is_ok) {
                         mvcc.flush().map_err(Error::from)
                     } else {

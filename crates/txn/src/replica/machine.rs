@@ -149,11 +149,7 @@ impl ReplicaShared {
         let slot = waiting.entry(applied).or_insert(closed);
         *slot = (*slot).max(closed);
         // A close waiting on a higher index for a lower timestamp is worthless.
-        let stale: Vec<u64> =
-            waiting.range(applied + 1..).filter(|(_, c)| **c <= closed).map(|(i, _)| *i).collect();
-        for i in stale {
-            waiting.remove(&i);
-        }
+        waiting.retain(|&i, &mut c| i <= applied || c > closed);
     }
 
     /// Raises the closed timestamp by every side-transport close whose index is now applied.
